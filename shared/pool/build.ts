@@ -1,0 +1,182 @@
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { OptimerError } from '../errors.js';
+import { decodeFloats, encodeFloats, isMergeable } from '../onnx/dtype.js';
+import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
+import { encodeModel, toNumber } from '../onnx/proto.js';
+import { setExternal } from '../onnx/build.js';
+import { MANIFEST_FILE, SHARDS_DIR, WEIGHTS_LOCATION, parseManifest, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
+import { DEFAULT_SHARD_BYTES, ShardWriter } from './shard-writer.js';
+import { compareFixed, compareModels } from './graph-compare.js';
+import { Pool } from './reader.js';
+import { computeGram } from './stats.js';
+
+export interface BuildPoolOptions {
+  base: string;
+  vectors: { name: string; path: string }[];
+  out: string;
+  shardBytes?: number;
+  inputName?: string;
+  outputName?: string;
+  /** Longest sequence the model takes; read from the model when not given. */
+  contextLength?: number;
+  onProgress?: (done: number, total: number, stage: string) => void;
+}
+
+/** Offsets of tensors in the merged weights' external-data layout (64-byte aligned). */
+const ALIGN = 64;
+
+/**
+ * Turns a base model and its CPT checkpoints into a pool: the base weights, each vector
+ * v_i = θ_i − θ_base (fp32 arithmetic, stored in the checkpoint's dtype), the graph without
+ * weights, and a manifest written last (a pool without manifest.json is not a pool). Holds at
+ * most the base and one checkpoint open at a time.
+ */
+export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
+  if (opts.vectors.length === 0) throw new OptimerError('BAD_ARGUMENT', 'pool build: give at least one --vector NAME=CHECKPOINT.onnx');
+  const seen = new Set<string>();
+  for (const v of opts.vectors) {
+    const r = vectorNameSchema.safeParse(v.name);
+    if (!r.success) throw new OptimerError('BAD_ARGUMENT', `pool build: vector name '${v.name}': ${r.error.issues[0]?.message}`);
+    if (seen.has(v.name)) throw new OptimerError('BAD_ARGUMENT', `pool build: vector '${v.name}' is given twice`);
+    seen.add(v.name);
+  }
+  const shardsDir = join(opts.out, SHARDS_DIR);
+  await mkdir(shardsDir, { recursive: true });
+  const shardBytes = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
+  const progress = opts.onProgress ?? (() => undefined);
+
+  const base = await openOnnxModel(opts.base);
+  try {
+    const model = describeModel(base, opts);
+    let offset = 0;
+    const tensors: TensorEntry[] = base.initializers.map((t) => {
+      const merged = isMergeable(t.dtype);
+      if (!merged) return { name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.bytes, merged, offset: null };
+      offset = Math.ceil(offset / ALIGN) * ALIGN;
+      const e = { name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.bytes, merged, offset };
+      offset += t.bytes;
+      return e;
+    });
+    const weightsBytes = offset;
+    const total = tensors.length * (1 + opts.vectors.length);
+    let done = 0;
+
+    const baseWriter = new ShardWriter(shardsDir, shardBytes);
+    for (const t of base.initializers) {
+      await baseWriter.addTensor(t.name, await t.read());
+      progress(++done, total, 'base');
+    }
+    const baseBlob = await baseWriter.finish();
+
+    const vectors: PoolManifest['vectors'] = [];
+    for (const v of opts.vectors) {
+      const ckpt = await openOnnxModel(v.path);
+      const writer = new ShardWriter(shardsDir, shardBytes);
+      try {
+        compareModels(base, ckpt);
+        const byName = new Map(ckpt.initializers.map((t) => [t.name, t]));
+        let sq = 0;
+        for (const bt of base.initializers) {
+          const ct = byName.get(bt.name)!;
+          const [b, c] = [await bt.read(), await ct.read()];
+          if (!isMergeable(bt.dtype)) compareFixed(v.path, ct, b, c);
+          else {
+            const n = b.length / (bt.bytes / Math.max(1, bt.shape.reduce((x, y) => x * y, 1)));
+            const fb = new Float32Array(n);
+            const fc = new Float32Array(n);
+            decodeFloats(bt.dtype, b, fb, n);
+            decodeFloats(ct.dtype, c, fc, n);
+            for (let i = 0; i < n; i++) fc[i] = fc[i]! - fb[i]!;
+            const delta = new Uint8Array(ct.bytes);
+            encodeFloats(ct.dtype, fc, delta, n);
+            decodeFloats(ct.dtype, delta, fc, n); // the norm of what is stored
+            for (let i = 0; i < n; i++) sq += fc[i]! * fc[i]!;
+            await writer.addTensor(bt.name, delta);
+          }
+          progress(++done, total, v.name);
+        }
+        vectors.push({ name: v.name, source: v.path, l2: Math.sqrt(sq), blob: await writer.finish() });
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      } finally {
+        await ckpt.close();
+      }
+    }
+
+    const graph = await graphWithoutWeights(base, tensors);
+    const graphSha = createHash('sha256').update(graph).digest('hex');
+    await writeFile(join(shardsDir, graphSha), graph);
+
+    const draft: PoolManifest = {
+      format: 'optimer-pool',
+      version: 1,
+      graph: { sha256: graphSha, bytes: graph.length },
+      model,
+      tensors,
+      weightsBytes,
+      base: { source: opts.base, blob: baseBlob },
+      vectors,
+      gram: vectors.map(() => vectors.map(() => 0)),
+    };
+    const pool = new Pool(draft, shardsDir, opts.out);
+    try {
+      draft.gram = await computeGram(pool);
+    } finally {
+      await pool.close();
+    }
+    const manifest = parseManifest(JSON.parse(JSON.stringify(draft)), 'pool build: manifest');
+    const tmp = join(opts.out, `.${MANIFEST_FILE}.tmp`);
+    await writeFile(tmp, JSON.stringify(manifest, null, 1) + '\n');
+    await rename(tmp, join(opts.out, MANIFEST_FILE));
+    return manifest;
+  } finally {
+    await base.close();
+  }
+}
+
+function describeModel(base: OnnxModelFile, opts: BuildPoolOptions): PoolManifest['model'] {
+  const g = base.model.graph!;
+  const initNames = new Set(base.initializers.map((t) => t.name));
+  const inputs = (g.input ?? []).filter((i) => !initNames.has(i.name ?? ''));
+  const input = opts.inputName ?? 'input_ids';
+  const output = opts.outputName ?? 'logits';
+  const inp = inputs.find((i) => i.name === input);
+  if (!inp) throw new OptimerError('BAD_ONNX', `${base.path}: no graph input '${input}' (inputs: ${inputs.map((i) => i.name).join(', ')}); name it with --input-name`);
+  const out = (g.output ?? []).find((o) => o.name === output);
+  if (!out) throw new OptimerError('BAD_ONNX', `${base.path}: no graph output '${output}' (outputs: ${(g.output ?? []).map((o) => o.name).join(', ')}); name it with --output-name`);
+  const others = inputs.filter((i) => i.name !== input);
+  const mask = others.find((i) => i.name === 'attention_mask');
+  const unknown = others.filter((i) => i !== mask);
+  if (unknown.length > 0) {
+    throw new OptimerError('BAD_ONNX', `${base.path}: graph input '${unknown[0]!.name}' is neither '${input}' nor 'attention_mask'; optimer feeds only those two`);
+  }
+  const outDims = out.type?.tensorType?.shape?.dim ?? [];
+  const vocabDim = outDims[outDims.length - 1];
+  const vocab = vocabDim?.dimValue !== undefined && toNumber(vocabDim.dimValue) > 0 ? toNumber(vocabDim.dimValue) : null;
+  const inDims = inp.type?.tensorType?.shape?.dim ?? [];
+  const seqDim = inDims[1]?.dimValue !== undefined ? toNumber(inDims[1].dimValue) : 0;
+  const meta = (base.model.metadataProps ?? []).find((p) => p.key === 'optimer.context_length');
+  const contextLength = opts.contextLength ?? (seqDim > 0 ? seqDim : meta ? Number(meta.value) : null);
+  if (contextLength !== null && (!Number.isSafeInteger(contextLength) || contextLength < 2)) {
+    throw new OptimerError('BAD_ARGUMENT', `${base.path}: context length ${contextLength} must be an integer ≥ 2`);
+  }
+  return { input, output, attentionMask: mask ? 'attention_mask' : null, vocab, contextLength };
+}
+
+/** The base graph: float initializers point into the merged-weights layout, the rest inline. */
+async function graphWithoutWeights(base: OnnxModelFile, tensors: TensorEntry[]): Promise<Uint8Array> {
+  const model = base.model;
+  const inits = await Promise.all(
+    (model.graph!.initializer ?? []).map(async (t, i) => {
+      const e = tensors[i]!;
+      const { floatData: _f, int32Data: _i, int64Data: _l, doubleData: _d, uint64Data: _u, externalData: _x, dataLocation: _dl, ...rest } = t;
+      if (e.offset === null) return { ...rest, rawData: await base.initializers[i]!.read() };
+      return setExternal(rest, WEIGHTS_LOCATION, e.offset, e.bytes);
+    }),
+  );
+  return encodeModel({ ...model, graph: { ...model.graph, initializer: inits } });
+}
+

@@ -1,0 +1,135 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { OptimerError } from '../errors.js';
+import { formatIssues } from '../validate.js';
+
+/**
+ * A pool is `manifest.json` plus content-addressed shards (`shards/<sha256>`). Each blob (the
+ * base weights, and each vector's deltas θ_i − θ_base) is a byte stream cut into shards; tensors
+ * sit at offsets in their blob's stream. The graph without weights is a shard too: its float
+ * initializers point into one external-data layout (`weights.bin`) that a merge fills in; the
+ * non-float ones (shape constants and the like) stay inline, where ONNX Runtime's shape
+ * inference needs them.
+ * Manifests travel between machines, so they are validated like any other input.
+ */
+export const MANIFEST_FILE = 'manifest.json';
+export const SHARDS_DIR = 'shards';
+/** The external-data file name the pool's graph refers to; a merge supplies its bytes. */
+export const WEIGHTS_LOCATION = 'weights.bin';
+
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a lowercase hex sha256');
+const count = z.number().int().nonnegative();
+const dtype = z.enum(['float32', 'float16', 'bfloat16', 'float64', 'uint8', 'int8', 'uint16', 'int16', 'int32', 'int64', 'bool', 'uint32', 'uint64']);
+const vectorName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, ".", "_" or "-"');
+
+const shardRef = z.object({ sha256, offset: count, bytes: count }).strict();
+const blob = z
+  .object({
+    bytes: count,
+    shards: z.array(shardRef),
+    /** tensor name → offset in this blob */
+    tensors: z.record(z.string(), count),
+  })
+  .strict();
+
+const manifestSchema = z
+  .object({
+    format: z.literal('optimer-pool'),
+    version: z.literal(1),
+    graph: z.object({ sha256, bytes: count }).strict(),
+    model: z
+      .object({
+        input: z.string(),
+        output: z.string(),
+        attentionMask: z.string().nullable(),
+        vocab: count.nullable(),
+        contextLength: count.nullable(),
+      })
+      .strict(),
+    tensors: z.array(
+      z
+        .object({
+          name: z.string(),
+          dtype,
+          shape: z.array(count),
+          bytes: count,
+          merged: z.boolean(),
+          /** offset in the merged-weights layout; null for non-float tensors, kept inline in the graph */
+          offset: count.nullable(),
+        })
+        .strict(),
+    ),
+    weightsBytes: count,
+    base: z.object({ source: z.string(), blob }).strict(),
+    vectors: z.array(z.object({ name: vectorName, source: z.string(), l2: z.number(), blob }).strict()),
+    /** Gram matrix of the vectors (dot products), in `vectors` order. */
+    gram: z.array(z.array(z.number())),
+  })
+  .strict();
+
+export type PoolManifest = z.infer<typeof manifestSchema>;
+export type BlobRef = z.infer<typeof blob>;
+export type ShardRef = z.infer<typeof shardRef>;
+export type TensorEntry = PoolManifest['tensors'][number];
+export type VectorEntry = PoolManifest['vectors'][number];
+export { vectorName as vectorNameSchema };
+
+/** Parses and checks a manifest: schema, then the arithmetic the schema cannot see. */
+export function parseManifest(json: unknown, where: string): PoolManifest {
+  const r = manifestSchema.safeParse(json);
+  if (!r.success) throw new OptimerError('BAD_POOL', formatIssues(where, r.error));
+  const m = r.data;
+  const fail = (msg: string): never => {
+    throw new OptimerError('BAD_POOL', `${where}: ${msg}`);
+  };
+  const checkBlob = (b: BlobRef, label: string, tensors: TensorEntry[]): void => {
+    let off = 0;
+    for (const [i, s] of b.shards.entries()) {
+      if (s.offset !== off) fail(`${label}.shards[${i}] starts at ${s.offset}, expected ${off}`);
+      off += s.bytes;
+    }
+    if (off !== b.bytes) fail(`${label}: shards hold ${off} bytes, blob says ${b.bytes}`);
+    for (const t of tensors) {
+      const at = b.tensors[t.name];
+      if (at === undefined) fail(`${label}: tensor '${t.name}' is missing`);
+      else if (at + t.bytes > b.bytes) fail(`${label}: tensor '${t.name}' runs past the end of the blob`);
+    }
+  };
+  const names = new Set<string>();
+  for (const t of m.tensors) {
+    if (names.has(t.name)) fail(`tensor '${t.name}' is listed twice`);
+    names.add(t.name);
+    if (t.merged !== (t.offset !== null)) fail(`tensor '${t.name}': merged tensors, and only they, have a layout offset`);
+    if (t.offset !== null && t.offset + t.bytes > m.weightsBytes) fail(`tensor '${t.name}' runs past weightsBytes`);
+  }
+  checkBlob(m.base.blob, 'base.blob', m.tensors);
+  const merged = m.tensors.filter((t) => t.merged);
+  const vnames = new Set<string>();
+  for (const [i, v] of m.vectors.entries()) {
+    if (vnames.has(v.name)) fail(`vector '${v.name}' is listed twice`);
+    vnames.add(v.name);
+    checkBlob(v.blob, `vectors[${i}].blob`, merged);
+  }
+  if (m.gram.length !== m.vectors.length || m.gram.some((row) => row.length !== m.vectors.length)) {
+    fail(`gram must be ${m.vectors.length}×${m.vectors.length}`);
+  }
+  return m;
+}
+
+export async function readManifest(dir: string): Promise<PoolManifest> {
+  const path = join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new OptimerError('BAD_POOL', `${dir}: not a pool (no ${MANIFEST_FILE}; build one with 'optimer pool build')`, { cause: e });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new OptimerError('BAD_POOL', `${path}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+  return parseManifest(json, path);
+}

@@ -1,0 +1,127 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { OptimerError } from '../errors.js';
+import { readManifest, SHARDS_DIR, type BlobRef, type PoolManifest, type TensorEntry, type VectorEntry } from './manifest.js';
+
+/**
+ * Read access to a pool: byte ranges of blobs, read across shard boundaries, one open file
+ * per shard. `shardsDir` is the pool's own `shards/` or a worker's content-addressed cache.
+ */
+export class Pool {
+  private readonly handles = new Map<string, Promise<FileHandle>>();
+
+  constructor(
+    readonly manifest: PoolManifest,
+    readonly shardsDir: string,
+    readonly label: string,
+  ) {}
+
+  static async open(dir: string): Promise<Pool> {
+    return new Pool(await readManifest(dir), join(dir, SHARDS_DIR), dir);
+  }
+
+  vector(name: string): VectorEntry {
+    const v = this.manifest.vectors.find((x) => x.name === name);
+    if (!v) {
+      const known = this.manifest.vectors.map((x) => x.name).join(', ');
+      throw new OptimerError('BAD_ARGUMENT', `${this.label}: no vector '${name}' in the pool (it has: ${known})`);
+    }
+    return v;
+  }
+
+  /** `bytes` bytes at `offset` of a blob, into `out` (allocated when not given). */
+  async read(blob: BlobRef, offset: number, bytes: number, out: Uint8Array = new Uint8Array(bytes)): Promise<Uint8Array> {
+    if (offset < 0 || offset + bytes > blob.bytes) {
+      throw new OptimerError('BAD_POOL', `${this.label}: read [${offset}, ${offset + bytes}) outside a blob of ${blob.bytes} bytes`);
+    }
+    let done = 0;
+    // shards are sorted by offset: binary search for the first one holding `offset`
+    let lo = 0;
+    let hi = blob.shards.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (blob.shards[mid]!.offset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    for (let i = lo; done < bytes; i++) {
+      const shard = blob.shards[i]!;
+      const from = offset + done - shard.offset;
+      const n = Math.min(bytes - done, shard.bytes - from);
+      const fh = await this.handle(shard.sha256);
+      let got = 0;
+      while (got < n) {
+        const { bytesRead } = await fh.read(out, done + got, n - got, from + got);
+        if (bytesRead === 0) throw new OptimerError('BAD_POOL', `${this.label}: shard ${shard.sha256} is shorter than the manifest says`);
+        got += bytesRead;
+      }
+      done += n;
+    }
+    return out;
+  }
+
+  /** Elements [start, start + count) of a tensor in a blob. */
+  readTensor(blob: BlobRef, t: TensorEntry, start = 0, count?: number, out?: Uint8Array): Promise<Uint8Array> {
+    const elemBytes = t.bytes / Math.max(1, t.shape.reduce((a, b) => a * b, 1));
+    const n = count ?? Math.round(t.bytes / elemBytes) - start;
+    const offset = blob.tensors[t.name];
+    if (offset === undefined) throw new OptimerError('BAD_POOL', `${this.label}: tensor '${t.name}' is not in this blob`);
+    return this.read(blob, offset + start * elemBytes, n * elemBytes, out);
+  }
+
+  async graphBytes(): Promise<Uint8Array> {
+    const path = join(this.shardsDir, this.manifest.graph.sha256);
+    try {
+      return await readFile(path);
+    } catch (e) {
+      throw new OptimerError('BAD_POOL', `${this.label}: graph shard ${this.manifest.graph.sha256} is missing`, { cause: e });
+    }
+  }
+
+  /** Every shard the pool needs: the graph, the base blob and each vector's blob. */
+  allShards(): { sha256: string; bytes: number }[] {
+    const m = this.manifest;
+    const seen = new Map<string, number>([[m.graph.sha256, m.graph.bytes]]);
+    for (const b of [m.base.blob, ...m.vectors.map((v) => v.blob)]) for (const s of b.shards) seen.set(s.sha256, s.bytes);
+    return [...seen].map(([sha256, bytes]) => ({ sha256, bytes }));
+  }
+
+  /** Re-hashes every shard; throws naming the first one that is missing or altered. */
+  async verify(): Promise<void> {
+    for (const { sha256 } of this.allShards()) {
+      const got = await hashFile(join(this.shardsDir, sha256)).catch((e: unknown) => {
+        throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
+      });
+      if (got !== sha256) throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is corrupt (its content hashes to ${got})`);
+    }
+  }
+
+  private handle(sha256: string): Promise<FileHandle> {
+    let h = this.handles.get(sha256);
+    if (!h) {
+      h = open(join(this.shardsDir, sha256), 'r').catch((e: unknown) => {
+        this.handles.delete(sha256);
+        throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
+      });
+      this.handles.set(sha256, h);
+    }
+    return h;
+  }
+
+  async close(): Promise<void> {
+    const all = await Promise.allSettled(this.handles.values());
+    this.handles.clear();
+    await Promise.all(all.map((h) => (h.status === 'fulfilled' ? h.value.close() : undefined)));
+  }
+}
+
+export function hashFile(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('data', (c) => h.update(c))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
+  });
+}

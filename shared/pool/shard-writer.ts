@@ -1,0 +1,72 @@
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BlobRef, ShardRef } from './manifest.js';
+
+export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Appends a blob's bytes and cuts them into shards of at most `shardBytes`, each stored once
+ * under its sha256 (an existing identical shard is reused). Tensors may span shards.
+ */
+export class ShardWriter {
+  private readonly shards: ShardRef[] = [];
+  private readonly tensors: Record<string, number> = {};
+  /** bytes written so far; tensors get their offsets from it */
+  private position = 0;
+  private file: { handle: FileHandle; path: string; hash: Hash; bytes: number } | undefined;
+
+  constructor(private readonly shardsDir: string, private readonly shardBytes = DEFAULT_SHARD_BYTES) {}
+
+  async addTensor(name: string, bytes: Uint8Array): Promise<void> {
+    this.tensors[name] = this.position;
+    await this.write(bytes);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < bytes.length) {
+      if (!this.file) {
+        const path = join(this.shardsDir, `.tmp-${randomBytes(8).toString('hex')}`);
+        this.file = { handle: await open(path, 'w'), path, hash: createHash('sha256'), bytes: 0 };
+      }
+      const f = this.file;
+      const n = Math.min(bytes.length - at, this.shardBytes - f.bytes);
+      const part = bytes.subarray(at, at + n);
+      await f.handle.write(part, 0, part.length);
+      f.hash.update(part);
+      f.bytes += n;
+      this.position += n;
+      at += n;
+      if (f.bytes === this.shardBytes) await this.cut();
+    }
+  }
+
+  private async cut(): Promise<void> {
+    const f = this.file;
+    if (!f) return;
+    this.file = undefined;
+    await f.handle.close();
+    const sha256 = f.hash.digest('hex');
+    const final = join(this.shardsDir, sha256);
+    const exists = await stat(final).then((s) => s.size === f.bytes, () => false);
+    if (exists) await rm(f.path);
+    else await rename(f.path, final);
+    this.shards.push({ sha256, offset: this.position - f.bytes, bytes: f.bytes });
+  }
+
+  async finish(): Promise<BlobRef> {
+    await this.cut();
+    return { bytes: this.position, shards: this.shards, tensors: this.tensors };
+  }
+
+  /** Removes a half-written shard after a failure. */
+  async abort(): Promise<void> {
+    const f = this.file;
+    this.file = undefined;
+    if (f) {
+      await f.handle.close().catch(() => undefined);
+      await rm(f.path, { force: true });
+    }
+  }
+}

@@ -1,0 +1,26 @@
+import { OptimerError } from './errors.js';
+
+/** Merge weights by vector name; vectors not named weigh 0. */
+export type MergeWeights = ReadonlyMap<string, number>;
+
+/** Parses "ja=0.5,zh=-0.2" against the pool's vector names. */
+export function parseWeights(spec: string, known: readonly string[], where = '--weights'): MergeWeights {
+  const out = new Map<string, number>();
+  const trimmed = spec.trim();
+  if (trimmed === '') return out;
+  for (const part of trimmed.split(',')) {
+    const m = /^\s*([^=\s]+)\s*=\s*(\S+)\s*$/.exec(part);
+    if (!m) throw new OptimerError('BAD_ARGUMENT', `${where}: '${part}' is not NAME=WEIGHT`);
+    const [, name, value] = m as unknown as [string, string, string];
+    const w = Number(value);
+    if (!Number.isFinite(w)) throw new OptimerError('BAD_ARGUMENT', `${where}: weight of '${name}' is '${value}', not a finite number`);
+    if (!known.includes(name)) throw new OptimerError('BAD_ARGUMENT', `${where}: no vector '${name}' in the pool (it has: ${known.join(', ')})`);
+    if (out.has(name)) throw new OptimerError('BAD_ARGUMENT', `${where}: '${name}' is given twice`);
+    out.set(name, w);
+  }
+  return out;
+}
+
+export function formatWeights(w: MergeWeights, names: readonly string[]): string {
+  return names.map((n) => `${n}=${+(w.get(n) ?? 0).toFixed(6)}`).join(',');
+}
