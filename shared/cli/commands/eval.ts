@@ -1,0 +1,93 @@
+import type { Command } from 'commander';
+import { OptimerError } from '../../errors.js';
+import { Pool } from '../../pool/reader.js';
+import { parseWeights, type MergeWeights } from '../../weights.js';
+import { exportMergekit, exportOnnx } from '../../../worker/merge/export.js';
+import { evaluateMerge, loadEvalSets, type EvalSetSpec } from '../../../worker/eval/evaluate.js';
+import { DEFAULT_BATCH_TOKENS } from '../../../worker/eval/nll.js';
+import { EXECUTION_PROVIDERS, type ExecutionProvider } from '../../../worker/eval/session.js';
+import { collect, fmt, parseNamed, parseNumberOption, printJson, table } from '../output.js';
+
+type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
+
+export function parseProvider(value: string): ExecutionProvider {
+  if (!(EXECUTION_PROVIDERS as readonly string[]).includes(value)) {
+    throw new OptimerError('BAD_ARGUMENT', `--provider '${value}': expected one of ${EXECUTION_PROVIDERS.join(', ')}`);
+  }
+  return value as ExecutionProvider;
+}
+
+/** `--set NAME=PATH` (repeat) with optional `--set-weight NAME=W`. */
+export function parseSetSpecs(sets: string[] | undefined, setWeights: string[] | undefined): EvalSetSpec[] {
+  const specs = parseNamed(sets, '--set').map(({ name, value }) => ({ name, path: value, weight: 1 }));
+  for (const { name, value } of parseNamed(setWeights, '--set-weight')) {
+    const s = specs.find((x) => x.name === name);
+    if (!s) throw new OptimerError('BAD_ARGUMENT', `--set-weight '${name}': no --set of that name`);
+    s.weight = parseNumberOption(value, `--set-weight ${name}`, { min: 0 });
+  }
+  return specs;
+}
+
+async function withPoolWeights<T>(dir: string, spec: string, fn: (pool: Pool, w: MergeWeights) => Promise<T>): Promise<T> {
+  const pool = await Pool.open(dir);
+  try {
+    return await fn(pool, parseWeights(spec, pool.manifest.vectors.map((v) => v.name)));
+  } finally {
+    await pool.close();
+  }
+}
+
+export function registerEval(program: Command, run: Run): void {
+  program
+    .command('eval')
+    .description('evaluate one merge θ_base + Σ w_i·v_i of a pool on evaluation sets')
+    .requiredOption('--pool <dir>', 'pool directory')
+    .option('--weights <spec>', 'merge weights, e.g. ja=0.5,zh=0.2 (vectors not named weigh 0)', '')
+    .option('--set <NAME=PATH>', 'an evaluation set, JSONL of {"input_ids": [...]} (repeat)', collect)
+    .option('--set-weight <NAME=W>', "a set's weight in the mean (default 1; repeat)", collect)
+    .option('--provider <name>', `execution provider: ${EXECUTION_PROVIDERS.join(', ')}`, 'cpu')
+    .option('--batch-tokens <n>', 'tokens per ONNX Runtime call (batch × padded length)', String(DEFAULT_BATCH_TOKENS))
+    .option('--json', 'print as JSON')
+    .action((o) =>
+      run(async () => {
+        const provider = parseProvider(o.provider);
+        const batchTokens = parseNumberOption(o.batchTokens, '--batch-tokens', { min: 1, integer: true });
+        const specs = parseSetSpecs(o.set, o.setWeight);
+        const report = await withPoolWeights(o.pool, o.weights, async (pool, weights) => {
+          const sets = await loadEvalSets(specs, pool.manifest.model);
+          const r = await evaluateMerge(pool, weights, sets, { provider, batchTokens });
+          return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
+        });
+        if (o.json) return printJson({ metric: 'nll', ...report });
+        const rows: (string | number)[][] = [['set', 'nll', 'weight', 'tokens'], ...report.scores.map((s) => [s.name, s.score, s.weight, s.tokens])];
+        process.stdout.write(
+          `weights ${Object.entries(report.weights).map(([k, v]) => `${k}=${v}`).join(', ')}\n${table(rows)}\nweighted mean nll ${fmt(report.mean)}\n`,
+        );
+      }, o.json),
+    );
+
+  program
+    .command('export')
+    .description('write a merge as an ONNX model, or as a mergekit config')
+    .requiredOption('--pool <dir>', 'pool directory')
+    .requiredOption('--weights <spec>', 'merge weights, e.g. ja=0.5,zh=0.2')
+    .requiredOption('--out <path>', 'output file (.onnx, or .yaml with --format mergekit)')
+    .option('--format <fmt>', 'onnx or mergekit', 'onnx')
+    .option('--external-data', 'onnx: write weights to <out>.data (default past 1 GiB)')
+    .option('--hf <NAME=REPO>', 'mergekit: Hugging Face repo or path of a vector\'s checkpoint (repeat)', collect)
+    .option('--base-model <repo>', 'mergekit: Hugging Face repo or path of the base model')
+    .option('--json', 'print the written files as JSON')
+    .action((o) =>
+      run(async () => {
+        if (o.format !== 'onnx' && o.format !== 'mergekit') throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
+        const files = await withPoolWeights(o.pool, o.weights, (pool, weights) => {
+          if (o.format === 'onnx') return exportOnnx(pool, weights, o.out, o.externalData ? { externalData: true } : {});
+          const models = new Map(parseNamed(o.hf, '--hf').map(({ name, value }) => [name, value]));
+          for (const name of models.keys()) pool.vector(name);
+          return exportMergekit(pool, weights, o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
+        });
+        if (o.json) printJson({ format: o.format, files });
+        else process.stdout.write(`wrote ${files.join(', ')}\n`);
+      }, o.json),
+    );
+}

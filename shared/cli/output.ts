@@ -1,0 +1,92 @@
+import cliProgress from 'cli-progress';
+import { OptimerError, isOptimerError } from '../errors.js';
+
+/** Repeatable option collector for commander (`--vector a=x --vector b=y`). */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** Splits repeated `NAME=VALUE` options, refusing malformed or repeated names. */
+export function parseNamed(list: string[] | undefined, flag: string): { name: string; value: string }[] {
+  const out: { name: string; value: string }[] = [];
+  for (const item of list ?? []) {
+    const eq = item.indexOf('=');
+    if (eq <= 0 || eq === item.length - 1) throw new OptimerError('BAD_ARGUMENT', `${flag} '${item}': expected NAME=VALUE`);
+    const name = item.slice(0, eq);
+    if (out.some((o) => o.name === name)) throw new OptimerError('BAD_ARGUMENT', `${flag}: '${name}' is given twice`);
+    out.push({ name, value: item.slice(eq + 1) });
+  }
+  return out;
+}
+
+export function parseNumberOption(value: string, flag: string, { min = -Infinity, integer = false } = {}): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
+    throw new OptimerError('BAD_ARGUMENT', `${flag} '${value}': expected ${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` ≥ ${min}` : ''}`);
+  }
+  return n;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A plain text table: first row is the header; numbers right-aligned. */
+export function table(rows: (string | number)[][]): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
+  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const numeric = rows[1]?.map((c) => typeof c === 'number') ?? [];
+  return cells
+    .map((r, ri) =>
+      r
+        .map((c, i) => (numeric[i] && ri > 0 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function fmt(x: number, digits = 4): string {
+  if (Number.isInteger(x)) return String(x);
+  return x.toFixed(digits);
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  let v = n;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
+/** A progress bar on stderr when it is a terminal (and not in --json mode); silent otherwise. */
+export function progress(label: string, enabled = true): { update(done: number, total: number, stage?: string): void; stop(): void } {
+  if (!enabled || !process.stderr.isTTY) return { update() {}, stop() {} };
+  let bar: cliProgress.SingleBar | undefined;
+  return {
+    update(done, total, stage = '') {
+      if (!bar) {
+        bar = new cliProgress.SingleBar(
+          { format: `${label} [{bar}] {value}/{total} {stage}`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(total, 0, { stage });
+      }
+      bar.setTotal(total);
+      bar.update(done, { stage });
+    },
+    stop: () => bar?.stop(),
+  };
+}
+
+/** Prints an error the way scripts and people both can read, and sets the exit code. */
+export function reportError(e: unknown, json: boolean): void {
+  const err = isOptimerError(e) ? e : new OptimerError('RUNTIME', (e as Error)?.message ?? String(e), { cause: e });
+  if (json) process.stderr.write(JSON.stringify({ error: err.toJSON() }) + '\n');
+  else process.stderr.write(`optimer: ${err.message}\n`);
+  if (!isOptimerError(e) && process.env.OPTIMER_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+  process.exitCode = err.code === 'RUNTIME' ? 1 : 2;
+}
