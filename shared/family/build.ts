@@ -66,11 +66,33 @@ export async function buildFamily(dir: string, options: FamilyOptions): Promise<
       files[split][name] = path;
     }
   }
-  const write = (path: string, p: FamilyParams, label: string): Promise<void> =>
-    writeModel(path, familyToOnnx(shape, p, options.dtype ?? 'float32', label), { externalData: options.externalData ?? false });
-  await write(files.base, base, 'base');
-  for (const name of FAMILY_DOMAINS) await write(files.checkpoints[name]!, checkpoints[name]!, `cpt-${name}`);
+  await writeModels(files, base, checkpoints, options);
   await writeFile(join(dir, 'family.json'), JSON.stringify({ seed, ...files }, null, 2) + '\n');
+  return files;
+}
+
+async function writeModels(files: FamilyFiles, base: FamilyParams, checkpoints: Record<string, FamilyParams>, options: Omit<FamilyOptions, 'seed'>): Promise<void> {
+  const write = (path: string, p: FamilyParams, label: string): Promise<void> =>
+    writeModel(path, familyToOnnx(files.shape, p, options.dtype ?? 'float32', label), { externalData: options.externalData ?? false });
+  await write(files.base, base, 'base');
+  for (const [name, path] of Object.entries(files.checkpoints)) await write(path, checkpoints[name]!, `cpt-${name}`);
+}
+
+/**
+ * Writes the same trained family in another storage format (fp16 weights, external data) into
+ * `dir`, sharing the evaluation sets: exercises the import paths without training again.
+ */
+export async function writeFamilyVariant(src: FamilyFiles, dir: string, options: Omit<FamilyOptions, 'seed'>): Promise<FamilyFiles> {
+  await mkdir(dir, { recursive: true });
+  const files: FamilyFiles = {
+    ...src,
+    dir,
+    base: join(dir, 'base.onnx'),
+    checkpoints: Object.fromEntries(Object.keys(src.checkpoints).map((n) => [n, join(dir, `cpt-${n}.onnx`)])),
+  };
+  const ckpts: Record<string, FamilyParams> = {};
+  for (const [n, path] of Object.entries(src.checkpoints)) ckpts[n] = await loadFamilyParams(path);
+  await writeModels(files, await loadFamilyParams(src.base), ckpts, options);
   return files;
 }
 

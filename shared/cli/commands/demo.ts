@@ -10,7 +10,7 @@ import { buildFamily, FAMILY_DOMAINS, type FamilyFiles } from '../../family/buil
 import { buildPool } from '../../pool/build.js';
 import { Pool } from '../../pool/reader.js';
 import { Rng } from '../../rng.js';
-import type { MergeWeights } from '../../weights.js';
+import { mixtureRatios, type MergeWeights } from '../../weights.js';
 import { fmt, parseNumberOption, printJson, progress, table } from '../output.js';
 import { renderSummary, summarize } from './pool.js';
 
@@ -25,15 +25,6 @@ export async function ensureFamily(dir: string, seed: number): Promise<FamilyFil
     if (f.seed === seed && files.length > 1 && files.every((p) => existsSync(p))) return f;
   }
   return buildFamily(dir, { seed });
-}
-
-/** Mixture ratios: w_i / Σ w_j over the positive weights; negative ones are shown as removed. */
-export function mixtureRatios(w: MergeWeights, names: readonly string[]): Record<string, number | 'removed'> {
-  const pos = names.reduce((a, n) => a + Math.max(0, w.get(n) ?? 0), 0);
-  return Object.fromEntries(names.map((n) => {
-    const x = w.get(n) ?? 0;
-    return [n, x < 0 ? 'removed' : pos > 0 ? x / pos : 0];
-  }));
 }
 
 export function registerDemo(program: Command, run: Run): void {
