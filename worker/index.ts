@@ -1,5 +1,5 @@
 // Public entry of the worker side: the merge kernel, exports and evaluators.
-export { mergeWeights, mergeToBuffer, type MergeSink } from './merge/merge.js';
+export { mergeWeights, mergeInto, mergeToBuffer, type MergeSink } from './merge/merge.js';
 export { exportOnnx, exportMergekit, INLINE_LIMIT_BYTES, type MergekitOptions } from './merge/export.js';
 export { evaluateNll, DEFAULT_BATCH_TOKENS, type LmIo, type NllResult } from './eval/nll.js';
 export { createMergedSession, createFileSession, EXECUTION_PROVIDERS, type ExecutionProvider } from './eval/session.js';

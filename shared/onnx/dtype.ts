@@ -70,7 +70,7 @@ const u32 = new Uint32Array(f32.buffer);
 
 /** float16 bits → float32, via a 64K table built once (exact for every half value). */
 let halfTable: Float32Array | undefined;
-function halfToFloatTable(): Float32Array {
+export function halfToFloatTable(): Float32Array {
   if (halfTable) return halfTable;
   halfTable = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {
@@ -98,7 +98,11 @@ function halfToFloatTable(): Float32Array {
 /** float32 → float16 bits, round to nearest even (as numpy and torch do). */
 export function floatToHalf(x: number): number {
   f32[0] = x;
-  const b = u32[0]!;
+  return halfFromFloatBits(u32[0]!);
+}
+
+/** The float16 bits nearest (ties to even) to the float32 with bit pattern `b`. */
+export function halfFromFloatBits(b: number): number {
   const sign = (b >>> 16) & 0x8000;
   const exp = (b >>> 23) & 0xff;
   const frac = b & 0x7fffff;
@@ -124,7 +128,10 @@ export function floatToHalf(x: number): number {
 /** float32 → bfloat16 bits, round to nearest even. */
 export function floatToBfloat16(x: number): number {
   f32[0] = x;
-  const b = u32[0]!;
+  return bfloat16FromFloatBits(u32[0]!);
+}
+
+export function bfloat16FromFloatBits(b: number): number {
   if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff)) return (b >>> 16) | 0x40; // keep NaN a NaN
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }

@@ -77,7 +77,6 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
       try {
         compareModels(base, ckpt);
         const byName = new Map(ckpt.initializers.map((t) => [t.name, t]));
-        let sq = 0;
         for (const bt of base.initializers) {
           const ct = byName.get(bt.name)!;
           const [b, c] = [await bt.read(), await ct.read()];
@@ -91,13 +90,11 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
             for (let i = 0; i < n; i++) fc[i] = fc[i]! - fb[i]!;
             const delta = new Uint8Array(ct.bytes);
             encodeFloats(ct.dtype, fc, delta, n);
-            decodeFloats(ct.dtype, delta, fc, n); // the norm of what is stored
-            for (let i = 0; i < n; i++) sq += fc[i]! * fc[i]!;
             await writer.addTensor(bt.name, delta);
           }
           progress(++done, total, v.name);
         }
-        vectors.push({ name: v.name, source: v.path, l2: Math.sqrt(sq), blob: await writer.finish() });
+        vectors.push({ name: v.name, source: v.path, l2: 0, blob: await writer.finish() });
       } catch (e) {
         await writer.abort();
         throw e;
@@ -123,7 +120,9 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     };
     const pool = new Pool(draft, shardsDir, opts.out);
     try {
+      // norms and similarities of what is stored (after rounding to the checkpoint's dtype)
       draft.gram = await computeGram(pool);
+      draft.vectors.forEach((v, i) => (v.l2 = Math.sqrt(draft.gram[i]![i]!)));
     } finally {
       await pool.close();
     }

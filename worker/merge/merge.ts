@@ -1,7 +1,7 @@
-import { decodeFloats, dtypeBytes, encodeFloats } from '../../shared/onnx/dtype.js';
+import { dtypeBytes } from '../../shared/onnx/dtype.js';
 import type { Pool } from '../../shared/pool/reader.js';
-import type { TensorEntry } from '../../shared/pool/manifest.js';
 import type { MergeWeights } from '../../shared/weights.js';
+import { mergeChunk } from './kernels.js';
 
 /** Elements merged at once: bounds memory to a few chunk buffers whatever the tensor size. */
 const CHUNK_ELEMENTS = 1 << 20;
@@ -14,51 +14,54 @@ export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<vo
  * the tensor's own dtype, vectors read from the shards as they are needed (never K models in
  * memory). With all weights 0 the result is the base's bytes exactly. Non-float tensors are not
  * in the layout: they stay inline in the pool's graph.
+ *
+ * Writes into `dest` (the whole layout, `manifest.weightsBytes`) when given, else hands each
+ * merged chunk to `sink` (for streaming to a file).
  */
-export async function mergeWeights(pool: Pool, weights: MergeWeights, sink: MergeSink): Promise<void> {
+async function merge(pool: Pool, weights: MergeWeights, dest: Uint8Array | undefined, sink: MergeSink | undefined): Promise<void> {
   const m = pool.manifest;
-  const active = m.vectors.filter((v) => (weights.get(v.name) ?? 0) !== 0).map((v) => ({ blob: v.blob, w: weights.get(v.name)! }));
+  const active = m.vectors.filter((v) => (weights.get(v.name) ?? 0) !== 0);
+  const w = active.map((v) => weights.get(v.name)!);
+  const maxBytes = CHUNK_ELEMENTS * 8;
+  const baseRaw = new Uint8Array(maxBytes);
+  const deltaRaw = active.map(() => new Uint8Array(maxBytes));
+  const scratch = dest ? undefined : new Uint8Array(maxBytes);
   const acc = new Float32Array(CHUNK_ELEMENTS);
-  const delta = new Float32Array(CHUNK_ELEMENTS);
-  const raw = new Uint8Array(CHUNK_ELEMENTS * 8);
-  const outBytes = new Uint8Array(CHUNK_ELEMENTS * 8);
+  const tmp = [0, 1, 2, 3].map(() => new Float32Array(CHUNK_ELEMENTS));
   for (const t of m.tensors) {
     if (t.offset === null) continue; // not merged: inline in the graph
-    if (active.length === 0) {
-      await copyBase(pool, t, t.offset, sink, raw);
-      continue;
-    }
     const size = dtypeBytes(t.dtype);
     const n = t.bytes / size;
     for (let start = 0; start < n; start += CHUNK_ELEMENTS) {
       const count = Math.min(CHUNK_ELEMENTS, n - start);
       const bytes = count * size;
-      decodeFloats(t.dtype, await pool.readTensor(m.base.blob, t, start, count, raw.subarray(0, bytes)), acc, count);
-      for (const { blob, w } of active) {
-        decodeFloats(t.dtype, await pool.readTensor(blob, t, start, count, raw.subarray(0, bytes)), delta, count);
-        axpy(acc, delta, w, count);
+      const at = t.offset + start * size;
+      const out = dest ? dest.subarray(at, at + bytes) : scratch!.subarray(0, bytes);
+      if (active.length === 0) {
+        await pool.readTensor(m.base.blob, t, start, count, out);
+      } else {
+        const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
+        const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
+        mergeChunk(t.dtype, base, deltas, w, out, count, acc, tmp);
       }
-      encodeFloats(t.dtype, acc, outBytes, count);
-      await sink(t.offset + start * size, outBytes.subarray(0, bytes));
+      if (sink) await sink(at, out);
     }
   }
 }
 
-/** The merged weights as one buffer in the pool's external-data layout. */
-export async function mergeToBuffer(pool: Pool, weights: MergeWeights): Promise<Uint8Array> {
-  const out = new Uint8Array(pool.manifest.weightsBytes);
-  await mergeWeights(pool, weights, (offset, bytes) => out.set(bytes, offset));
-  return out;
+/** Streams the merged weights chunk by chunk to `sink` (offsets in the layout). */
+export function mergeWeights(pool: Pool, weights: MergeWeights, sink: MergeSink): Promise<void> {
+  return merge(pool, weights, undefined, sink);
 }
 
-function axpy(acc: Float32Array, x: Float32Array, w: number, n: number): void {
-  for (let i = 0; i < n; i++) acc[i] = acc[i]! + w * x[i]!;
+/** Merges into `dest` (reused across trials to avoid page faults), which must hold the layout. */
+export async function mergeInto(pool: Pool, weights: MergeWeights, dest: Uint8Array): Promise<Uint8Array> {
+  if (dest.length < pool.manifest.weightsBytes || dest.byteOffset % 8 !== 0) throw new RangeError('mergeInto: destination too small or misaligned');
+  await merge(pool, weights, dest, undefined);
+  return dest.subarray(0, pool.manifest.weightsBytes);
 }
 
-async function copyBase(pool: Pool, t: TensorEntry, layoutOffset: number, sink: MergeSink, scratch: Uint8Array): Promise<void> {
-  const from = pool.manifest.base.blob.tensors[t.name]!;
-  for (let at = 0; at < t.bytes; at += scratch.length) {
-    const n = Math.min(scratch.length, t.bytes - at);
-    await sink(layoutOffset + at, await pool.read(pool.manifest.base.blob, from + at, n, scratch.subarray(0, n)));
-  }
+/** The merged weights as one new buffer in the pool's external-data layout. */
+export function mergeToBuffer(pool: Pool, weights: MergeWeights): Promise<Uint8Array> {
+  return mergeInto(pool, weights, new Uint8Array(pool.manifest.weightsBytes));
 }

@@ -1,0 +1,111 @@
+/**
+ * Merge-kernel benchmark: θ(w) = θ_base + Σ_k w_k·v_k over a synthetic pool, against the
+ * physical limits measured in the same run (memcpy of the same bytes, and reading the same
+ * shards without merging). Usage: npm run bench:merge -- [--mb 256] [--vectors 4] [--repeat 3]
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeModel } from '../../shared/onnx/build.js';
+import { encodeFloats, type DtypeName } from '../../shared/onnx/dtype.js';
+import { node, tensor, valueInfo } from '../../shared/onnx/build.js';
+import { buildPool } from '../../shared/pool/build.js';
+import { Pool } from '../../shared/pool/reader.js';
+import { Rng } from '../../shared/rng.js';
+import { mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
+import { table } from '../../shared/cli/output.js';
+
+const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, vectors: { type: 'string', default: '4' }, repeat: { type: 'string', default: '3' } } });
+const MB = Number(values.mb);
+const K = Number(values.vectors);
+const REPEAT = Number(values.repeat);
+const TENSORS = 8;
+
+async function writeSynthetic(path: string, dtype: DtypeName, seed: number): Promise<void> {
+  const bytesPer = dtype === 'float32' ? 4 : 2;
+  const n = Math.floor((MB * 2 ** 20) / TENSORS / bytesPer);
+  const rng = new Rng(seed);
+  const vals = new Float32Array(n);
+  const inits = [];
+  for (let t = 0; t < TENSORS; t++) {
+    for (let i = 0; i < n; i += 1) vals[i] = (i % 1024 === 0 ? rng.normal() : vals[i - 1]! * 0.999) + 1e-3 * seed;
+    const raw = new Uint8Array(n * bytesPer);
+    encodeFloats(dtype, vals, raw, n);
+    inits.push(tensor(`layer${t}.weight`, dtype, [n], raw));
+  }
+  await writeModel(path, {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    graph: {
+      name: 'synthetic',
+      node: [node('Cast', ['input_ids'], ['logits'], [{ name: 'to', type: 2, i: 1 }])],
+      initializer: inits,
+      input: [valueInfo('input_ids', 'int64', ['batch', 'seq'])],
+      output: [valueInfo('logits', 'float32', ['batch', 'seq'])],
+    },
+  }, { externalData: true });
+}
+
+function best(times: number[]): number {
+  return Math.min(...times);
+}
+
+async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
+  const times: number[] = [];
+  for (let r = 0; r < REPEAT; r++) {
+    const t0 = performance.now();
+    await fn();
+    times.push((performance.now() - t0) / 1000);
+  }
+  return best(times);
+}
+
+const rows: (string | number)[][] = [['dtype', 'operation', 'bytes moved', 'seconds', 'GB/s', 'vs memcpy']];
+const dir = await mkdtemp(join(tmpdir(), 'optimer-bench-merge-'));
+try {
+  for (const dtype of ['float32', 'float16'] as const) {
+    const base = join(dir, `${dtype}-base.onnx`);
+    await writeSynthetic(base, dtype, 0);
+    const vectors = [];
+    for (let k = 1; k <= K; k++) {
+      const path = join(dir, `${dtype}-ckpt${k}.onnx`);
+      await writeSynthetic(path, dtype, k);
+      vectors.push({ name: `v${k}`, path });
+    }
+    const out = join(dir, `${dtype}-pool`);
+    const tb = performance.now();
+    const manifest = await buildPool({ base, vectors, out });
+    const buildS = (performance.now() - tb) / 1000;
+    const M = manifest.weightsBytes;
+    const pool = await Pool.open(out);
+    const weights = new Map(vectors.map((v, i) => [v.name, 0.1 * (i + 1)]));
+    const moved = (K + 2) * M; // K + 1 blobs read, one written
+    // physical limits on this machine, same bytes, same run
+    const src = Buffer.alloc(M, 1);
+    const dst = Buffer.alloc(M);
+    const memcpyS = await time(() => {
+      for (let i = 0; i < (K + 2) / 2; i++) src.copy(dst);
+    });
+    const scratch = new Uint8Array(M);
+    const readS = await time(async () => {
+      for (const blob of [manifest.base.blob, ...manifest.vectors.map((v) => v.blob)]) await pool.read(blob, 0, Math.min(blob.bytes, M), scratch);
+    });
+    const dest = new Uint8Array(M);
+    await mergeInto(pool, weights, dest); // warm
+    const mergeS = await time(() => mergeInto(pool, weights, dest));
+    const mergeFreshS = await time(() => mergeToBuffer(pool, weights));
+    await pool.close();
+    const gbs = (bytes: number, s: number) => bytes / s / 1e9;
+    const add = (op: string, bytes: number, s: number) => rows.push([dtype, op, `${(bytes / 2 ** 20).toFixed(0)} MiB`, s, gbs(bytes, s), (memcpyS / s).toFixed(2)]);
+    add('memcpy (Buffer.copy), same bytes', moved, memcpyS);
+    add(`read ${K + 1} blobs from shards`, (K + 1) * M, readS);
+    add(`merge base + ${K} vectors, reused buffer`, moved, mergeS);
+    add(`merge base + ${K} vectors, new buffer`, moved, mergeFreshS);
+    add(`pool build (${K} checkpoints)`, (K + 1) * M, buildS);
+  }
+  process.stdout.write(`merge kernel, ${MB} MiB per model, ${K} vectors, best of ${REPEAT} (node ${process.version})\n`);
+  process.stdout.write(table(rows) + '\n');
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}
