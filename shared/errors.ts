@@ -9,6 +9,12 @@ export type ErrorCode =
   | 'POOL_MISMATCH' // checkpoints that cannot share a pool
   | 'BAD_POOL' // a pool directory that is missing, corrupt or tampered with
   | 'BAD_EVAL_SET' // an evaluation JSONL file
+  | 'BAD_CONFIG' // a study config file
+  | 'BAD_MESSAGE' // a NATS message or gRPC request that does not decode or validate
+  | 'NOT_FOUND' // a study, trial or blob that does not exist
+  | 'STORE' // the coordinator's record (LevelDB)
+  | 'SETUP' // something to install or start (nats-server, ports)
+  | 'TRANSPORT' // NATS or gRPC failed; usually worth retrying
   | 'RUNTIME'; // ONNX Runtime or I/O failed
 
 export class OptimerError extends Error {

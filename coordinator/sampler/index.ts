@@ -1,0 +1,5 @@
+export type { Sampler, TrialView, Params, Direction } from './sampler.js';
+export { parseSpace, paramNames, snap, type SearchSpace, type NumericParam, type FloatParam, type IntParam } from './space.js';
+export { TpeSampler, DEFAULT_TPE_OPTIONS, type TpeOptions } from './tpe.js';
+export { RandomSampler, sampleUniform } from './random.js';
+export { defaultGamma, defaultWeights, neighborBandwidths } from './parzen.js';

@@ -1,0 +1,22 @@
+import type { Rng } from '../../shared/rng.js';
+import type { Params, Sampler } from './sampler.js';
+import { paramNames, snap, type SearchSpace } from './space.js';
+import { toExternal, transformParam } from './transform.js';
+
+/** Uniform in each parameter's modelled space (log-uniform for log params), snapped to its grid. */
+export function sampleUniform(space: SearchSpace, rng: Rng): Params {
+  const out: Params = {};
+  for (const name of paramNames(space)) {
+    const p = space.params[name]!;
+    const t = transformParam(p);
+    out[name] = snap(p, toExternal(t, t.low + rng.uniform() * (t.high - t.low)));
+  }
+  return out;
+}
+
+export class RandomSampler implements Sampler {
+  readonly name = 'random';
+  propose(space: SearchSpace, _trials: unknown, _direction: unknown, rng: Rng): Params {
+    return sampleUniform(space, rng);
+  }
+}

@@ -1,0 +1,111 @@
+import { join } from 'node:path';
+import protobuf from 'protobufjs';
+import { z } from 'zod';
+import { OptimerError } from './errors.js';
+import { packageRoot } from './package-root.js';
+import { formatIssues } from './validate.js';
+
+/**
+ * Codecs for the NATS payloads of proto/optimer.proto. Every decode validates: a message from
+ * the network is hostile until checked, and a bad one becomes a BAD_MESSAGE error, never a crash.
+ */
+export const OPTIMER_PROTO = join(packageRoot, 'proto', 'optimer.proto');
+const root = protobuf.loadSync(OPTIMER_PROTO);
+
+export const studyNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "expected 1-64 letters, digits, '-' or '_'");
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a lowercase hex sha256');
+const blobRef = z.object({ sha256, bytes: z.number().int().nonnegative() });
+const finite = z.number().finite();
+const name = z.string().min(1).max(256);
+
+const announcementSchema = z.object({
+  study: studyNameSchema,
+  direction: z.enum(['minimize', 'maximize']),
+  manifest: blobRef,
+  sets: z
+    .array(
+      z.object({
+        name,
+        metric: z.literal('nll'),
+        weight: finite.nonnegative(),
+        dev: blobRef,
+        test: z.union([blobRef, z.object({ sha256: z.literal(''), bytes: z.literal(0) })]),
+      }),
+    )
+    .min(1),
+  seeders: z.array(z.string().min(1)).min(1),
+  provider: z.string(),
+  batchTokens: z.number().int().positive(),
+  generation: z.number().int().nonnegative(),
+});
+
+const kind = z.enum(['TRIAL', 'TEST']);
+const proposalSchema = z.object({
+  study: studyNameSchema,
+  generation: z.number().int().nonnegative(),
+  kind,
+  trial: z.number().int().nonnegative(),
+  label: z.string().max(128),
+  attempt: z.number().int().positive(),
+  weights: z.record(name, finite),
+});
+
+const resultSchema = z.object({
+  study: studyNameSchema,
+  generation: z.number().int().nonnegative(),
+  kind,
+  trial: z.number().int().nonnegative(),
+  label: z.string().max(128),
+  attempt: z.number().int().positive(),
+  worker: z.string().min(1).max(256),
+  // scores may be NaN or infinite (a diverged merge): the coordinator records such a trial as failed
+  scores: z.array(z.object({ name, score: z.number(), tokens: z.number().int().nonnegative() })),
+  timings: z.object({ fetchMs: finite.nonnegative(), mergeMs: finite.nonnegative(), evalMs: finite.nonnegative() }),
+  error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).nullable(),
+  provider: z.string(),
+});
+
+export type StudyAnnouncement = z.infer<typeof announcementSchema>;
+export type Proposal = z.infer<typeof proposalSchema>;
+export type Result = z.infer<typeof resultSchema>;
+export type JobKind = z.infer<typeof kind>;
+
+function codec<T>(typeName: string, schema: z.ZodType<T>, nullable: string[] = []) {
+  const type = root.lookupType(typeName);
+  return {
+    encode(value: T): Uint8Array {
+      const obj = { ...(value as Record<string, unknown>) };
+      for (const k of nullable) if (obj[k] === null) delete obj[k];
+      return type.encode(type.fromObject(obj)).finish();
+    },
+    decode(bytes: Uint8Array, where: string): T {
+      let obj: Record<string, unknown>;
+      try {
+        obj = type.toObject(type.decode(bytes), { longs: Number, enums: String, defaults: true, arrays: true, objects: true }) as Record<string, unknown>;
+      } catch (e) {
+        throw new OptimerError('BAD_MESSAGE', `${where}: not a ${typeName} (${(e as Error).message})`, { cause: e });
+      }
+      for (const k of nullable) if (!(k in obj) || obj[k] === undefined) obj[k] = null;
+      const r = schema.safeParse(obj);
+      if (!r.success) throw new OptimerError('BAD_MESSAGE', formatIssues(where, r.error));
+      return r.data;
+    },
+  };
+}
+
+export const announcementCodec = codec('optimer.v1.StudyAnnouncement', announcementSchema);
+export const proposalCodec = codec('optimer.v1.Proposal', proposalSchema);
+export const resultCodec = codec('optimer.v1.Result', resultSchema, ['error']);
+
+/** NATS subjects and JetStream names, versioned so a v2 protocol can run beside v1. */
+export const subjects = {
+  trials: (study: string) => `optimer.v1.trials.${study}`,
+  allTrials: 'optimer.v1.trials.>',
+  results: (study: string) => `optimer.v1.results.${study}`,
+  allResults: 'optimer.v1.results.>',
+};
+export const TRIALS_STREAM = 'OPTIMER_TRIALS';
+export const RESULTS_STREAM = 'OPTIMER_RESULTS';
+export const WORKERS_CONSUMER = 'optimer-workers';
+export const STUDIES_BUCKET = 'optimer_studies';
+export const resultsConsumer = (study: string) => `optimer-coordinator-${study}`;

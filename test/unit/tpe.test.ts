@@ -1,0 +1,138 @@
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../../shared/rng.js';
+import { ParzenEstimator, defaultWeights, neighborBandwidths } from '../../coordinator/sampler/parzen.js';
+import { TpeSampler } from '../../coordinator/sampler/tpe.js';
+import { RandomSampler } from '../../coordinator/sampler/random.js';
+import { ndtr, ndtri, logGaussMass, truncnormPpf } from '../../coordinator/sampler/truncnorm.js';
+import { parseSpace, type SearchSpace } from '../../coordinator/sampler/space.js';
+import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
+
+const dims = [{ low: -1, high: 1, halfStep: undefined, log: false }];
+const sigmasOf = (mus: number[], endpoints: boolean, magic: boolean) =>
+  Array.from(new ParzenEstimator(dims, mus.map((m) => [m]), mus.map(() => 1), { priorWeight: 1, magicClip: magic, endpoints, bandwidth: 'neighbor' }).sigmas[0]!);
+
+describe('TPE building blocks', () => {
+  it('tpe - neighbour bandwidths match Optuna\'s golden values', () => {
+    expect(sigmasOf([], false, true)).toEqual([2]);
+    expect(sigmasOf([0.4], true, false)).toEqual([expect.closeTo(1.4, 12), 2]);
+    expect(sigmasOf([-0.3, 0.3], true, false).map((x) => +x.toFixed(12))).toEqual([0.7, 0.7, 2]);
+    expect(sigmasOf([-0.3, 0.3], false, false).map((x) => +x.toFixed(12))).toEqual([0.6, 0.6, 2]);
+    expect(sigmasOf([-0.4, 0.4, 0.41, 0.42], true, false).map((x) => +x.toFixed(12))).toEqual([0.8, 0.8, 0.01, 0.58, 2]);
+    expect(sigmasOf([-0.4, 0.4, 0.41, 0.42], true, true).map((x) => +x.toFixed(12))).toEqual([0.8, 0.8, +(1 / 3).toFixed(12), 0.58, 2]);
+    expect(neighborBandwidths([0.5, 0.1], 0, 1, false)).toEqual([expect.closeTo(0.4, 12), expect.closeTo(0.4, 12)]);
+  });
+
+  it('tpe - default weights ramp up old trials past 25', () => {
+    expect(defaultWeights(3)).toEqual([1, 1, 1]);
+    const w = defaultWeights(30);
+    expect(w.length).toBe(30);
+    expect(w[0]).toBeCloseTo(1 / 30, 12);
+    expect(w[4]).toBeCloseTo(1, 12);
+    expect(w.slice(5)).toEqual(new Array(25).fill(1));
+  });
+
+  it('tpe - normal primitives are accurate and inverse of each other', () => {
+    // the erfc fit is good to ~1.2e-7 relative, everywhere including the tails
+    expect(ndtr(0)).toBeCloseTo(0.5, 6);
+    expect(ndtr(1.959963984540054)).toBeCloseTo(0.975, 6);
+    expect(ndtr(-5) / 2.866515718791939e-7).toBeCloseTo(1, 6);
+    expect(ndtr(-20) / 2.753624118606233e-89).toBeCloseTo(1, 6);
+    for (const p of [1e-12, 1e-6, 0.01, 0.3, 0.5, 0.9, 0.999999]) expect(ndtr(ndtri(p)) / p).toBeCloseTo(1, 5);
+    expect(logGaussMass(-40, -39)).toBeCloseTo(-1 * (39 * 39) / 2 - Math.log(39) - 0.5 * Math.log(2 * Math.PI), 2);
+    for (const [a, b] of [[-1, 1], [0, 0.001], [5, 8], [-8, -5]] as const) {
+      for (const q of [0, 0.1, 0.5, 0.9, 1]) {
+        const x = truncnormPpf(q, a, b);
+        expect(x).toBeGreaterThanOrEqual(a);
+        expect(x).toBeLessThanOrEqual(b);
+      }
+    }
+  });
+});
+
+const space8: SearchSpace = { params: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`x${i}`, { type: 'float' as const, low: -5, high: 5 }])) };
+const sphere = (p: Record<string, number>) => Object.values(p).reduce((a, x) => a + (x - 1) ** 2, 0);
+
+function optimise(sampler: Sampler, space: SearchSpace, f: (p: Record<string, number>) => number, n: number, seed: number): number {
+  const trials: TrialView[] = [];
+  const rng = new Rng(seed);
+  let best = Infinity;
+  for (let i = 0; i < n; i++) {
+    const params = sampler.propose(space, trials, 'minimize', rng);
+    const value = f(params);
+    best = Math.min(best, value);
+    trials.push({ number: i, state: 'complete', params, value });
+  }
+  return best;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+describe('TPE sampler', () => {
+  it('tpe - proposals are inside the bounds, on the grid and of the right type', () => {
+    const space = parseSpace({ params: {
+      x: { type: 'float', low: -1, high: 2 },
+      lr: { type: 'float', low: 1e-5, high: 1e-1, log: true },
+      n: { type: 'int', low: 1, high: 8, step: 1 },
+      s: { type: 'float', low: 0, high: 1, step: 0.25 },
+    } }, 'space');
+    const trials: TrialView[] = [];
+    const tpe = new TpeSampler();
+    const rng = new Rng(3);
+    for (let i = 0; i < 60; i++) {
+      const p = tpe.propose(space, trials, 'minimize', rng);
+      expect(p.x).toBeGreaterThanOrEqual(-1);
+      expect(p.x).toBeLessThanOrEqual(2);
+      expect(p.lr).toBeGreaterThanOrEqual(1e-5);
+      expect(p.lr).toBeLessThanOrEqual(1e-1);
+      expect(Number.isInteger(p.n)).toBe(true);
+      expect([0, 0.25, 0.5, 0.75, 1]).toContain(p.s);
+      trials.push({ number: i, state: 'complete', params: p, value: (p.x! - 0.5) ** 2 + Math.log10(p.lr!) ** 2 + p.n! + p.s! });
+    }
+  });
+
+  it('tpe - the same seed and history give the same proposal', () => {
+    const trials: TrialView[] = Array.from({ length: 20 }, (_, i) => {
+      const params = Object.fromEntries(Object.keys(space8.params).map((k, j) => [k, Math.sin(i * 7 + j) * 4]));
+      return { number: i, state: 'complete' as const, params, value: sphere(params) };
+    });
+    const a = new TpeSampler().propose(space8, trials, 'minimize', new Rng(11));
+    expect(new TpeSampler().propose(space8, trials, 'minimize', new Rng(11))).toEqual(a);
+    expect(new TpeSampler().propose(space8, trials, 'minimize', new Rng(12))).not.toEqual(a);
+  });
+
+  it('tpe - beats random search on an 8-D sphere at 100 trials over 10 seeds', () => {
+    const seeds = Array.from({ length: 10 }, (_, i) => i + 1);
+    const tpe = seeds.map((s) => optimise(new TpeSampler(), space8, sphere, 100, s));
+    const rnd = seeds.map((s) => optimise(new RandomSampler(), space8, sphere, 100, s));
+    expect(median(tpe)).toBeLessThan(0.5 * median(rnd));
+  });
+
+  it('tpe - with 8 trials running, constant liar spreads the running proposals', () => {
+    const closest = (liar: boolean, seed: number) => {
+      const rng = new Rng(seed);
+      const tpe = new TpeSampler({ constantLiar: liar });
+      const trials: TrialView[] = [];
+      for (let i = 0; i < 30; i++) {
+        const params = tpe.propose(space8, trials, 'minimize', rng);
+        trials.push({ number: i, state: 'complete', params, value: sphere(params) });
+      }
+      const running: Record<string, number>[] = [];
+      for (let i = 0; i < 8; i++) {
+        const params = tpe.propose(space8, trials, 'minimize', rng);
+        running.push(params);
+        trials.push({ number: 30 + i, state: 'running', params });
+      }
+      let min = Infinity;
+      for (let i = 0; i < 8; i++) for (let j = 0; j < i; j++) min = Math.min(min, Math.sqrt(sphere(Object.fromEntries(Object.keys(running[i]!).map((k) => [k, running[i]![k]! - running[j]![k]! + 1])))));
+      return min;
+    };
+    const seeds = Array.from({ length: 10 }, (_, i) => i + 100);
+    expect(median(seeds.map((s) => closest(true, s)))).toBeGreaterThan(median(seeds.map((s) => closest(false, s))));
+  });
+
+  it('tpe - an invalid space is refused naming the parameter', () => {
+    expect(() => parseSpace({ params: { w: { type: 'float', low: 2, high: 1 } } }, 'space.json')).toThrow('space.json: params.w: empty range [2, 1]');
+    expect(() => parseSpace({ params: { lr: { type: 'float', low: 0, high: 1, log: true } } }, 'space.json')).toThrow('space.json: params.lr: log scale needs low > 0');
+    expect(() => parseSpace({ params: { k: { type: 'complex', low: 0, high: 1 } } }, 'space.json')).toThrow(/space\.json: params\.k\.type/);
+  });
+});
