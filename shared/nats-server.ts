@@ -9,13 +9,13 @@ export const NATS_INSTALL_HINT =
   'or put a nats-server 2.9+ binary on PATH, or set OPTIMER_NATS_SERVER=/path/to/nats-server';
 
 /** The nats-server binary: $OPTIMER_NATS_SERVER, then PATH, then /usr/sbin (not on a user's PATH). */
-export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string {
+export function findNatsServer(env: NodeJS.ProcessEnv = process.env, systemDirs = ['/usr/sbin', '/usr/local/sbin']): string {
   const explicit = env.OPTIMER_NATS_SERVER;
   if (explicit) {
     if (isExecutable(explicit)) return explicit;
     throw new OptimerError('SETUP', `OPTIMER_NATS_SERVER=${explicit} is not an executable file; ${NATS_INSTALL_HINT}`);
   }
-  const dirs = [...(env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin'];
+  const dirs = [...(env.PATH ?? '').split(delimiter).filter(Boolean), ...systemDirs];
   for (const d of dirs) {
     const p = join(d, 'nats-server');
     if (isExecutable(p)) return p;

@@ -3,6 +3,8 @@ import { Command } from 'commander';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerPool } from './commands/pool.js';
+import { registerRun } from './commands/run.js';
+import { registerStudy } from './commands/study.js';
 import { reportError } from './output.js';
 
 /** Runs a command body, turning every failure into a clear message and an exit code. */
@@ -24,6 +26,8 @@ const program = new Command('optimer')
 
 registerPool(program, run);
 registerEval(program, run);
+registerRun(program, run);
+registerStudy(program, run);
 registerDemo(program, run);
 
 await program.parseAsync(process.argv);

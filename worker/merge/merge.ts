@@ -22,18 +22,20 @@ async function merge(pool: Pool, weights: MergeWeights, dest: Uint8Array | undef
   const m = pool.manifest;
   const active = m.vectors.filter((v) => (weights.get(v.name) ?? 0) !== 0);
   const w = active.map((v) => weights.get(v.name)!);
-  const maxBytes = CHUNK_ELEMENTS * 8;
+  // chunk buffers sized to the largest tensor, up to CHUNK_ELEMENTS: small models stay cheap
+  const chunk = Math.min(CHUNK_ELEMENTS, Math.max(1, ...m.tensors.map((t) => (t.offset === null ? 0 : t.bytes / dtypeBytes(t.dtype)))));
+  const maxBytes = chunk * 8;
   const baseRaw = new Uint8Array(maxBytes);
   const deltaRaw = active.map(() => new Uint8Array(maxBytes));
   const scratch = dest ? undefined : new Uint8Array(maxBytes);
-  const acc = new Float32Array(CHUNK_ELEMENTS);
-  const tmp = [0, 1, 2, 3].map(() => new Float32Array(CHUNK_ELEMENTS));
+  const acc = new Float32Array(chunk);
+  const tmp = [0, 1, 2, 3].map(() => new Float32Array(chunk));
   for (const t of m.tensors) {
     if (t.offset === null) continue; // not merged: inline in the graph
     const size = dtypeBytes(t.dtype);
     const n = t.bytes / size;
-    for (let start = 0; start < n; start += CHUNK_ELEMENTS) {
-      const count = Math.min(CHUNK_ELEMENTS, n - start);
+    for (let start = 0; start < n; start += chunk) {
+      const count = Math.min(chunk, n - start);
       const bytes = count * size;
       const at = t.offset + start * size;
       const out = dest ? dest.subarray(at, at + bytes) : scratch!.subarray(0, bytes);

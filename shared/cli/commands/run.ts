@@ -1,0 +1,171 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { Coordinator, type Progress } from '../../../coordinator/coordinator.js';
+import { buildReport, type StudyReport } from '../../../coordinator/report.js';
+import { loadStudyConfig, type StudyConfig } from '../../../coordinator/study/config.js';
+import { StudyStore } from '../../../coordinator/store/study-store.js';
+import { Worker } from '../../../worker/worker.js';
+import { createLogger, type Logger } from '../../logging.js';
+import { startNatsServer, type NatsServerHandle } from '../../nats-server.js';
+import { packageRoot } from '../../package-root.js';
+import { parseNumberOption, printJson, progress } from '../output.js';
+import { parseProvider } from './eval.js';
+import { DEFAULT_STORE, renderReport, storeDbPath } from './study.js';
+
+type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
+
+const CLI = join(packageRoot, 'dist', 'shared', 'cli', 'main.js');
+
+export interface RunStudyOptions {
+  config: StudyConfig;
+  storeDir: string;
+  workers: number;
+  natsUrl?: string;
+  fresh?: boolean;
+  provider?: string;
+  grpcHost?: string;
+  advertiseHost?: string;
+  log: Logger;
+  workerLogLevel?: string;
+  onProgress?: (p: Progress) => void;
+  /** aborting stops everything cleanly; the study resumes on the next run */
+  signal?: AbortSignal;
+}
+
+/**
+ * `optimer run`: with no NATS URL, a private nats-server (JetStream store under the store
+ * directory); the coordinator; N local worker processes. Stops them all at the end, on abort,
+ * or on failure, and returns the report.
+ */
+export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyReport; interrupted: boolean }> {
+  const stops: (() => Promise<unknown>)[] = [];
+  const stopAll = async (): Promise<void> => {
+    for (const f of stops.reverse()) await f().catch(() => undefined);
+    stops.length = 0;
+  };
+  try {
+    const store = await StudyStore.open(storeDbPath(o.storeDir));
+    stops.push(() => store.close());
+    let url = o.natsUrl;
+    if (!url) {
+      const nats: NatsServerHandle = await startNatsServer({ storeDir: join(o.storeDir, 'nats') });
+      stops.push(() => nats.stop());
+      url = nats.url;
+    }
+    const coordinator = await Coordinator.start({
+      config: o.config,
+      store,
+      natsUrl: url,
+      fresh: o.fresh ?? false,
+      log: o.log,
+      ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
+      ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+    });
+    stops.push(() => coordinator.close());
+    const children: ChildProcess[] = [];
+    for (let i = 0; i < o.workers; i++) {
+      const args = [CLI, 'worker', '--nats', url, '--cache', join(o.storeDir, 'cache'), '--id', `local-${i + 1}`, '--log-level', o.workerLogLevel ?? 'warn'];
+      if (o.provider) args.push('--provider', o.provider);
+      children.push(spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
+    }
+    stops.push(() => Promise.all(children.map(stopChild)));
+    const aborted = new Promise<void>((resolve) => {
+      if (o.signal?.aborted) resolve();
+      o.signal?.addEventListener('abort', () => resolve(), { once: true });
+    });
+    await Promise.race([coordinator.done(), aborted]);
+    const interrupted = !coordinator.complete;
+    await coordinator.close();
+    const report = await buildReport(store, o.config.name);
+    return { report, interrupted };
+  } finally {
+    await stopAll();
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export function registerRun(program: Command, run: Run): void {
+  program
+    .command('run')
+    .description('run a study: a coordinator, local workers, and (without --nats) a private nats-server')
+    .argument('<config>', 'study config (YAML or JSON)')
+    .option('--workers <n>', 'local worker processes to start', '2')
+    .option('--nats <url>', 'use this NATS (JetStream) server and the workers attached to it')
+    .option('--store <dir>', 'where studies are recorded (LevelDB, JetStream store, shard cache)', DEFAULT_STORE)
+    .option('--fresh', 'forget earlier trials of this study and start over')
+    .option('--provider <name>', 'execution provider for the local workers (cpu, cuda, webgpu)')
+    .option('--grpc-host <host>', 'address the shard seeder listens on', '127.0.0.1')
+    .option('--advertise-host <host>', 'host name workers should use to reach the seeder (default: --grpc-host)')
+    .option('--log-level <level>', 'coordinator log level (fatal, error, warn, info, debug)', 'warn')
+    .option('--json', 'print the report as one JSON object')
+    .action((configPath: string, o) =>
+      run(async () => {
+        const workers = parseNumberOption(o.workers, '--workers', { min: 0, integer: true });
+        if (o.provider) parseProvider(o.provider);
+        const config = await loadStudyConfig(configPath);
+        const bar = progress(`study ${config.name}`, !o.json);
+        const abort = new AbortController();
+        const onSignal = (): void => {
+          process.stderr.write('\nstopping (the study resumes when you run the same command again)…\n');
+          abort.abort();
+        };
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        try {
+          const { report, interrupted } = await runStudy({
+            config,
+            storeDir: o.store,
+            workers,
+            natsUrl: o.nats,
+            fresh: Boolean(o.fresh),
+            provider: o.provider,
+            grpcHost: o.grpcHost,
+            advertiseHost: o.advertiseHost,
+            log: createLogger('coordinator', o.logLevel),
+            workerLogLevel: o.logLevel,
+            onProgress: (p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
+            signal: abort.signal,
+          });
+          bar.stop();
+          if (o.json) printJson(report);
+          else process.stdout.write(renderReport(report) + '\n');
+          if (interrupted) process.exitCode = 130;
+        } finally {
+          bar.stop();
+          process.removeListener('SIGINT', onSignal);
+          process.removeListener('SIGTERM', onSignal);
+        }
+      }, o.json),
+    );
+
+  program
+    .command('worker')
+    .description('join a study mesh: pull proposals from NATS, fetch shards, merge, evaluate, report')
+    .requiredOption('--nats <url>', 'NATS (JetStream) server of the mesh')
+    .option('--cache <dir>', 'content-addressed cache of shards and evaluation sets', join(homedir(), '.cache', 'optimer', 'blobs'))
+    .option('--provider <name>', 'execution provider (cpu, cuda, webgpu); default: what the study asks for, else cpu')
+    .option('--id <name>', 'worker name in records and logs (default: host-pid)')
+    .option('--log-level <level>', 'log level', 'info')
+    .action((o) =>
+      run(async () => {
+        const log = createLogger('worker', o.logLevel);
+        const worker = await Worker.start({ natsUrl: o.nats, cacheDir: o.cache, log, ...(o.id ? { id: o.id } : {}), ...(o.provider ? { provider: parseProvider(o.provider) } : {}) });
+        const stop = (): void => void worker.close();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        await worker.closed();
+        await worker.close();
+      }),
+    );
+}
