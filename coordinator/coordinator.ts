@@ -70,7 +70,7 @@ export interface Progress {
   phase: 'trials' | 'tests' | 'complete';
 }
 
-const MAX_RESULT_BATCH = 64;
+const MAX_RESULT_BATCH = 16;
 
 /**
  * Runs one study: proposes trials (baselines first, then the sampler), publishes them to the
@@ -174,7 +174,8 @@ export class Coordinator {
       await ensureConsumer(jsm, RESULTS_STREAM, {
         durable_name: resultsConsumer(c.name),
         ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(30_000),
+        // short: results a crashed coordinator had fetched come back soon; a repeat is dropped anyway
+        ack_wait: nanos(10_000),
         deliver_policy: DeliverPolicy.All,
         filter_subject: subjects.results(c.name),
       });
@@ -345,7 +346,8 @@ export class Coordinator {
       attempt: job.attempt,
       weights: job.params,
     };
-    const msgID = `${this.name}.${this.study.generation}.${job.kind}.${job.number}.${job.attempt}`;
+    // unique per job record and attempt (tests are re-created when a budget grows), stable across re-publishing
+    const msgID = `${this.name}.${this.study.generation}.${job.kind}.${job.number}.${job.attempt}.${Date.parse(job.createdAt)}`;
     for (let i = 0; ; i++) {
       try {
         const ack = await this.js.publish(subjects.trials(this.name), proposalCodec.encode(p), { msgID, timeout: 5000 });

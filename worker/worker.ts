@@ -199,13 +199,14 @@ export class Worker {
       clearInterval(heartbeat);
     }
     if (this.closing) return; // close() gave the proposal back; a late result would only be dropped
-    await this.publishResult(result, p);
+    await this.publishResult(result, p, msg.seq);
     msg.ack();
   }
 
-  private async publishResult(r: Result, p: Proposal): Promise<void> {
+  private async publishResult(r: Result, p: Proposal, proposalSeq: number): Promise<void> {
     const data = resultCodec.encode(r);
-    const msgID = `${p.study}.${p.generation}.${p.kind}.${p.kind === 'TRIAL' ? p.trial : p.label}.${p.attempt}.${this.id}`;
+    // one result per proposal message and worker: a retried publish is de-duplicated by JetStream
+    const msgID = `${p.study}.${proposalSeq}.${this.id}`;
     for (let i = 0; ; i++) {
       try {
         await this.js.publish(subjects.results(p.study), data, { msgID, timeout: 5000 });
