@@ -79,13 +79,39 @@ describe('optimer CLI', () => {
     expect(text).toMatch(/weight: -0\.1/);
   });
 
-  it('cli - demo builds the family, finds a merge better than averaging and exports it', async () => {
+  it('cli - demo runs a TPE study on local workers, beats averaging and exports the best merge', async () => {
     const r = await optimer('demo', '--out', join(tmp, 'demo'), '--json');
+    expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout);
-    const avg = j.merges.find((m: { label: string }) => m.label === 'average');
-    expect(j.best.mean).toBeLessThan(avg.mean);
-    expect(j.exported.reloadedDevMean).toBeCloseTo(j.best.mean, 6);
-    expect(Object.keys(j.best.ratios)).toEqual(['ja', 'zh', 'math', 'code']);
+    expect(j.state).toBe('complete');
+    expect(j.trials).toEqual({ budget: 60, created: 60, complete: 60, failed: 0, running: 0 });
+    const avg = j.baselines.find((m: { label: string }) => m.label === 'average');
+    expect(j.best.objective).toBeLessThan(avg.objective);
+    expect(j.best.test.mean).toBeGreaterThan(0);
+    expect(j.exported.reloadedDevObjective).toBeCloseTo(j.best.objective, 6);
+    expect(Object.keys(j.best.mixture)).toEqual(['ja', 'zh', 'math', 'code']);
+    // the record outlives the run
+    const best = await optimer('study', 'best', 'demo', '--store', join(tmp, 'demo', 'store'), '--json');
+    expect(JSON.parse(best.stdout).best.objective).toBe(j.best.objective);
+    const trials = await optimer('study', 'trials', 'demo', '--store', join(tmp, 'demo', 'store'));
+    expect(trials.stdout.trim().split('\n')).toHaveLength(61);
   }, 120_000);
+
+  it('cli - run refuses a wrong config field and a missing nats-server with clear messages', async () => {
+    const bad = join(tmp, 'bad-study.yaml');
+    await writeFile(bad, `name: s\npool: ./p\nobjective:\n  sets: [{ name: a, path: a.jsonl, metrc: nll }]\ntrials: 5\n`);
+    const r = await optimer('run', bad, '--store', join(tmp, 'st'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bad-study\.yaml: objective\.sets\[0\]: Unrecognized key: "metrc"/);
+    await optimer('pool', 'build', '--base', family.base, ...vectorArgs(), '--out', join(tmp, 'p6'));
+    const cfg = join(tmp, 'ok-study.yaml');
+    await writeFile(cfg, `name: s\npool: ${join(tmp, 'p6')}\nobjective:\n  sets: [{ name: ja, path: ${family.dev.ja} }]\ntrials: 5\n`);
+    const missing = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, [cli, 'run', cfg, '--store', join(tmp, 'st2')], { env: { ...process.env, OPTIMER_NATS_SERVER: join(tmp, 'no-nats-server') } }, (err, _out, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }));
+    });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/is not an executable file; install it with 'sudo apt-get install nats-server'/);
+  });
 });

@@ -1,18 +1,20 @@
 import { existsSync } from 'node:fs';
-import { readFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, mkdir, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { stringify } from 'yaml';
 import type { Command } from 'commander';
-import { baselineMerges, type NamedWeights } from '../../../coordinator/baselines.js';
+import { loadStudyConfig } from '../../../coordinator/study/config.js';
 import { exportMergekit, exportOnnx } from '../../../worker/merge/export.js';
-import { evaluateMerge, evaluateSession, loadEvalSets, weightedMean, type LoadedEvalSet } from '../../../worker/eval/evaluate.js';
+import { evaluateSession, loadEvalSets, weightedMean } from '../../../worker/eval/evaluate.js';
 import { createFileSession } from '../../../worker/eval/session.js';
 import { buildFamily, FAMILY_DOMAINS, type FamilyFiles } from '../../family/build.js';
 import { buildPool } from '../../pool/build.js';
 import { Pool } from '../../pool/reader.js';
-import { Rng } from '../../rng.js';
-import { mixtureRatios, type MergeWeights } from '../../weights.js';
-import { fmt, parseNumberOption, printJson, progress, table } from '../output.js';
+import { createLogger } from '../../logging.js';
+import { fmt, parseNumberOption, printJson, progress } from '../output.js';
 import { renderSummary, summarize } from './pool.js';
+import { runStudy } from './run.js';
+import { renderReport } from './study.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
 
@@ -30,21 +32,26 @@ export async function ensureFamily(dir: string, seed: number): Promise<FamilyFil
 export function registerDemo(program: Command, run: Run): void {
   program
     .command('demo')
-    .description('build the built-in model family and a pool, evaluate the baselines and a coarse search, export the best merge')
-    .option('--out <dir>', 'working directory', '.optimer/demo')
-    .option('--seed <n>', 'seed of the model family and of the search', '1')
-    .option('--json', 'print the results as JSON')
+    .description('the whole job on the built-in model family: build it and a pool, run a TPE study on 2 local workers, export the best merge')
+    .option('--out <dir>', 'working directory (family, pool, study store, exports)', '.optimer/demo')
+    .option('--seed <n>', 'seed of the model family and of the sampler', '1')
+    .option('--trials <n>', 'trial budget, baselines included', '60')
+    .option('--workers <n>', 'local worker processes', '2')
+    .option('--json', 'print the report as JSON')
     .action((o) =>
       run(async () => {
         const seed = parseNumberOption(o.seed, '--seed', { min: 0, integer: true });
+        const trials = parseNumberOption(o.trials, '--trials', { min: 1, integer: true });
+        const workers = parseNumberOption(o.workers, '--workers', { min: 1, integer: true });
         const say = (s: string): void => {
           if (!o.json) process.stdout.write(s + '\n');
         };
-        await mkdir(o.out, { recursive: true });
+        const out = resolve(o.out);
+        await mkdir(out, { recursive: true });
         const t0 = performance.now();
-        say(`building the model family (seed ${seed}) in ${join(o.out, 'family')} ...`);
-        const family = await ensureFamily(join(o.out, 'family'), seed);
-        const poolDir = join(o.out, 'pool');
+        say(`building the model family (seed ${seed}) in ${join(out, 'family')} ...`);
+        const family = await ensureFamily(join(out, 'family'), seed);
+        const poolDir = join(out, 'pool');
         const manifest = await buildPool({
           base: family.base,
           vectors: FAMILY_DOMAINS.map((name) => ({ name, path: family.checkpoints[name]! })),
@@ -52,70 +59,52 @@ export function registerDemo(program: Command, run: Run): void {
         });
         say(renderSummary(summarize(manifest, poolDir)) + '\n');
 
+        // the study a user would write by hand (kept in the working directory to read or edit)
+        const configPath = join(out, 'study.yaml');
+        const config = {
+          name: 'demo',
+          pool: './pool',
+          bounds: [-0.5, 1],
+          objective: {
+            direction: 'minimize',
+            sets: FAMILY_DOMAINS.map((n) => ({ name: n, path: relative(out, family.dev[n]!), test: relative(out, family.test[n]!), metric: 'nll', weight: 1 })),
+          },
+          trials,
+          sampler: { name: 'tpe', seed },
+        };
+        await writeFile(configPath, stringify(config));
+        say(`running study ${configPath}: ${trials} trials on ${workers} local workers (a private nats-server, coordinator, workers) ...`);
+        const bar = progress('study demo', !o.json);
+        const { report, interrupted } = await runStudy({
+          config: await loadStudyConfig(configPath),
+          storeDir: join(out, 'store'),
+          workers,
+          fresh: true,
+          log: createLogger('coordinator', 'warn'),
+          onProgress: (p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
+        });
+        bar.stop();
+        if (interrupted || !report.best) throw new Error('the demo study did not complete');
+        say(renderReport(report));
+
+        const bestWeights = new Map(Object.entries(report.best.weights));
+        const onnxPath = join(out, 'merged.onnx');
+        const yamlPath = join(out, 'merged.mergekit.yaml');
         const pool = await Pool.open(poolDir);
+        let reloaded: number;
         try {
-          const names = manifest.vectors.map((v) => v.name);
-          const dev = await loadEvalSets(names.map((n) => ({ name: n, path: family.dev[n]! })), manifest.model);
-          const test = await loadEvalSets(names.map((n) => ({ name: n, path: family.test[n]! })), manifest.model);
-          // Until the TPE search lands, a coarse search: uniform scales and random weights.
-          const rng = new Rng(seed);
-          const candidates: NamedWeights[] = [
-            ...baselineMerges(names),
-            ...[0.3, 0.4, 0.5, 0.6].map((c) => ({ label: `uniform ${c}`, weights: new Map(names.map((n) => [n, c])) })),
-            ...Array.from({ length: 12 }, (_, i) => ({ label: `random #${i + 1}`, weights: new Map(names.map((n) => [n, Math.round((rng.uniform() * 0.9 - 0.1) * 100) / 100])) })),
-          ];
-          const bar = progress('evaluating', !o.json);
-          const results: { label: string; weights: Record<string, number>; dev: Record<string, number>; mean: number }[] = [];
-          for (const [i, c] of candidates.entries()) {
-            const r = await evaluateMerge(pool, c.weights, dev);
-            results.push({
-              label: c.label,
-              weights: Object.fromEntries(names.map((n) => [n, c.weights.get(n) ?? 0])),
-              dev: Object.fromEntries(r.scores.map((s) => [s.name, s.score])),
-              mean: r.mean,
-            });
-            bar.update(i + 1, candidates.length, c.label);
-          }
-          bar.stop();
-          const best = results.reduce((a, b) => (b.mean < a.mean ? b : a));
-          const bestWeights = new Map(Object.entries(best.weights));
-          say(`dev NLL (nats, lower is better) of ${results.length} merges:`);
-          say(table([
-            ['merge', ...names.map((n) => `w.${n}`), ...names, 'mean'],
-            ...results.map((r) => [r === best ? `* ${r.label}` : `  ${r.label}`, ...names.map((n) => r.weights[n]!.toFixed(2)), ...names.map((n) => r.dev[n]!), r.mean]),
-          ]));
-
-          const testScore = async (w: MergeWeights, sets: LoadedEvalSet[]) => (await evaluateMerge(pool, w, sets)).mean;
-          const baselines = baselineMerges(names);
-          const testRows = [];
-          for (const b of [...baselines, { label: 'best', weights: bestWeights }]) testRows.push({ label: b.label, mean: await testScore(b.weights, test) });
-          say('\ntest NLL (held out):');
-          say(table([['merge', 'mean'], ...testRows.map((r) => [r.label, r.mean])]));
-
-          const ratios = mixtureRatios(bestWeights, names);
-          say(`\nbest weights read as data-mixture ratios: ${names.map((n) => `${n} ${typeof ratios[n] === 'number' ? `${((ratios[n] as number) * 100).toFixed(1)}%` : 'removed'}`).join(', ')}`);
-
-          const onnxPath = join(o.out, 'merged.onnx');
-          const yamlPath = join(o.out, 'merged.mergekit.yaml');
           await exportOnnx(pool, bestWeights, onnxPath);
           await exportMergekit(pool, bestWeights, yamlPath);
+          const dev = await loadEvalSets(FAMILY_DOMAINS.map((n) => ({ name: n, path: family.dev[n]! })), manifest.model);
           const session = await createFileSession(onnxPath, 'cpu');
-          const reloaded = weightedMean(await evaluateSession(session, dev, manifest.model));
+          reloaded = weightedMean(await evaluateSession(session, dev, manifest.model));
           await session.release();
-          say(`exported ${onnxPath} (reloaded: dev mean ${fmt(reloaded)}) and ${yamlPath}`);
-          say(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-          if (o.json) {
-            printJson({
-              pool: poolDir,
-              best: { ...best, ratios, test: testRows.at(-1)!.mean },
-              merges: results,
-              test: testRows,
-              exported: { onnx: onnxPath, mergekit: yamlPath, reloadedDevMean: reloaded },
-            });
-          }
         } finally {
           await pool.close();
         }
+        say(`\nexported ${onnxPath} (reloaded: dev objective ${fmt(reloaded)}) and ${yamlPath}`);
+        say(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s; read the record again with: optimer study best demo --store ${join(out, 'store')}`);
+        if (o.json) printJson({ ...report, exported: { onnx: onnxPath, mergekit: yamlPath, reloadedDevObjective: reloaded } });
       }, o.json),
     );
 

@@ -1,0 +1,48 @@
+import { createHash } from 'node:crypto';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Seeder } from '../coordinator/seeder.js';
+import { BlobCache } from '../worker/shards/fetch.js';
+import { silentLogger } from '../shared/logging.js';
+import { useTempDir } from './helpers/temp.js';
+
+const tmp = useTempDir('transfer');
+const seeder = new Seeder(silentLogger());
+afterAll(() => seeder.close());
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+describe('shard transfer over gRPC', () => {
+  it('transfer - a blob larger than one chunk arrives intact and is verified', async () => {
+    const data = Buffer.alloc(3 * 1024 * 1024 + 17);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24;
+    const src = join(tmp, 'blob');
+    await writeFile(src, data);
+    seeder.register(sha(data), src);
+    const address = await seeder.start('127.0.0.1');
+    await mkdir(join(tmp, 'cache'));
+    const cache = new BlobCache(join(tmp, 'cache'));
+    const path = await cache.ensure(sha(data), data.length, [address]);
+    expect(sha(await readFile(path))).toBe(sha(data));
+    cache.close();
+  });
+
+  it('transfer - a blob whose bytes do not match its hash never enters the cache', async () => {
+    const claimed = Buffer.from('the real content');
+    const other = join(tmp, 'tampered');
+    await writeFile(other, 'something else!!');
+    seeder.register(sha(claimed), other);
+    const cache = new BlobCache(join(tmp, 'cache'));
+    await expect(cache.ensure(sha(claimed), claimed.length, [seeder.address])).rejects.toThrow(/no seeder delivered it .*hashing to/);
+    expect(await cache.has(sha(claimed), claimed.length)).toBe(false);
+    // an unknown hash is refused by the seeder; a bad address falls through to the next seeder
+    await expect(cache.ensure('0'.repeat(64), 5, [seeder.address])).rejects.toThrow(/not served here/);
+    const good = Buffer.from('fallback works');
+    const p = join(tmp, 'good');
+    await writeFile(p, good);
+    seeder.register(sha(good), p);
+    await expect(cache.ensure(sha(good), good.length, ['127.0.0.1:1', seeder.address])).resolves.toBe(cache.path(sha(good)));
+    cache.close();
+  });
+});
