@@ -319,7 +319,7 @@ export class Coordinator {
       }));
       // a random stream per trial number: the same record always gives the same proposal
       const proposed = this.sampler.propose(this.space, views, c.objective.direction, new Rng(mix(c.sampler.seed, number)));
-      params = Object.fromEntries(this.study.vectors.map((v) => [v, proposed[v]!]));
+      params = Object.fromEntries(this.study.vectors.map((v) => [v, proposed[v] as number])); // merge weights: float params
     }
     const now = new Date().toISOString();
     const job: JobRecord = { kind: 'TRIAL', number, label, params, state: 'running', attempt: 1, attempts: [{ attempt: 1, issuedAt: now }], createdAt: now };

@@ -1,5 +1,5 @@
 import type { Rng } from '../../shared/rng.js';
-import { truncnormLogMass, truncnormLogPdf, truncnormPpf } from './truncnorm.js';
+import { logGaussMass, truncnormLogMass, truncnormPpf } from './truncnorm.js';
 import type { Transformed } from './transform.js';
 
 export type Bandwidth = 'neighbor' | 'scott';
@@ -11,20 +11,30 @@ export interface ParzenOptions {
   bandwidth: Bandwidth;
 }
 
+/** A dimension as the estimator models it: numeric (in its modelled space) or an index. */
+export type Dim = { kind: 'numeric'; t: Transformed } | { kind: 'categorical'; choices: number };
+
+const LN_SQRT_2PI = 0.5 * Math.log(2 * Math.PI);
+
 /**
- * A mixture of m + 1 product kernels over the modelled space: one truncated normal per
- * observation (all dimensions share the component, which makes it multivariate) plus a
- * prior kernel centred mid-domain with σ = the domain's width.
+ * A mixture of m + 1 product kernels: one per observation (all dimensions share the component,
+ * which makes it multivariate) plus the prior. Numeric kernels are normals truncated to the
+ * domain, the prior centred mid-domain with σ = the domain's width; categorical kernels put
+ * (p/K + 1)/(1 + C·p/K) on the observed choice and p/K/(1 + C·p/K) on each other, the prior row
+ * is uniform (Optuna's rules; p = prior weight, K = m + 1).
  */
 export class ParzenEstimator {
   readonly logWeights: Float64Array;
-  /** per dimension: centres and bandwidths of the K components (prior last) */
-  readonly mus: Float64Array[];
-  readonly sigmas: Float64Array[];
+  /** per numeric dimension: centres, bandwidths, and ln of each kernel's normaliser */
+  readonly mus: Float64Array[] = [];
+  readonly sigmas: Float64Array[] = [];
+  private readonly logNorms: Float64Array[] = [];
+  /** per categorical dimension: K rows of C log-probabilities */
+  private readonly logRows: Float64Array[][] = [];
 
   constructor(
-    readonly dims: Transformed[],
-    obs: number[][], // m × d, modelled space
+    readonly dims: Dim[],
+    obs: number[][], // m × d, modelled space (numeric) or choice index (categorical)
     weights: number[], // m
     opt: ParzenOptions,
   ) {
@@ -33,58 +43,86 @@ export class ParzenEstimator {
     const w = [...weights, opt.priorWeight];
     const total = w.reduce((a, b) => a + b, 0);
     this.logWeights = Float64Array.from(w, (x) => Math.log(x / total));
-    this.mus = dims.map((t, j) => {
-      const mu = new Float64Array(K);
-      for (let i = 0; i < m; i++) mu[i] = obs[i]![j]!;
-      mu[m] = (t.low + t.high) / 2;
-      return mu;
-    });
-    this.sigmas = dims.map((t, j) => {
-      const range = t.high - t.low;
+    const numericDims = dims.filter((d) => d.kind === 'numeric').length;
+    dims.forEach((d, j) => {
       const col = obs.map((o) => o[j]!);
+      if (d.kind === 'categorical') {
+        const C = d.choices;
+        const rows: Float64Array[] = [];
+        for (let k = 0; k < K; k++) {
+          const row = new Float64Array(C).fill(m === 0 ? 1 / C : opt.priorWeight / K);
+          if (k < m) row[col[k]!] = row[col[k]!]! + 1;
+          const sum = row.reduce((a, b) => a + b, 0);
+          rows.push(row.map((x) => Math.log(x / sum)));
+        }
+        this.logRows[j] = rows;
+        return;
+      }
+      const t = d.t;
+      const range = t.high - t.low;
       const s = opt.bandwidth === 'scott'
-        ? col.map(() => 0.2 * Math.max(m, 1) ** (-1 / (dims.length + 4)) * range)
+        ? col.map(() => 0.2 * Math.max(m, 1) ** (-1 / (numericDims + 4)) * range)
         : neighborBandwidths(col, t.low, t.high, opt.endpoints);
       const min = opt.magicClip ? range / Math.min(100, 1 + K) : 1e-12;
+      const mu = new Float64Array(K);
       const sig = new Float64Array(K);
-      for (let i = 0; i < m; i++) sig[i] = Math.min(range, Math.max(min, s[i]!));
+      for (let i = 0; i < m; i++) {
+        mu[i] = col[i]!;
+        sig[i] = Math.min(range, Math.max(min, s[i]!));
+      }
+      mu[m] = (t.low + t.high) / 2;
       sig[m] = range; // the prior is not clipped
-      return sig;
+      this.mus[j] = mu;
+      this.sigmas[j] = sig;
+      // the truncation normaliser depends on the kernel only: computed once, not per candidate
+      this.logNorms[j] = mu.map((c, k) => -Math.log(sig[k]!) - LN_SQRT_2PI - logGaussMass((t.low - c) / sig[k]!, (t.high - c) / sig[k]!));
     });
   }
 
-  /** `n` draws in the modelled space (then snapped to grids by the caller). */
+  /** `n` draws (modelled space or choice index), components picked by the mixture weights. */
   sample(rng: Rng, n: number): number[][] {
     const probs = Array.from(this.logWeights, Math.exp);
     const out: number[][] = [];
     for (let s = 0; s < n; s++) {
       const k = rng.categorical(probs);
-      out.push(this.dims.map((t, j) => {
+      out.push(this.dims.map((d, j) => {
+        if (d.kind === 'categorical') return rng.categorical(Array.from(this.logRows[j]![k]!, Math.exp));
         const mu = this.mus[j]![k]!;
         const sigma = this.sigmas[j]![k]!;
-        return mu + sigma * truncnormPpf(rng.uniform(), (t.low - mu) / sigma, (t.high - mu) / sigma);
+        return mu + sigma * truncnormPpf(rng.uniform(), (d.t.low - mu) / sigma, (d.t.high - mu) / sigma);
       }));
     }
     return out;
   }
 
-  /** ln density (ln mass per grid cell for grid dimensions) of a point in the modelled space. */
+  /** ln density (ln mass per grid cell for grid dimensions, ln probability for categoricals). */
   logPdf(x: number[], cells: ([number, number] | undefined)[]): number {
     const K = this.logWeights.length;
-    const terms = new Float64Array(K);
-    let max = -Infinity;
-    for (let k = 0; k < K; k++) {
-      let v = this.logWeights[k]!;
-      for (let j = 0; j < this.dims.length && v > -Infinity; j++) {
-        const t = this.dims[j]!;
-        const mu = this.mus[j]![k]!;
-        const sigma = this.sigmas[j]![k]!;
-        const cell = cells[j];
-        v += cell ? truncnormLogMass(cell[0], cell[1], mu, sigma, t.low, t.high) : truncnormLogPdf(x[j]!, mu, sigma, t.low, t.high);
+    const terms = new Float64Array(this.logWeights);
+    for (let j = 0; j < this.dims.length; j++) {
+      const d = this.dims[j]!;
+      if (d.kind === 'categorical') {
+        const rows = this.logRows[j]!;
+        for (let k = 0; k < K; k++) terms[k] = terms[k]! + rows[k]![x[j]!]!;
+        continue;
       }
-      terms[k] = v;
-      if (v > max) max = v;
+      const mu = this.mus[j]!;
+      const sig = this.sigmas[j]!;
+      const cell = cells[j];
+      if (cell) {
+        for (let k = 0; k < K; k++) terms[k] = terms[k]! + truncnormLogMass(cell[0], cell[1], mu[k]!, sig[k]!, d.t.low, d.t.high);
+        continue;
+      }
+      const xj = x[j]!;
+      const norms = this.logNorms[j]!;
+      if (xj < d.t.low || xj > d.t.high) return -Infinity;
+      for (let k = 0; k < K; k++) {
+        const z = (xj - mu[k]!) / sig[k]!;
+        terms[k] = terms[k]! - 0.5 * z * z + norms[k]!;
+      }
     }
+    let max = -Infinity;
+    for (let k = 0; k < K; k++) if (terms[k]! > max) max = terms[k]!;
     if (max === -Infinity) return -Infinity;
     let sum = 0;
     for (let k = 0; k < K; k++) sum += Math.exp(terms[k]! - max);

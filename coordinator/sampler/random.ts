@@ -8,6 +8,10 @@ export function sampleUniform(space: SearchSpace, rng: Rng): Params {
   const out: Params = {};
   for (const name of paramNames(space)) {
     const p = space.params[name]!;
+    if (p.type === 'categorical') {
+      out[name] = p.choices[rng.int(p.choices.length)]!;
+      continue;
+    }
     const t = transformParam(p);
     out[name] = snap(p, toExternal(t, t.low + rng.uniform() * (t.high - t.low)));
   }

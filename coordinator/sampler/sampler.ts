@@ -1,7 +1,7 @@
 import type { Rng } from '../../shared/rng.js';
-import type { SearchSpace } from './space.js';
+import type { ChoiceValue, SearchSpace } from './space.js';
 
-export type Params = Record<string, number>;
+export type Params = Record<string, ChoiceValue>;
 
 /** What a sampler sees of a trial: nothing of storage, only what it needs to propose. */
 export interface TrialView {

@@ -3,8 +3,8 @@ import { OptimerError } from '../../shared/errors.js';
 import { formatIssues } from '../../shared/validate.js';
 
 /**
- * A search space of numeric parameters. Merge weights are floats in bounds; log and step
- * (and integers) are here because the sampler is a general TPE, usable outside studies.
+ * A search space. Merge weights are floats in bounds; log, step, integers and categoricals are
+ * here because the sampler is a general TPE, usable outside studies (`optimer sample`).
  */
 export interface FloatParam {
   type: 'float';
@@ -21,14 +21,21 @@ export interface IntParam {
   step?: number;
 }
 export type NumericParam = FloatParam | IntParam;
+export type ChoiceValue = string | number | boolean | null;
+export interface CategoricalParam {
+  type: 'categorical';
+  choices: ChoiceValue[];
+}
+export type Param = NumericParam | CategoricalParam;
 
 export interface SearchSpace {
-  params: Record<string, NumericParam>;
+  params: Record<string, Param>;
 }
 
 const paramSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('float'), low: z.number().finite(), high: z.number().finite(), log: z.boolean().optional(), step: z.number().finite().positive().optional() }).strict(),
   z.object({ type: z.literal('int'), low: z.number().int(), high: z.number().int(), log: z.boolean().optional(), step: z.number().int().positive().optional() }).strict(),
+  z.object({ type: z.literal('categorical'), choices: z.array(z.union([z.string(), z.number().finite(), z.boolean(), z.null()])) }).strict(),
 ]);
 
 /** Validates a space; errors name the parameter and what is wrong with it. */
@@ -41,10 +48,15 @@ export function parseSpace(json: unknown, where: string): SearchSpace {
   return r.data as SearchSpace;
 }
 
-export function checkParam(name: string, p: NumericParam, where: string): void {
+export function checkParam(name: string, p: Param, where: string): void {
   const bad = (msg: string): never => {
     throw new OptimerError('BAD_ARGUMENT', `${where}: params.${name}: ${msg}`);
   };
+  if (p.type === 'categorical') {
+    if (p.choices.length === 0) bad('a categorical needs at least one choice');
+    if (new Set(p.choices.map((c) => JSON.stringify(c))).size !== p.choices.length) bad('choices must be distinct');
+    return;
+  }
   if (!(p.low < p.high) && !(p.type === 'int' && p.low === p.high)) bad(`empty range [${p.low}, ${p.high}] (low must be below high)`);
   if (p.log && p.low <= 0) bad(`log scale needs low > 0 (got ${p.low})`);
   if (p.log && p.step !== undefined && p.type === 'float') bad('a float cannot be both log-scaled and stepped');
@@ -70,6 +82,11 @@ export function snap(p: NumericParam, x: number): number {
   return v;
 }
 
-export function contains(p: NumericParam, x: number): boolean {
-  return Number.isFinite(x) && x >= p.low && x <= p.high;
+export function contains(p: Param, x: ChoiceValue | undefined): boolean {
+  if (p.type === 'categorical') return choiceIndex(p, x) >= 0;
+  return typeof x === 'number' && Number.isFinite(x) && x >= p.low && x <= p.high;
+}
+
+export function choiceIndex(p: CategoricalParam, x: ChoiceValue | undefined): number {
+  return p.choices.findIndex((c) => c === x);
 }

@@ -1,8 +1,8 @@
 import type { Rng } from '../../shared/rng.js';
-import { ParzenEstimator, defaultGamma, defaultWeights, type Bandwidth } from './parzen.js';
+import { ParzenEstimator, defaultGamma, defaultWeights, type Bandwidth, type Dim } from './parzen.js';
 import { sampleUniform } from './random.js';
 import type { Direction, Params, Sampler, TrialView } from './sampler.js';
-import { contains, paramNames, snap, type SearchSpace } from './space.js';
+import { choiceIndex, contains, paramNames, snap, type SearchSpace } from './space.js';
 import { toExternal, toInternal, transformParam, type Transformed } from './transform.js';
 
 export interface TpeOptions {
@@ -43,9 +43,10 @@ export const DEFAULT_TPE_OPTIONS: TpeOptions = {
  * trials by objective into a good group (the best γ(n)) and the rest, model each with a Parzen
  * mixture l(x) and g(x), draw candidates from l and keep the one maximising ln l − ln g.
  *
- * Follows Optuna: the split, weights, prior, magic clip, endpoint rule, neighbour bandwidth,
- * truncated kernels and grid-cell masses, running trials in the bad group (constant liar), and
- * failed trials ignored. Differs: trials whose parameters fall outside the space (e.g. a baseline
+ * Follows Optuna: the split, weights, prior, magic clip, endpoint rule, neighbour bandwidth
+ * (or the v4.x Scott-like rule), truncated kernels and grid-cell masses, categorical kernels,
+ * running trials in the bad group (constant liar), failed and NaN trials ignored, and random
+ * start-up until n_startup_trials have finished. Differs: trials whose parameters fall outside the space (e.g. a baseline
  * weight of 1 with bounds [0, 0.5]) are left out of the model instead of being an error; the
  * random stream is ours (xoshiro), so proposals match Optuna's in distribution, not bit for bit.
  */
@@ -59,7 +60,7 @@ export class TpeSampler implements Sampler {
 
   propose(space: SearchSpace, trials: readonly TrialView[], direction: Direction, rng: Rng): Params {
     const names = paramNames(space);
-    const inSpace = (t: TrialView): boolean => names.every((n) => n in t.params && contains(space.params[n]!, t.params[n]!));
+    const inSpace = (t: TrialView): boolean => names.every((n) => n in t.params && contains(space.params[n]!, t.params[n]));
     const complete = trials.filter((t) => t.state === 'complete' && Number.isFinite(t.value) && inSpace(t));
     if (complete.length < this.options.nStartupTrials) return sampleUniform(space, rng);
 
@@ -80,8 +81,13 @@ export class TpeSampler implements Sampler {
 
   private proposeJoint(space: SearchSpace, names: string[], below: TrialView[], above: TrialView[], rng: Rng): Params {
     const params = names.map((n) => space.params[n]!);
-    const dims = params.map(transformParam);
-    const internal = (t: TrialView): number[] => names.map((n, j) => toInternal(dims[j]!, t.params[n]!));
+    const dims: Dim[] = params.map((p) => (p.type === 'categorical' ? { kind: 'categorical', choices: p.choices.length } : { kind: 'numeric', t: transformParam(p) }));
+    const internal = (t: TrialView): number[] =>
+      names.map((n, j) => {
+        const p = params[j]!;
+        const d = dims[j]!;
+        return p.type === 'categorical' ? choiceIndex(p, t.params[n]) : toInternal((d as { t: Transformed }).t, t.params[n] as number);
+      });
     const opts = { ...this.options };
     const l = new ParzenEstimator(dims, below.map(internal), this.options.weights(below.length), opts);
     const g = new ParzenEstimator(dims, above.map(internal), this.options.weights(above.length), opts);
@@ -89,12 +95,26 @@ export class TpeSampler implements Sampler {
     let best: Params | undefined;
     let bestScore = -Infinity;
     for (const draw of l.sample(rng, this.options.nEiCandidates)) {
-      const ext = draw.map((y, j) => snap(params[j]!, toExternal(dims[j]!, y)));
-      const x = ext.map((v, j) => toInternal(dims[j]!, v));
-      const cells = ext.map((v, j) => cellOf(dims[j]!, v));
+      const x: number[] = [];
+      const cells: ([number, number] | undefined)[] = [];
+      const ext: Params = {};
+      draw.forEach((y, j) => {
+        const p = params[j]!;
+        const d = dims[j]!;
+        if (p.type === 'categorical' || d.kind === 'categorical') {
+          x.push(y);
+          cells.push(undefined);
+          ext[names[j]!] = (p as { choices: Params[string][] }).choices[y]!;
+          return;
+        }
+        const v = snap(p, toExternal(d.t, y));
+        x.push(toInternal(d.t, v));
+        cells.push(cellOf(d.t, v));
+        ext[names[j]!] = v;
+      });
       const score = l.logPdf(x, cells) - g.logPdf(x, cells);
       if (best === undefined || score > bestScore) {
-        best = Object.fromEntries(names.map((n, j) => [n, ext[j]!]));
+        best = ext;
         bestScore = score;
       }
     }

@@ -7,7 +7,7 @@ import { ndtr, ndtri, logGaussMass, truncnormPpf } from '../../coordinator/sampl
 import { parseSpace, type SearchSpace } from '../../coordinator/sampler/space.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 
-const dims = [{ low: -1, high: 1, halfStep: undefined, log: false }];
+const dims = [{ kind: 'numeric' as const, t: { low: -1, high: 1, halfStep: undefined, log: false } }];
 const sigmasOf = (mus: number[], endpoints: boolean, magic: boolean) =>
   Array.from(new ParzenEstimator(dims, mus.map((m) => [m]), mus.map(() => 1), { priorWeight: 1, magicClip: magic, endpoints, bandwidth: 'neighbor' }).sigmas[0]!);
 
@@ -50,9 +50,9 @@ describe('TPE building blocks', () => {
 });
 
 const space8: SearchSpace = { params: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`x${i}`, { type: 'float' as const, low: -5, high: 5 }])) };
-const sphere = (p: Record<string, number>) => Object.values(p).reduce((a, x) => a + (x - 1) ** 2, 0);
+const sphere = (p: Record<string, unknown>) => Object.values(p).reduce((a: number, x) => a + ((x as number) - 1) ** 2, 0);
 
-function optimise(sampler: Sampler, space: SearchSpace, f: (p: Record<string, number>) => number, n: number, seed: number): number {
+function optimise(sampler: Sampler, space: SearchSpace, f: (p: Record<string, unknown>) => number, n: number, seed: number): number {
   const trials: TrialView[] = [];
   const rng = new Rng(seed);
   let best = Infinity;
@@ -74,6 +74,7 @@ describe('TPE sampler', () => {
       lr: { type: 'float', low: 1e-5, high: 1e-1, log: true },
       n: { type: 'int', low: 1, high: 8, step: 1 },
       s: { type: 'float', low: 0, high: 1, step: 0.25 },
+      m: { type: 'categorical', choices: ['a', 'b', 'c'] },
     } }, 'space');
     const trials: TrialView[] = [];
     const tpe = new TpeSampler();
@@ -86,7 +87,9 @@ describe('TPE sampler', () => {
       expect(p.lr).toBeLessThanOrEqual(1e-1);
       expect(Number.isInteger(p.n)).toBe(true);
       expect([0, 0.25, 0.5, 0.75, 1]).toContain(p.s);
-      trials.push({ number: i, state: 'complete', params: p, value: (p.x! - 0.5) ** 2 + Math.log10(p.lr!) ** 2 + p.n! + p.s! });
+      const q = p as Record<string, number>;
+      expect(['a', 'b', 'c']).toContain(p.m);
+      trials.push({ number: i, state: 'complete', params: p, value: (q.x! - 0.5) ** 2 + Math.log10(q.lr!) ** 2 + q.n! + q.s! + (p.m === 'b' ? 0 : 1) });
     }
   });
 
@@ -119,7 +122,7 @@ describe('TPE sampler', () => {
       const running: Record<string, number>[] = [];
       for (let i = 0; i < 8; i++) {
         const params = tpe.propose(space8, trials, 'minimize', rng);
-        running.push(params);
+        running.push(params as Record<string, number>);
         trials.push({ number: 30 + i, state: 'running', params });
       }
       let min = Infinity;
