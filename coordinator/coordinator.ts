@@ -19,7 +19,7 @@ import { OptimerError } from '../shared/errors.js';
 import type { Logger } from '../shared/logging.js';
 import { MANIFEST_FILE, SHARDS_DIR } from '../shared/pool/manifest.js';
 import { Pool } from '../shared/pool/reader.js';
-import { Rng } from '../shared/rng.js';
+import { Rng, seedFor } from '../shared/rng.js';
 import {
   announcementCodec,
   proposalCodec,
@@ -35,10 +35,9 @@ import {
 } from '../shared/wire.js';
 import { loadEvalSets } from '../worker/eval/evaluate.js';
 import { baselineMerges } from './baselines.js';
-import { RandomSampler } from './sampler/random.js';
+import { createSampler } from './sampler/create.js';
 import type { Sampler, TrialView } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
-import { TpeSampler } from './sampler/tpe.js';
 import { Seeder } from './seeder.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/study-store.js';
@@ -110,7 +109,7 @@ export class Coordinator {
     this.pollMs = opts.pollMs ?? 100;
     this.queueDepth = opts.queueDepth ?? 1;
     this.space = { params: Object.fromEntries(study.vectors.map((v) => [v, { type: 'float' as const, low: study.bounds[v]![0], high: study.bounds[v]![1] }])) };
-    this.sampler = c.sampler.name === 'random' ? new RandomSampler() : new TpeSampler(withoutUndefined({ ...c.sampler, name: undefined, seed: undefined }));
+    this.sampler = createSampler(c.sampler);
   }
 
   get name(): string {
@@ -318,7 +317,7 @@ export class Coordinator {
         ...(t.value !== undefined ? { value: t.value } : {}),
       }));
       // a random stream per trial number: the same record always gives the same proposal
-      const proposed = this.sampler.propose(this.space, views, c.objective.direction, new Rng(mix(c.sampler.seed, number)));
+      const proposed = this.sampler.propose(this.space, views, c.objective.direction, new Rng(seedFor(c.sampler.seed, number)));
       params = Object.fromEntries(this.study.vectors.map((v) => [v, proposed[v] as number])); // merge weights: float params
     }
     const now = new Date().toISOString();
@@ -573,15 +572,6 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partia
     if (!/not found/i.test((e as Error).message)) throw e;
     await jsm.consumers.add(stream, cfg);
   }
-}
-
-/** A 32-bit seed per (study seed, trial number). */
-function mix(seed: number, n: number): number {
-  return (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(n + 1, 0x85ebca6b)) >>> 0;
-}
-
-function withoutUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function sleep(ms: number): Promise<void> {

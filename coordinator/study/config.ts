@@ -41,6 +41,7 @@ const samplerSchema = z.discriminatedUnion('name', [
     })
     .strict(),
   z.object({ name: z.literal('random'), seed: z.number().int().nonnegative().default(0) }).strict(),
+  z.object({ name: z.literal('qmc'), seed: z.number().int().nonnegative().default(0) }).strict(),
 ]);
 
 export const BASELINE_KINDS = ['base', 'single', 'average'] as const;

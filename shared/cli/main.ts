@@ -4,6 +4,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerPool } from './commands/pool.js';
 import { registerRun } from './commands/run.js';
+import { registerSample } from './commands/sample.js';
 import { registerStudy } from './commands/study.js';
 import { reportError } from './output.js';
 
@@ -28,6 +29,7 @@ registerPool(program, run);
 registerEval(program, run);
 registerRun(program, run);
 registerStudy(program, run);
+registerSample(program, run);
 registerDemo(program, run);
 
 await program.parseAsync(process.argv);
