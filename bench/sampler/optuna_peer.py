@@ -1,0 +1,58 @@
+"""Optuna's TPE as a JSON-lines peer for bench/sampler (run with Debian's /usr/bin/python3).
+
+Modes: "multivariate" (TPESampler(multivariate=True)), "default" (TPESampler()), and "asktime"
+(time one ask at given history sizes). Reads one request per line on stdin, answers on stdout.
+"""
+import json
+import sys
+import time
+
+import warnings
+
+import optuna
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def distributions(space):
+    return {f"x{i}": optuna.distributions.FloatDistribution(lo, hi) for i, (lo, hi) in enumerate(space)}
+
+
+def sampler(mode, seed):
+    return optuna.samplers.TPESampler(seed=seed, multivariate=(mode == "multivariate"))
+
+
+def run(req):
+    dists = distributions(req["space"])
+    study = optuna.create_study(sampler=sampler(req["mode"], req["seed"]))
+    for _ in range(req["trials"]):
+        trial = study.ask(dists)
+        print(json.dumps([trial.params[f"x{i}"] for i in range(len(dists))]), flush=True)
+        value = float(sys.stdin.readline())
+        study.tell(trial, value)
+
+
+def asktime(req):
+    dists = distributions(req["space"])
+    out = {}
+    for n, history in req["histories"].items():
+        study = optuna.create_study(sampler=sampler("multivariate", 0))
+        study.add_trials(
+            [optuna.trial.create_trial(params={f"x{i}": v for i, v in enumerate(p)}, distributions=dists, value=val) for p, val in history]
+        )
+        times = []
+        for _ in range(req["repeat"]):
+            t0 = time.perf_counter()
+            trial = study.ask(dists)
+            times.append(time.perf_counter() - t0)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        times.sort()
+        out[n] = times[len(times) // 2] * 1000
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    req = json.loads(sys.stdin.readline())
+    (asktime if req["mode"] == "asktime" else run)(req)

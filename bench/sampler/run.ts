@@ -1,0 +1,204 @@
+/**
+ * Sampler benchmark, side by side in one run: our TPE (default settings) against Optuna 3.1's
+ * TPE in its multivariate and default modes (Debian's python3-optuna, /usr/bin/python3) and
+ * random search, on six standard functions and a noisy merge-like surrogate; then the time to
+ * ask one proposal at 100/300/1000 completed trials (8-D), and the constant-liar check.
+ *
+ *   npm run bench:sampler -- [--seeds 20] [--budget 200] [--parallel 2] [--out bench/sampler/out]
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { Rng, seedFor } from '../../shared/rng.js';
+import { table } from '../../shared/cli/output.js';
+import { packageRoot } from '../../shared/package-root.js';
+import { TpeSampler } from '../../coordinator/sampler/tpe.js';
+import { RandomSampler } from '../../coordinator/sampler/random.js';
+import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
+import type { SearchSpace } from '../../coordinator/sampler/space.js';
+import { ALL_FUNCTIONS, STANDARD_FUNCTIONS, type BenchFunction } from './functions.js';
+import { writeRegretPlot } from './plot.js';
+
+const { values } = parseArgs({
+  options: {
+    seeds: { type: 'string', default: '20' },
+    budget: { type: 'string', default: '200' },
+    parallel: { type: 'string', default: '2' },
+    out: { type: 'string', default: join(packageRoot, 'bench', 'sampler', 'out') },
+    python: { type: 'string', default: '/usr/bin/python3' },
+  },
+});
+const SEEDS = Number(values.seeds);
+const BUDGET = Number(values.budget);
+const PARALLEL = Number(values.parallel);
+const CHECKPOINTS = [50, 100, 200].filter((b) => b <= BUDGET);
+const PEER = join(packageRoot, 'bench', 'sampler', 'optuna_peer.py');
+
+type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8';
+const METHODS: Method[] = ['ours', 'optuna-mv', 'optuna-default', 'random', 'ours-liar8'];
+
+function spaceOf(fn: BenchFunction): SearchSpace {
+  return { params: Object.fromEntries(fn.low.map((lo, i) => [`x${String(i).padStart(2, '0')}`, { type: 'float' as const, low: lo, high: fn.high[i]! }])) };
+}
+
+/** Best-so-far regret curve (noise-free value of the best point seen) of one run. */
+function curve(fn: BenchFunction, xs: number[][]): number[] {
+  let best = Infinity;
+  return xs.map((x) => (best = Math.min(best, (fn.clean ?? ((v) => fn.f(v, new Rng(0))))(x) - fn.min)));
+}
+
+/** Our samplers; with `running`, that many trials are always in flight (constant liar). */
+function runOurs(fn: BenchFunction, sampler: Sampler, seed: number, running = 1): number[][] {
+  const space = spaceOf(fn);
+  const names = Object.keys(space.params).sort();
+  const noise = new Rng(seed + 99991);
+  const trials: TrialView[] = [];
+  const xs: number[][] = [];
+  const pending: number[] = [];
+  const tell = (n: number): void => {
+    const t = trials[n]!;
+    t.state = 'complete';
+    t.value = fn.f(names.map((k) => t.params[k] as number), noise);
+  };
+  while (trials.length < BUDGET) {
+    const number = trials.length;
+    const params = sampler.propose(space, trials, 'minimize', new Rng(seedFor(seed, number)));
+    trials.push({ number, state: 'running', params });
+    xs.push(names.map((k) => params[k] as number));
+    pending.push(number);
+    if (pending.length >= running) tell(pending.shift()!);
+  }
+  return xs;
+}
+
+/** Optuna through the JSON-lines peer; the objective is evaluated here, so both see the same f. */
+function runOptuna(fn: BenchFunction, mode: 'multivariate' | 'default', seed: number): Promise<number[][]> {
+  return new Promise((resolve, reject) => {
+    const py = spawn(values.python!, [PEER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const noise = new Rng(seed + 99991);
+    const xs: number[][] = [];
+    py.on('error', reject);
+    createInterface({ input: py.stdout! }).on('line', (line) => {
+      const x = JSON.parse(line) as number[];
+      xs.push(x);
+      py.stdin!.write(`${fn.f(x, noise)}\n`);
+    });
+    py.on('exit', (code) => (code === 0 && xs.length === BUDGET ? resolve(xs) : reject(new Error(`optuna peer exited ${code} after ${xs.length} trials`))));
+    py.stdin!.write(JSON.stringify({ mode, seed, trials: BUDGET, space: fn.low.map((lo, i) => [lo, fn.high[i]]) }) + '\n');
+  });
+}
+
+async function pool<T>(jobs: (() => Promise<T>)[], n: number): Promise<T[]> {
+  const out: T[] = new Array(jobs.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next < jobs.length) {
+      const i = next++;
+      out[i] = await jobs[i]!();
+    }
+  }));
+  return out;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const fmtRegret = (x: number): string => (x === 0 ? '0' : x < 1e-3 || x >= 1e4 ? x.toExponential(2) : x.toPrecision(3));
+
+async function main(): Promise<void> {
+  await mkdir(values.out!, { recursive: true });
+  const t0 = performance.now();
+  const curves: Record<string, Record<Method, number[][]>> = {};
+  for (const fn of ALL_FUNCTIONS) {
+    const seeds = Array.from({ length: SEEDS }, (_, i) => i + 1);
+    const c = {} as Record<Method, number[][]>;
+    c.ours = seeds.map((s) => curve(fn, runOurs(fn, new TpeSampler(), s)));
+    c.random = seeds.map((s) => curve(fn, runOurs(fn, new RandomSampler(), s)));
+    c['ours-liar8'] = seeds.map((s) => curve(fn, runOurs(fn, new TpeSampler(), s, 8)));
+    const jobs = seeds.flatMap((s) => (['multivariate', 'default'] as const).map((m) => async () => ({ m, xs: await runOptuna(fn, m, s) })));
+    const res = await pool(jobs, PARALLEL);
+    c['optuna-mv'] = res.filter((r) => r.m === 'multivariate').map((r) => curve(fn, r.xs));
+    c['optuna-default'] = res.filter((r) => r.m === 'default').map((r) => curve(fn, r.xs));
+    curves[fn.name] = c;
+    process.stderr.write(`${fn.name} done (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`);
+  }
+
+  // ---- quality table ------------------------------------------------------------------------
+  const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv']];
+  let within = 0;
+  const standard = new Set(STANDARD_FUNCTIONS.map((f) => f.name));
+  const wins: Record<string, boolean> = {};
+  for (const [name, c] of Object.entries(curves)) {
+    let allBudgets = true;
+    for (const b of CHECKPOINTS) {
+      const m = (k: Method) => median(c[k].map((cv) => cv[b - 1]!));
+      const ratio = m('optuna-mv') > 0 ? m('ours') / m('optuna-mv') : m('ours') === 0 ? 1 : Infinity;
+      if (!(ratio <= 1.1)) allBudgets = false;
+      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2)]);
+    }
+    wins[name] = allBudgets;
+    if (standard.has(name) && allBudgets) within++;
+  }
+  const out: string[] = [];
+  out.push(`median final regret over ${SEEDS} seeds (best noise-free value found − optimum), budget ${BUDGET}`);
+  out.push(table(rows));
+  out.push(`standard functions where ours ≤ 1.1 × optuna-mv at every budget: ${within} of ${STANDARD_FUNCTIONS.length} (goal: ≥ 5)`);
+
+  // ---- constant liar: 8 trials always running vs sequential --------------------------------
+  const liarRows: (string | number)[][] = [['function', 'median log10 regret, sequential', 'with 8 running', 'relative difference']];
+  for (const [name, c] of Object.entries(curves)) {
+    const lr = (k: Method) => median(c[k].map((cv) => Math.log10(cv[BUDGET - 1]! + 1e-12)));
+    const seq = lr('ours');
+    const par = lr('ours-liar8');
+    liarRows.push([name, seq.toFixed(3), par.toFixed(3), `${((100 * (par - seq)) / Math.abs(seq || 1)).toFixed(1)}%`]);
+  }
+  out.push('', `constant liar: ${BUDGET} evaluations with 8 always running (goal: within 10% of sequential)`, table(liarRows));
+
+  // ---- ask time -----------------------------------------------------------------------------
+  const fn8: BenchFunction = { name: 'sphere-8d', dims: 8, low: new Array(8).fill(-5), high: new Array(8).fill(5), min: 0, f: (x) => x.reduce((s, v) => s + v * v, 0) };
+  const histories: Record<string, [number[], number][]> = {};
+  const rng = new Rng(7);
+  for (const n of [100, 300, 1000]) {
+    histories[n] = Array.from({ length: n }, () => {
+      const x = fn8.low.map((lo, i) => lo + rng.uniform() * (fn8.high[i]! - lo));
+      return [x, fn8.f(x, rng)];
+    });
+  }
+  const ours: Record<string, number> = {};
+  const space = spaceOf(fn8);
+  const names = Object.keys(space.params).sort();
+  const tpe = new TpeSampler();
+  for (const [n, h] of Object.entries(histories)) {
+    const trials: TrialView[] = h.map(([x, v], i) => ({ number: i, state: 'complete', params: Object.fromEntries(names.map((k, j) => [k, x[j]!])), value: v }));
+    for (let w = 0; w < 5; w++) tpe.propose(space, trials, 'minimize', new Rng(w));
+    const times: number[] = [];
+    for (let r = 0; r < 30; r++) {
+      const t = performance.now();
+      tpe.propose(space, trials, 'minimize', new Rng(r));
+      times.push(performance.now() - t);
+    }
+    ours[n] = median(times);
+  }
+  const optunaMs = await new Promise<Record<string, number>>((resolve, reject) => {
+    const py = spawn(values.python!, [PEER], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let text = '';
+    py.stdout!.on('data', (d) => (text += d));
+    py.on('exit', (code) => (code === 0 ? resolve(JSON.parse(text)) : reject(new Error(`asktime exited ${code}`))));
+    py.stdin!.write(JSON.stringify({ mode: 'asktime', space: fn8.low.map((lo, i) => [lo, fn8.high[i]]), histories, repeat: 15 }) + '\n');
+  });
+  const speedRows: (string | number)[][] = [['completed trials', 'ours ms', 'optuna-mv ms', 'speed-up']];
+  for (const n of Object.keys(histories)) speedRows.push([n, ours[n]!.toFixed(2), optunaMs[n]!.toFixed(2), `${(optunaMs[n]! / ours[n]!).toFixed(1)}×`]);
+  out.push('', 'time to ask one proposal, 8-D float space, median (goal: ≥ 20× at 1000)', table(speedRows));
+
+  const plot = join(values.out!, 'regret.svg');
+  await writeRegretPlot(plot, curves, ['ours', 'optuna-mv', 'optuna-default', 'random', 'ours-liar8'], median);
+  out.push('', `regret curves: ${plot}`, `total ${((performance.now() - t0) / 1000).toFixed(0)} s, node ${process.version}`);
+  const text = out.join('\n') + '\n';
+  await writeFile(join(values.out!, 'results.txt'), text);
+  process.stdout.write(text);
+}
+
+await main();
