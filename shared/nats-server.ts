@@ -3,6 +3,7 @@ import { accessSync, constants, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { OptimerError } from './errors.js';
+import { stopProcess } from './process.js';
 
 export const NATS_INSTALL_HINT =
   "install it with 'sudo apt-get install nats-server' (Debian/Ubuntu: /usr/sbin/nats-server), " +
@@ -82,11 +83,11 @@ export async function startNatsServer(options: { storeDir: string; host?: string
         url: `nats://${host}:${port}`,
         port,
         process: child,
-        stop: () => stopChild(child),
+        stop: () => stopProcess(child),
       };
     } catch (e) {
       lastError = e;
-      await stopChild(child);
+      await stopProcess(child);
     }
   }
   throw new OptimerError('SETUP', `could not start nats-server (${binary}): ${(lastError as Error)?.message}`, { cause: lastError });
@@ -114,11 +115,3 @@ function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
   });
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FamilyFiles } from '../../shared/family/build.js';
+import { stopProcess } from '../../shared/process.js';
 
 /** Writes a study config over the family's pool (already built at `poolDir`). */
 export async function writeStudyConfig(path: string, f: FamilyFiles, poolDir: string, extra: Record<string, unknown> = {}): Promise<string> {
@@ -40,7 +41,7 @@ export class Processes {
   }
 
   async stopAll(): Promise<void> {
-    await Promise.all(this.children.map((c) => stop(c)));
+    await Promise.all(this.children.map((c) => stopProcess(c)));
   }
 }
 
@@ -59,11 +60,3 @@ export function outputOf(child: ChildProcess): { out: string; err: string } {
   return (child as unknown as { output: () => { out: string; err: string } }).output();
 }
 
-async function stop(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const done = new Promise<void>((r) => c.once('exit', () => r()));
-  c.kill('SIGTERM');
-  const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-  await done;
-  clearTimeout(t);
-}

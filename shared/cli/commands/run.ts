@@ -10,6 +10,7 @@ import { Worker } from '../../../worker/worker.js';
 import { createLogger, type Logger } from '../../logging.js';
 import { startNatsServer, type NatsServerHandle } from '../../nats-server.js';
 import { packageRoot } from '../../package-root.js';
+import { stopProcess } from '../../process.js';
 import { parseNumberOption, printJson, progress } from '../output.js';
 import { parseProvider } from './eval.js';
 import { DEFAULT_STORE, renderReport, storeDbPath } from './study.js';
@@ -71,7 +72,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       if (o.provider) args.push('--provider', o.provider);
       children.push(spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
     }
-    stops.push(() => Promise.all(children.map(stopChild)));
+    stops.push(() => Promise.all(children.map((c) => stopProcess(c, 10_000))));
     const aborted = new Promise<void>((resolve) => {
       if (o.signal?.aborted) resolve();
       o.signal?.addEventListener('abort', () => resolve(), { once: true });
@@ -86,14 +87,6 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
   }
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 export function registerRun(program: Command, run: Run): void {
   program
