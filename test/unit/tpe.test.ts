@@ -79,6 +79,7 @@ describe('TPE sampler', () => {
     const trials: TrialView[] = [];
     const tpe = new TpeSampler();
     const rng = new Rng(3);
+    let goodChoice = 0;
     for (let i = 0; i < 60; i++) {
       const p = tpe.propose(space, trials, 'minimize', rng);
       expect(p.x).toBeGreaterThanOrEqual(-1);
@@ -89,8 +90,11 @@ describe('TPE sampler', () => {
       expect([0, 0.25, 0.5, 0.75, 1]).toContain(p.s);
       const q = p as Record<string, number>;
       expect(['a', 'b', 'c']).toContain(p.m);
+      if (i >= 30 && p.m === 'b') goodChoice++;
       trials.push({ number: i, state: 'complete', params: p, value: (q.x! - 0.5) ** 2 + Math.log10(q.lr!) ** 2 + q.n! + q.s! + (p.m === 'b' ? 0 : 1) });
     }
+    // the categorical kernel learns which choice is good (random would pick 'b' a third of the time)
+    expect(goodChoice).toBeGreaterThan(15);
   });
 
   it('tpe - the same seed and history give the same proposal', () => {
