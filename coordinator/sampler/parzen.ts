@@ -146,7 +146,8 @@ export class ParzenEstimator {
     for (let k = 0; k < K; k++) if (terms[k]! > max) max = terms[k]!;
     if (max === -Infinity) return -Infinity;
     let sum = 0;
-    for (let k = 0; k < K; k++) sum += Math.exp(terms[k]! - max);
+    const cutoff = max - 50; // exp(−50) < 2e-22: such components cannot change the sum
+    for (let k = 0; k < K; k++) if (terms[k]! > cutoff) sum += Math.exp(terms[k]! - max);
     return max + Math.log(sum);
   }
 }
