@@ -40,23 +40,19 @@ const announcementSchema = z.object({
 });
 
 const kind = z.enum(['TRIAL', 'TEST']);
-const proposalSchema = z.object({
+/** What identifies a job's attempt: proposals and results both carry it. */
+const jobAttempt = z.object({
   study: studyNameSchema,
   generation: z.number().int().nonnegative(),
   kind,
   trial: z.number().int().nonnegative(),
   label: z.string().max(128),
   attempt: z.number().int().positive(),
-  weights: z.record(name, finite),
 });
 
-const resultSchema = z.object({
-  study: studyNameSchema,
-  generation: z.number().int().nonnegative(),
-  kind,
-  trial: z.number().int().nonnegative(),
-  label: z.string().max(128),
-  attempt: z.number().int().positive(),
+const proposalSchema = jobAttempt.extend({ weights: z.record(name, finite) });
+
+const resultSchema = jobAttempt.extend({
   worker: z.string().min(1).max(256),
   // scores may be NaN or infinite (a diverged merge): the coordinator records such a trial as failed
   scores: z.array(z.object({ name, score: z.number(), tokens: z.number().int().nonnegative() })),

@@ -158,7 +158,14 @@ export class Worker {
       msg.nak(2000);
       return;
     }
-    const ann = announcementCodec.decode(entry.value, `announcement of ${p.study}`);
+    let ann: StudyAnnouncement;
+    try {
+      ann = announcementCodec.decode(entry.value, `announcement of ${p.study}`);
+    } catch (e) {
+      plog.warn({ err: (e as Error).message }, 'the study announcement is malformed; returning the proposal');
+      msg.nak(5000);
+      return;
+    }
     if (p.generation !== ann.generation) {
       plog.info({ generation: p.generation, current: ann.generation }, 'dropping a proposal of an earlier run of the study');
       msg.term();
