@@ -124,10 +124,9 @@ export class Coordinator {
     try {
       const { vectors, bounds } = resolveVectors(c, pool.manifest.vectors.map((v) => v.name), `study '${c.name}'`);
       // refuse bad evaluation sets here, before any worker spends time on them
-      const dev = await loadEvalSets(c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight })), pool.manifest.model);
+      await loadEvalSets(c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight })), pool.manifest.model);
       const testSpecs = c.objective.sets.filter((s) => s.test).map((s) => ({ name: s.name, path: s.test!, weight: s.weight }));
       if (testSpecs.length > 0) await loadEvalSets(testSpecs, pool.manifest.model);
-      void dev;
 
       const study = await prepareStudy(opts, vectors, bounds, log);
 
@@ -496,11 +495,12 @@ export class Coordinator {
 
   private progress(): void {
     const inTests = this.tests.length > 0;
+    const best = this.bestTrial();
     this.opts.onProgress?.({
       finished: this.finished(this.trials) + this.finished(this.tests),
       total: this.budget + this.tests.length,
       running: [...this.trials, ...this.tests].filter((t) => t.state === 'running').length,
-      ...(this.bestTrial() ? { best: this.bestTrial()!.value! } : {}),
+      ...(best ? { best: best.value! } : {}),
       phase: this.study.state === 'complete' ? 'complete' : inTests ? 'tests' : 'trials',
     });
   }

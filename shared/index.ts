@@ -1,7 +1,7 @@
 // Public entry of code both sides use: errors, pool format, ONNX I/O, evaluation sets, weights.
 export { OptimerError, isOptimerError, type ErrorCode } from './errors.js';
 export { Rng } from './rng.js';
-export { parseWeights, formatWeights, mixtureRatios, type MergeWeights } from './weights.js';
+export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';
 export { readEvalSet, type SequenceLimits } from './eval-set.js';
 export { buildPool, type BuildPoolOptions } from './pool/build.js';
 export { Pool, hashFile } from './pool/reader.js';

@@ -21,10 +21,6 @@ export function parseWeights(spec: string, known: readonly string[], where = '--
   return out;
 }
 
-export function formatWeights(w: MergeWeights, names: readonly string[]): string {
-  return names.map((n) => `${n}=${+(w.get(n) ?? 0).toFixed(6)}`).join(',');
-}
-
 /** Mixture ratios: w_i / Σ w_j over the positive weights; negative ones are shown as removed. */
 export function mixtureRatios(w: MergeWeights, names: readonly string[]): Record<string, number | 'removed'> {
   const pos = names.reduce((a, n) => a + Math.max(0, w.get(n) ?? 0), 0);

@@ -14,3 +14,5 @@ export {
   type EvalReport,
   type EvalOptions,
 } from './eval/evaluate.js';
+export { Worker, type WorkerOptions } from './worker.js';
+export { BlobCache } from './shards/fetch.js';

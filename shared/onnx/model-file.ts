@@ -1,4 +1,4 @@
-import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, normalize, resolve, sep } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { dtypeBytes, dtypeOf, type DtypeName } from './dtype.js';
@@ -183,8 +183,4 @@ function typedFieldBytes(t: TensorProto, dtype: DtypeName, elements: number, whe
       break;
   }
   return out;
-}
-
-export async function fileSize(path: string): Promise<number> {
-  return (await stat(path)).size;
 }

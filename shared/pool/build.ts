@@ -2,7 +2,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
-import { decodeFloats, encodeFloats, isMergeable } from '../onnx/dtype.js';
+import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dtype.js';
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel, toNumber } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
@@ -82,7 +82,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
           const [b, c] = [await bt.read(), await ct.read()];
           if (!isMergeable(bt.dtype)) compareFixed(v.path, ct, b, c);
           else {
-            const n = b.length / (bt.bytes / Math.max(1, bt.shape.reduce((x, y) => x * y, 1)));
+            const n = bt.bytes / dtypeBytes(bt.dtype);
             const fb = new Float32Array(n);
             const fc = new Float32Array(n);
             decodeFloats(bt.dtype, b, fb, n);

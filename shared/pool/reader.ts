@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
+import { dtypeBytes } from '../onnx/dtype.js';
 import { readManifest, SHARDS_DIR, type BlobRef, type PoolManifest, type TensorEntry, type VectorEntry } from './manifest.js';
 
 /**
@@ -63,8 +64,8 @@ export class Pool {
 
   /** Elements [start, start + count) of a tensor in a blob. */
   readTensor(blob: BlobRef, t: TensorEntry, start = 0, count?: number, out?: Uint8Array): Promise<Uint8Array> {
-    const elemBytes = t.bytes / Math.max(1, t.shape.reduce((a, b) => a * b, 1));
-    const n = count ?? Math.round(t.bytes / elemBytes) - start;
+    const elemBytes = dtypeBytes(t.dtype);
+    const n = count ?? t.bytes / elemBytes - start;
     const offset = blob.tensors[t.name];
     if (offset === undefined) throw new OptimerError('BAD_POOL', `${this.label}: tensor '${t.name}' is not in this blob`);
     return this.read(blob, offset + start * elemBytes, n * elemBytes, out);
