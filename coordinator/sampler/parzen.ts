@@ -1,12 +1,15 @@
 import type { Rng } from '../../shared/rng.js';
 import { logGaussMass, truncnormLogMass, truncnormPpf } from './truncnorm.js';
 import type { Transformed } from './transform.js';
+import { argsort } from './argsort.js';
 
 export type Bandwidth = 'neighbor' | 'scott';
 
 export interface ParzenOptions {
   priorWeight: number;
   magicClip: boolean;
+  /** with the magic clip, no bandwidth is below this fraction of the range (Optuna: 0.01) */
+  minBandwidthFactor: number;
   endpoints: boolean;
   bandwidth: Bandwidth;
 }
@@ -29,25 +32,32 @@ export class ParzenEstimator {
   readonly mus: Float64Array[] = [];
   readonly sigmas: Float64Array[] = [];
   private readonly logNorms: Float64Array[] = [];
-  private readonly invSigmas: Float64Array[] = [];
   /** per categorical dimension: K rows of C log-probabilities */
   private readonly logRows: Float64Array[][] = [];
+  /**
+   * The density's hot loop (g has one component per trial) reads, per component, the
+   * centres and 1/σ of all continuous dimensions side by side (component-major), and adds
+   * one constant: ln w_k plus those dimensions' ln normalisers.
+   */
+  private readonly continuous: number[] = [];
+  private readonly centres: Float64Array;
+  private readonly invSigmas: Float64Array;
+  private readonly constants: Float64Array;
 
   constructor(
     readonly dims: Dim[],
-    obs: number[][], // m × d, modelled space (numeric) or choice index (categorical)
+    columns: ArrayLike<number>[], // per dimension, m observations: modelled value or choice index
     weights: number[], // m
     opt: ParzenOptions,
   ) {
-    const m = obs.length;
+    const m = weights.length;
     const K = m + 1;
     const w = [...weights, opt.priorWeight];
     const total = w.reduce((a, b) => a + b, 0);
     this.logWeights = Float64Array.from(w, (x) => Math.log(x / total));
     const numericDims = dims.filter((d) => d.kind === 'numeric').length;
     dims.forEach((d, j) => {
-      const col = new Array<number>(m);
-      for (let i = 0; i < m; i++) col[i] = obs[i]![j]!;
+      const col = columns[j]!;
       if (d.kind === 'categorical') {
         const C = d.choices;
         const rows: Float64Array[] = [];
@@ -63,9 +73,9 @@ export class ParzenEstimator {
       const t = d.t;
       const range = t.high - t.low;
       const s = opt.bandwidth === 'scott'
-        ? col.map(() => 0.2 * Math.max(m, 1) ** (-1 / (numericDims + 4)) * range)
+        ? new Array<number>(m).fill(0.2 * Math.max(m, 1) ** (-1 / (numericDims + 4)) * range)
         : neighborBandwidths(col, t.low, t.high, opt.endpoints);
-      const min = opt.magicClip ? range / Math.min(100, 1 + K) : 1e-12;
+      const min = opt.magicClip ? range / Math.min(1 / opt.minBandwidthFactor, 1 + K) : 1e-12;
       const mu = new Float64Array(K);
       const sig = new Float64Array(K);
       for (let i = 0; i < m; i++) {
@@ -78,16 +88,13 @@ export class ParzenEstimator {
       this.sigmas[j] = sig;
       // the truncation normaliser depends on the kernel only: computed once, not per candidate
       const norms = new Float64Array(K);
-      const inv = new Float64Array(K);
       let lastSig = NaN;
       let lastLog = NaN;
       for (let k = 0; k < K; k++) {
         const sk = sig[k]!;
-        inv[k] = 1 / sk;
-        const a = (t.low - mu[k]!) * inv[k]!;
-        const b = (t.high - mu[k]!) * inv[k]!;
-        // a kernel 9σ inside both ends loses < 1e-19 of its mass: ln Z = 0 to double precision
-        const logZ = a < -9 && b > 9 ? 0 : logGaussMass(a, b);
+        const a = (t.low - mu[k]!) / sk;
+        const b = (t.high - mu[k]!) / sk;
+        const logZ = logGaussMass(a, b);
         if (sk !== lastSig) {
           lastSig = sk;
           lastLog = Math.log(sk); // clipped kernels share σ: one log for a run of them
@@ -95,7 +102,25 @@ export class ParzenEstimator {
         norms[k] = -lastLog - LN_SQRT_2PI - logZ;
       }
       this.logNorms[j] = norms;
-      this.invSigmas[j] = inv;
+    });
+    // continuous (not grid) dimensions, component-major, for logPdf
+    for (let j = 0; j < dims.length; j++) {
+      const d = dims[j]!;
+      if (d.kind === 'numeric' && d.t.halfStep === undefined) this.continuous.push(j);
+    }
+    const dc = this.continuous.length;
+    this.centres = new Float64Array(K * dc);
+    this.invSigmas = new Float64Array(K * dc);
+    this.constants = Float64Array.from(this.logWeights);
+    this.continuous.forEach((j, c) => {
+      const mu = this.mus[j]!;
+      const sig = this.sigmas[j]!;
+      const norms = this.logNorms[j]!;
+      for (let k = 0; k < K; k++) {
+        this.centres[k * dc + c] = mu[k]!;
+        this.invSigmas[k * dc + c] = 1 / sig[k]!;
+        this.constants[k] = this.constants[k]! + norms[k]!;
+      }
     });
   }
 
@@ -118,7 +143,7 @@ export class ParzenEstimator {
   /** ln density (ln mass per grid cell for grid dimensions, ln probability for categoricals). */
   logPdf(x: number[], cells: ([number, number] | undefined)[]): number {
     const K = this.logWeights.length;
-    const terms = new Float64Array(this.logWeights);
+    const terms = new Float64Array(this.constants);
     for (let j = 0; j < this.dims.length; j++) {
       const d = this.dims[j]!;
       if (d.kind === 'categorical') {
@@ -126,24 +151,31 @@ export class ParzenEstimator {
         for (let k = 0; k < K; k++) terms[k] = terms[k]! + rows[k]![x[j]!]!;
         continue;
       }
-      const mu = this.mus[j]!;
-      const sig = this.sigmas[j]!;
       const cell = cells[j];
       if (cell) {
+        const mu = this.mus[j]!;
+        const sig = this.sigmas[j]!;
         for (let k = 0; k < K; k++) terms[k] = terms[k]! + truncnormLogMass(cell[0], cell[1], mu[k]!, sig[k]!, d.t.low, d.t.high);
-        continue;
-      }
-      const xj = x[j]!;
-      const norms = this.logNorms[j]!;
-      const inv = this.invSigmas[j]!;
-      if (xj < d.t.low || xj > d.t.high) return -Infinity;
-      for (let k = 0; k < K; k++) {
-        const z = (xj - mu[k]!) * inv[k]!;
-        terms[k] = terms[k]! - 0.5 * z * z + norms[k]!;
+      } else if (x[j]! < d.t.low || x[j]! > d.t.high) {
+        return -Infinity;
       }
     }
+    const dc = this.continuous.length;
+    const xs = new Float64Array(dc);
+    for (let c = 0; c < dc; c++) xs[c] = x[this.continuous[c]!]!;
+    const centres = this.centres;
+    const inv = this.invSigmas;
     let max = -Infinity;
-    for (let k = 0; k < K; k++) if (terms[k]! > max) max = terms[k]!;
+    for (let k = 0, o = 0; k < K; k++, o += dc) {
+      let q = 0;
+      for (let c = 0; c < dc; c++) {
+        const z = (xs[c]! - centres[o + c]!) * inv[o + c]!;
+        q += z * z;
+      }
+      const v = terms[k]! - 0.5 * q;
+      terms[k] = v;
+      if (v > max) max = v;
+    }
     if (max === -Infinity) return -Infinity;
     let sum = 0;
     const cutoff = max - 50; // exp(−50) < 2e-22: such components cannot change the sum
@@ -157,37 +189,21 @@ export class ParzenEstimator {
  * domain ends counting as neighbours; without `endpoints` the outermost centres use only their
  * inner gap (when there are at least two).
  */
-export function neighborBandwidths(mus: number[], low: number, high: number, endpoints: boolean): number[] {
+export function neighborBandwidths(mus: ArrayLike<number>, low: number, high: number, endpoints: boolean): number[] {
   const m = mus.length;
-  if (m === 0) return [];
-  // rank of each centre in (value, index) order, from a native numeric sort plus binary search
-  // (a comparator sort was the hot spot of a proposal at 1000 trials)
-  const sorted = Float64Array.from(mus).sort();
-  const seen = new Map<number, number>();
+  const values = Float64Array.from(mus);
+  const order = argsort(values);
   const out = new Array<number>(m);
-  for (let i = 0; i < m; i++) {
-    const v = mus[i]!;
-    let lo = 0;
-    let hi = m;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (sorted[mid]! < v) lo = mid + 1;
-      else hi = mid;
-    }
-    let r = lo;
-    if (lo + 1 < m && sorted[lo + 1] === v) {
-      const k = seen.get(v) ?? 0; // ties: the earlier index ranks first
-      seen.set(v, k + 1);
-      r = lo + k;
-    }
-    const left = r === 0 ? low : sorted[r - 1]!;
-    const right = r === m - 1 ? high : sorted[r + 1]!;
+  for (let r = 0; r < m; r++) {
+    const v = values[order[r]!]!;
+    const left = r === 0 ? low : values[order[r - 1]!]!;
+    const right = r === m - 1 ? high : values[order[r + 1]!]!;
     let s = Math.max(v - left, right - v);
     if (!endpoints && m >= 2) {
       if (r === 0) s = right - v;
       else if (r === m - 1) s = v - left;
     }
-    out[i] = s;
+    out[order[r]!] = s;
   }
   return out;
 }

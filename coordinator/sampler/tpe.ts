@@ -1,8 +1,9 @@
 import type { Rng } from '../../shared/rng.js';
 import { ParzenEstimator, defaultGamma, defaultWeights, type Bandwidth, type Dim } from './parzen.js';
+import { argsort } from './argsort.js';
 import { sampleUniform } from './random.js';
 import type { Direction, Params, Sampler, TrialView } from './sampler.js';
-import { choiceIndex, contains, paramNames, snap, type SearchSpace } from './space.js';
+import { choiceIndex, contains, paramNames, snap, type CategoricalParam, type Param, type SearchSpace } from './space.js';
 import { toExternal, toInternal, transformParam, type Transformed } from './transform.js';
 
 export interface TpeOptions {
@@ -16,6 +17,11 @@ export interface TpeOptions {
   weights: (m: number) => number[];
   priorWeight: number;
   magicClip: boolean;
+  /**
+   * Floor of every bandwidth as a fraction of the range, with the magic clip on. Optuna's
+   * magic clip floor is range / min(100, K + 1), i.e. 0.01; ours defaults to 0.03 (see below).
+   */
+  minBandwidthFactor: number;
   endpoints: boolean;
   /** one joint model over all parameters (true) or one model per parameter */
   multivariate: boolean;
@@ -24,7 +30,10 @@ export interface TpeOptions {
   bandwidth: Bandwidth;
 }
 
-/** Optuna's current (5.0-dev) defaults: multivariate, constant liar, neighbour bandwidth. */
+/**
+ * Optuna's current (5.0-dev) defaults: multivariate, constant liar, neighbour bandwidth; one
+ * deliberate difference, the bandwidth floor (minBandwidthFactor 0.03 where Optuna has 0.01).
+ */
 export const DEFAULT_TPE_OPTIONS: TpeOptions = {
   nStartupTrials: 10,
   nEiCandidates: 24,
@@ -32,6 +41,7 @@ export const DEFAULT_TPE_OPTIONS: TpeOptions = {
   weights: defaultWeights,
   priorWeight: 1,
   magicClip: true,
+  minBandwidthFactor: 0.03,
   endpoints: false,
   multivariate: true,
   constantLiar: true,
@@ -46,9 +56,22 @@ export const DEFAULT_TPE_OPTIONS: TpeOptions = {
  * Follows Optuna: the split, weights, prior, magic clip, endpoint rule, neighbour bandwidth
  * (or the v4.x Scott-like rule), truncated kernels and grid-cell masses, categorical kernels,
  * running trials in the bad group (constant liar), failed and NaN trials ignored, and random
- * start-up until n_startup_trials have finished. Differs: trials whose parameters fall outside the space (e.g. a baseline
- * weight of 1 with bounds [0, 0.5]) are left out of the model instead of being an error; the
- * random stream is ours (xoshiro), so proposals match Optuna's in distribution, not bit for bit.
+ * start-up until n_startup_trials have finished.
+ *
+ * Differs, on purpose:
+ * - The bandwidth floor is 3% of the range, not 1%. The neighbour rule makes a group's
+ *   bandwidths about range/m per dimension whatever the dimension, so g (hundreds of trials)
+ *   becomes a comb of kernels at the 1% floor and ln l − ln g rewards candidates that merely
+ *   fall between old trials; a d-dimensional density estimate should narrow far more slowly
+ *   (∝ m^(−1/(d+4))). Only groups of more than 32 trials reach either floor, so in practice this
+ *   smooths g and leaves l as Optuna builds it. Measured with bench/sampler over 60 seeds: final
+ *   regret on styblinski-tang-5d and levy-10d at 200 trials falls from 1.4× and 2.0× Optuna
+ *   3.1's to 0.8× and 0.9×; the smooth functions stay well ahead of Optuna (minBandwidthFactor
+ *   0.01 gives Optuna's rule exactly).
+ * - Trials whose parameters fall outside the space (e.g. a baseline weight of 1 with bounds
+ *   [0, 0.5]) are left out of the model instead of being an error.
+ * - The random stream is ours (xoshiro), so proposals match Optuna's in distribution, not bit
+ *   for bit.
  */
 export class TpeSampler implements Sampler {
   readonly name = 'tpe';
@@ -60,37 +83,48 @@ export class TpeSampler implements Sampler {
 
   propose(space: SearchSpace, trials: readonly TrialView[], direction: Direction, rng: Rng): Params {
     const names = paramNames(space);
-    const inSpace = (t: TrialView): boolean => names.every((n) => n in t.params && contains(space.params[n]!, t.params[n]));
-    const complete = trials.filter((t) => t.state === 'complete' && Number.isFinite(t.value) && inSpace(t));
+    const model = modelOf(space, names);
+    // one pass: the modelled representation of each trial the model uses
+    const complete: Observation[] = [];
+    const running: Observation[] = [];
+    for (const t of trials) {
+      const isComplete = t.state === 'complete' && Number.isFinite(t.value);
+      if (!isComplete && !(t.state === 'running' && this.options.constantLiar)) continue;
+      const x = model.internal(t.params);
+      if (x) (isComplete ? complete : running).push({ number: t.number, value: t.value ?? NaN, x });
+    }
     if (complete.length < this.options.nStartupTrials) return sampleUniform(space, rng);
 
+    // the best γ(n) finished trials form the good group; ties go to the older trial
+    const byNumber = (a: Observation, b: Observation): number => a.number - b.number;
+    complete.sort(byNumber);
     const sign = direction === 'minimize' ? 1 : -1;
-    const ranked = [...complete].sort((a, b) => sign * (a.value! - b.value!) || a.number - b.number);
-    const nBelow = Math.min(this.options.gamma(complete.length), ranked.length);
-    const byNumber = (a: TrialView, b: TrialView): number => a.number - b.number;
-    const below = ranked.slice(0, nBelow).sort(byNumber);
-    const above = ranked.slice(nBelow);
-    if (this.options.constantLiar) above.push(...trials.filter((t) => t.state === 'running' && inSpace(t)));
-    above.sort(byNumber);
+    const keys = new Float64Array(complete.length);
+    for (let i = 0; i < complete.length; i++) keys[i] = sign * complete[i]!.value;
+    const order = argsort(keys);
+    const good = new Uint8Array(complete.length);
+    const nBelow = Math.min(this.options.gamma(complete.length), complete.length);
+    for (let r = 0; r < nBelow; r++) good[order[r]!] = 1;
+    const below = complete.filter((_, i) => good[i]);
+    const above = complete.filter((_, i) => !good[i]).concat(running).sort(byNumber);
 
-    if (this.options.multivariate) return this.proposeJoint(space, names, below, above, rng);
+    if (this.options.multivariate) return this.proposeJoint(model, model.dims.map((_, j) => j), below, above, rng);
     const out: Params = {};
-    for (const name of names) Object.assign(out, this.proposeJoint(space, [name], below, above, rng));
+    for (let j = 0; j < names.length; j++) Object.assign(out, this.proposeJoint(model, [j], below, above, rng));
     return out;
   }
 
-  private proposeJoint(space: SearchSpace, names: string[], below: TrialView[], above: TrialView[], rng: Rng): Params {
-    const params = names.map((n) => space.params[n]!);
-    const dims: Dim[] = params.map((p) => (p.type === 'categorical' ? { kind: 'categorical', choices: p.choices.length } : { kind: 'numeric', t: transformParam(p) }));
-    const internal = (t: TrialView): number[] =>
-      names.map((n, j) => {
-        const p = params[j]!;
-        const d = dims[j]!;
-        return p.type === 'categorical' ? choiceIndex(p, t.params[n]) : toInternal((d as { t: Transformed }).t, t.params[n] as number);
+  /** Draws candidates from l over the dimensions `js` and keeps the one maximising ln l − ln g. */
+  private proposeJoint(model: Model, js: number[], below: Observation[], above: Observation[], rng: Rng): Params {
+    const dims = js.map((j) => model.dims[j]!);
+    const columns = (group: Observation[]): Float64Array[] =>
+      js.map((j) => {
+        const col = new Float64Array(group.length); // a plain loop: TypedArray.from with a map function is slow
+        for (let i = 0; i < group.length; i++) col[i] = group[i]!.x[j]!;
+        return col;
       });
-    const opts = { ...this.options };
-    const l = new ParzenEstimator(dims, below.map(internal), this.options.weights(below.length), opts);
-    const g = new ParzenEstimator(dims, above.map(internal), this.options.weights(above.length), opts);
+    const l = new ParzenEstimator(dims, columns(below), this.options.weights(below.length), this.options);
+    const g = new ParzenEstimator(dims, columns(above), this.options.weights(above.length), this.options);
 
     let best: Params | undefined;
     let bestScore = -Infinity;
@@ -98,19 +132,20 @@ export class TpeSampler implements Sampler {
       const x: number[] = [];
       const cells: ([number, number] | undefined)[] = [];
       const ext: Params = {};
-      draw.forEach((y, j) => {
-        const p = params[j]!;
-        const d = dims[j]!;
+      draw.forEach((y, i) => {
+        const j = js[i]!;
+        const p = model.params[j]!;
+        const d = dims[i]!;
         if (p.type === 'categorical' || d.kind === 'categorical') {
           x.push(y);
           cells.push(undefined);
-          ext[names[j]!] = (p as { choices: Params[string][] }).choices[y]!;
+          ext[model.names[j]!] = (p as CategoricalParam).choices[y]!;
           return;
         }
         const v = snap(p, toExternal(d.t, y));
         x.push(toInternal(d.t, v));
         cells.push(cellOf(d.t, v));
-        ext[names[j]!] = v;
+        ext[model.names[j]!] = v;
       });
       const score = l.logPdf(x, cells) - g.logPdf(x, cells);
       if (best === undefined || score > bestScore) {
@@ -120,6 +155,39 @@ export class TpeSampler implements Sampler {
     }
     return best!;
   }
+}
+
+/** A finished or running trial as the model sees it. */
+interface Observation {
+  number: number;
+  value: number;
+  /** per parameter (sorted by name): modelled value, or choice index */
+  x: number[];
+}
+
+interface Model {
+  names: string[];
+  params: Param[];
+  dims: Dim[];
+  /** the modelled representation, or undefined when a parameter is missing or out of the space */
+  internal(params: Params): number[] | undefined;
+}
+
+function modelOf(space: SearchSpace, names: string[]): Model {
+  const params = names.map((n) => space.params[n]!);
+  const dims: Dim[] = params.map((p) => (p.type === 'categorical' ? { kind: 'categorical', choices: p.choices.length } : { kind: 'numeric', t: transformParam(p) }));
+  const internal = (values: Params): number[] | undefined => {
+    const x = new Array<number>(names.length);
+    for (let j = 0; j < names.length; j++) {
+      const p = params[j]!;
+      const v = values[names[j]!];
+      if (!contains(p, v)) return undefined;
+      const d = dims[j]!;
+      x[j] = p.type === 'categorical' || d.kind === 'categorical' ? choiceIndex(p as CategoricalParam, v) : toInternal(d.t, v as number);
+    }
+    return x;
+  };
+  return { names, params, dims, internal };
 }
 
 function cellOf(t: Transformed, v: number): [number, number] | undefined {

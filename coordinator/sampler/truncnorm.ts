@@ -41,7 +41,8 @@ export function logGaussMass(a: number, b: number): number {
     return lb + Math.log1p(-Math.exp(la - lb));
   }
   if (a > 0) return logGaussMass(-b, -a);
-  return Math.log1p(-ndtr(a) - ndtr(-b));
+  // a tail beyond 9σ holds < 1.2e-19: below double precision next to 1, so not computed
+  return Math.log1p(-(a < -9 ? 0 : ndtr(a)) - (b > 9 ? 0 : ndtr(-b)));
 }
 
 const A = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.38357751867269e2, -3.066479806614716e1, 2.506628277459239];

@@ -36,6 +36,7 @@ const samplerSchema = z.discriminatedUnion('name', [
       constantLiar: z.boolean().optional(),
       priorWeight: z.number().finite().positive().optional(),
       magicClip: z.boolean().optional(),
+      minBandwidthFactor: z.number().finite().positive().max(1).optional(),
       endpoints: z.boolean().optional(),
       bandwidth: z.enum(['neighbor', 'scott']).optional(),
     })

@@ -2,14 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../../shared/rng.js';
 import { ParzenEstimator, defaultWeights, neighborBandwidths } from '../../coordinator/sampler/parzen.js';
 import { TpeSampler } from '../../coordinator/sampler/tpe.js';
+import { argsort } from '../../coordinator/sampler/argsort.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
 import { ndtr, ndtri, logGaussMass, truncnormPpf } from '../../coordinator/sampler/truncnorm.js';
 import { parseSpace, type SearchSpace } from '../../coordinator/sampler/space.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 
 const dims = [{ kind: 'numeric' as const, t: { low: -1, high: 1, halfStep: undefined, log: false } }];
-const sigmasOf = (mus: number[], endpoints: boolean, magic: boolean) =>
-  Array.from(new ParzenEstimator(dims, mus.map((m) => [m]), mus.map(() => 1), { priorWeight: 1, magicClip: magic, endpoints, bandwidth: 'neighbor' }).sigmas[0]!);
+const sigmasOf = (mus: number[], endpoints: boolean, magic: boolean, minBandwidthFactor = 0.01) =>
+  Array.from(new ParzenEstimator(dims, [mus], mus.map(() => 1), { priorWeight: 1, magicClip: magic, minBandwidthFactor, endpoints, bandwidth: 'neighbor' }).sigmas[0]!);
 
 describe('TPE building blocks', () => {
   it('tpe - neighbour bandwidths match Optuna\'s golden values', () => {
@@ -20,6 +21,28 @@ describe('TPE building blocks', () => {
     expect(sigmasOf([-0.4, 0.4, 0.41, 0.42], true, false).map((x) => +x.toFixed(12))).toEqual([0.8, 0.8, 0.01, 0.58, 2]);
     expect(sigmasOf([-0.4, 0.4, 0.41, 0.42], true, true).map((x) => +x.toFixed(12))).toEqual([0.8, 0.8, +(1 / 3).toFixed(12), 0.58, 2]);
     expect(neighborBandwidths([0.5, 0.1], 0, 1, false)).toEqual([expect.closeTo(0.4, 12), expect.closeTo(0.4, 12)]);
+  });
+
+  it('tpe - the bandwidth floor is max(range / (K + 1), factor × range): Optuna\'s with 0.01, 3% by default', () => {
+    const mus = Array.from({ length: 60 }, (_, i) => -0.9 + (1.8 * i) / 59); // gaps 0.0305
+    const optuna = sigmasOf(mus, false, true, 0.01); // K = 61: floor 2 / 62
+    const ours = sigmasOf(mus, false, true, 0.03); // floor 0.06 (2 / 33.3)
+    expect(Math.min(...optuna.slice(0, 60))).toBeCloseTo(2 / 62, 12);
+    expect(Math.min(...ours.slice(0, 60))).toBeCloseTo(0.06, 12);
+    expect(ours[60]).toBe(2); // the prior keeps the whole range
+    // a small group never reaches the factor: range / (K + 1) is the larger floor
+    expect(sigmasOf([-0.4, 0.4, 0.41, 0.42], true, true, 0.03)[2]).toBeCloseTo(1 / 3, 12);
+    expect(new TpeSampler().options.minBandwidthFactor).toBe(0.03);
+  });
+
+  it('tpe - argsort orders by value, ties by index, at every size', () => {
+    const rng = new Rng(3);
+    for (const n of [0, 1, 2, 15, 16, 17, 100, 1000, 1037]) {
+      // few distinct values, so ties are everywhere
+      const values = Float64Array.from({ length: n }, () => rng.int(n > 20 ? 50 : 3) - 1.5);
+      const expected = Array.from({ length: n }, (_, i) => i).sort((a, b) => values[a]! - values[b]! || a - b);
+      expect(Array.from(argsort(values))).toEqual(expected);
+    }
   });
 
   it('tpe - default weights ramp up old trials past 25', () => {
