@@ -1,8 +1,11 @@
 """Optuna's TPE as a JSON-lines peer for bench/sampler (run with Debian's /usr/bin/python3).
 
-Modes: "multivariate" (TPESampler(multivariate=True)), "default" (TPESampler()), and "asktime"
-(time one ask at given history sizes). Reads one request per line on stdin, answers on stdout.
+Modes: "multivariate" (TPESampler(multivariate=True)), "default" (TPESampler()), "asktime"
+(time one ask at given history sizes). With "running": R, R trials are always in flight (the
+oldest is told when the next is asked) and the sampler has constant_liar=True. Reads the request
+on stdin, prints each proposal as a JSON line; the driver answers each with its value, in order.
 """
+import collections
 import json
 import sys
 import time
@@ -20,18 +23,22 @@ def distributions(space):
     return {f"x{i}": optuna.distributions.FloatDistribution(lo, hi) for i, (lo, hi) in enumerate(space)}
 
 
-def sampler(mode, seed):
-    return optuna.samplers.TPESampler(seed=seed, multivariate=(mode == "multivariate"))
+def sampler(mode, seed, constant_liar=False):
+    return optuna.samplers.TPESampler(seed=seed, multivariate=(mode == "multivariate"), constant_liar=constant_liar)
 
 
 def run(req):
     dists = distributions(req["space"])
-    study = optuna.create_study(sampler=sampler(req["mode"], req["seed"]))
+    running = req.get("running", 1)
+    study = optuna.create_study(sampler=sampler(req["mode"], req["seed"], constant_liar=running > 1))
+    pending = collections.deque()
     for _ in range(req["trials"]):
         trial = study.ask(dists)
         print(json.dumps([trial.params[f"x{i}"] for i in range(len(dists))]), flush=True)
-        value = float(sys.stdin.readline())
-        study.tell(trial, value)
+        pending.append(trial)
+        if len(pending) >= running:
+            # values arrive in proposal order, so the oldest pending trial's is next on stdin
+            study.tell(pending.popleft(), float(sys.stdin.readline()))
 
 
 def asktime(req):

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 
-const COLORS = ['#1f77b4', '#d62728', '#ff7f0e', '#7f7f7f', '#2ca02c'];
+const COLORS = ['#1f77b4', '#d62728', '#ff7f0e', '#7f7f7f', '#2ca02c', '#9467bd'];
 
 /** Median best-so-far regret against trials, one log-scale panel per function, as SVG. */
 export async function writeRegretPlot(path: string, curves: Record<string, Record<string, number[][]>>, methods: string[], median: (xs: number[]) => number): Promise<void> {

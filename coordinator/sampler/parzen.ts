@@ -54,7 +54,8 @@ export class ParzenEstimator {
     const K = m + 1;
     const w = [...weights, opt.priorWeight];
     const total = w.reduce((a, b) => a + b, 0);
-    this.logWeights = Float64Array.from(w, (x) => Math.log(x / total));
+    this.logWeights = new Float64Array(K);
+    for (let k = 0; k < K; k++) this.logWeights[k] = Math.log(w[k]! / total);
     const numericDims = dims.filter((d) => d.kind === 'numeric').length;
     dims.forEach((d, j) => {
       const col = columns[j]!;
@@ -111,7 +112,7 @@ export class ParzenEstimator {
     const dc = this.continuous.length;
     this.centres = new Float64Array(K * dc);
     this.invSigmas = new Float64Array(K * dc);
-    this.constants = Float64Array.from(this.logWeights);
+    this.constants = this.logWeights.slice();
     this.continuous.forEach((j, c) => {
       const mu = this.mus[j]!;
       const sig = this.sigmas[j]!;
@@ -143,7 +144,7 @@ export class ParzenEstimator {
   /** ln density (ln mass per grid cell for grid dimensions, ln probability for categoricals). */
   logPdf(x: number[], cells: ([number, number] | undefined)[]): number {
     const K = this.logWeights.length;
-    const terms = new Float64Array(this.constants);
+    const terms = this.constants.slice();
     for (let j = 0; j < this.dims.length; j++) {
       const d = this.dims[j]!;
       if (d.kind === 'categorical') {
