@@ -1,7 +1,7 @@
 import type { Rng } from '../../shared/rng.js';
 import { logGaussMass, truncnormLogMass, truncnormPpf } from './truncnorm.js';
 import type { Transformed } from './transform.js';
-import { argsort } from './argsort.js';
+import { clippedNeighborBandwidths } from './bandwidth.js';
 
 export type Bandwidth = 'neighbor' | 'scott';
 
@@ -73,16 +73,12 @@ export class ParzenEstimator {
       }
       const t = d.t;
       const range = t.high - t.low;
-      const s = opt.bandwidth === 'scott'
-        ? new Array<number>(m).fill(0.2 * Math.max(m, 1) ** (-1 / (numericDims + 4)) * range)
-        : neighborBandwidths(col, t.low, t.high, opt.endpoints);
       const min = opt.magicClip ? range / Math.min(1 / opt.minBandwidthFactor, 1 + K) : 1e-12;
       const mu = new Float64Array(K);
       const sig = new Float64Array(K);
-      for (let i = 0; i < m; i++) {
-        mu[i] = col[i]!;
-        sig[i] = Math.min(range, Math.max(min, s[i]!));
-      }
+      if (opt.bandwidth === 'scott') sig.fill(Math.min(range, Math.max(min, 0.2 * Math.max(m, 1) ** (-1 / (numericDims + 4)) * range)));
+      else sig.set(clippedNeighborBandwidths(col, t.low, t.high, opt.endpoints, min, range));
+      for (let i = 0; i < m; i++) mu[i] = col[i]!;
       mu[m] = (t.low + t.high) / 2;
       sig[m] = range; // the prior is not clipped
       this.mus[j] = mu;
@@ -183,30 +179,6 @@ export class ParzenEstimator {
     for (let k = 0; k < K; k++) if (terms[k]! > cutoff) sum += Math.exp(terms[k]! - max);
     return max + Math.log(sum);
   }
-}
-
-/**
- * Optuna's neighbour rule: each centre's σ is the larger gap to its sorted neighbours, the
- * domain ends counting as neighbours; without `endpoints` the outermost centres use only their
- * inner gap (when there are at least two).
- */
-export function neighborBandwidths(mus: ArrayLike<number>, low: number, high: number, endpoints: boolean): number[] {
-  const m = mus.length;
-  const values = Float64Array.from(mus);
-  const order = argsort(values);
-  const out = new Array<number>(m);
-  for (let r = 0; r < m; r++) {
-    const v = values[order[r]!]!;
-    const left = r === 0 ? low : values[order[r - 1]!]!;
-    const right = r === m - 1 ? high : values[order[r + 1]!]!;
-    let s = Math.max(v - left, right - v);
-    if (!endpoints && m >= 2) {
-      if (r === 0) s = right - v;
-      else if (r === m - 1) s = v - left;
-    }
-    out[order[r]!] = s;
-  }
-  return out;
 }
 
 /** Optuna's default_weights: ones, or for m ≥ 25 a ramp from 1/m up to 1 then 25 ones. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../../shared/rng.js';
-import { ParzenEstimator, defaultWeights, neighborBandwidths } from '../../coordinator/sampler/parzen.js';
+import { ParzenEstimator, defaultWeights } from '../../coordinator/sampler/parzen.js';
+import { clippedNeighborBandwidths, neighborBandwidths } from '../../coordinator/sampler/bandwidth.js';
 import { TpeSampler } from '../../coordinator/sampler/tpe.js';
 import { argsort } from '../../coordinator/sampler/argsort.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
@@ -33,6 +34,31 @@ describe('TPE building blocks', () => {
     // a small group never reaches the factor: range / (K + 1) is the larger floor
     expect(sigmasOf([-0.4, 0.4, 0.41, 0.42], true, true, 0.03)[2]).toBeCloseTo(1 / 3, 12);
     expect(new TpeSampler().options.minBandwidthFactor).toBe(0.03);
+  });
+
+  it('tpe - the cell method gives the clipped neighbour rule without sorting', () => {
+    const rng = new Rng(11);
+    let compared = 0;
+    for (let trial = 0; trial < 300; trial++) {
+      const m = [1, 2, 3, 5, 24, 200, 1000][trial % 7]!;
+      const [low, high] = trial % 2 ? [-1, 2] : [Math.log(1e-5), Math.log(0.1)];
+      const range = high - low;
+      // clustered values with ties (a grid), sometimes on the bounds themselves
+      const grid = [3, 50, 0][trial % 3]!;
+      const mus = Array.from({ length: m }, () => {
+        const u = rng.uniform() < 0.5 ? rng.uniform() : 0.3 + 0.01 * rng.uniform();
+        return grid ? low + (Math.round(u * grid) / grid) * range : low + u * range;
+      });
+      const endpoints = trial % 5 === 0;
+      const min = range / Math.min([100, 33.3, 10][trial % 3]!, m + 2);
+      const expected = neighborBandwidths(mus, low, high, endpoints).map((s) => Math.min(range, Math.max(min, s)));
+      const got = Array.from(clippedNeighborBandwidths(mus, low, high, endpoints, min, range));
+      got.forEach((s, i) => expect(s).toBeCloseTo(expected[i]!, 12));
+      compared += m;
+    }
+    expect(compared).toBeGreaterThan(30000);
+    // a floor too narrow for cells falls back to the sort
+    expect(Array.from(clippedNeighborBandwidths([0.1, 0.5], 0, 1, false, 1e-12, 1))).toEqual([expect.closeTo(0.4, 12), expect.closeTo(0.4, 12)]);
   });
 
   it('tpe - argsort orders by value, ties by index, at every size', () => {
