@@ -39,6 +39,8 @@ def run(req):
         if len(pending) >= running:
             # values arrive in proposal order, so the oldest pending trial's is next on stdin
             study.tell(pending.popleft(), float(sys.stdin.readline()))
+    while pending:  # read every value the driver sends before exiting
+        study.tell(pending.popleft(), float(sys.stdin.readline()))
 
 
 def asktime(req):

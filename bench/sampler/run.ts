@@ -6,6 +6,7 @@
  * and Optuna's, each with 8 trials always in flight, against their sequential runs).
  *
  *   npm run bench:sampler -- [--seeds 20] [--budget 200] [--parallel 2] [--out bench/sampler/out]
+ *                            [--tpe '{"minBandwidthFactor": 0.01}']   (options for our TPE)
  */
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -15,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { Rng, seedFor } from '../../shared/rng.js';
 import { table } from '../../shared/cli/output.js';
 import { packageRoot } from '../../shared/package-root.js';
-import { TpeSampler } from '../../coordinator/sampler/tpe.js';
+import { TpeSampler, type TpeOptions } from '../../coordinator/sampler/tpe.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 import type { SearchSpace } from '../../coordinator/sampler/space.js';
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     parallel: { type: 'string', default: '2' },
     out: { type: 'string', default: join(packageRoot, 'bench', 'sampler', 'out') },
     python: { type: 'string', default: '/usr/bin/python3' },
+    tpe: { type: 'string', default: '{}' },
   },
 });
 const SEEDS = Number(values.seeds);
@@ -36,6 +38,9 @@ const BUDGET = Number(values.budget);
 const PARALLEL = Number(values.parallel);
 const CHECKPOINTS = [50, 100, 200].filter((b) => b <= BUDGET);
 const PEER = join(packageRoot, 'bench', 'sampler', 'optuna_peer.py');
+/** options for our TPE, e.g. '{"minBandwidthFactor": 0.01}' for Optuna's bandwidth floor */
+const TPE_OPTIONS = JSON.parse(values.tpe!) as Partial<TpeOptions>;
+const ourTpe = (): TpeSampler => new TpeSampler(TPE_OPTIONS);
 
 type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8' | 'optuna-mv-liar8';
 const RUNNING = 8;
@@ -84,6 +89,7 @@ function runOptuna(fn: BenchFunction, mode: 'multivariate' | 'default', seed: nu
     const noise = new Rng(seed + 99991);
     const xs: number[][] = [];
     py.on('error', reject);
+    py.stdin!.on('error', reject); // a peer that dies mid-run fails this run, not the process
     createInterface({ input: py.stdout! }).on('line', (line) => {
       const x = JSON.parse(line) as number[];
       xs.push(x);
@@ -114,9 +120,13 @@ const median = (xs: number[]): number => {
 function ratioInterval(a: number[], b: number[]): [number, number] {
   const rng = new Rng(12345);
   const resample = (xs: number[]) => median(xs.map(() => xs[rng.int(xs.length)]!));
-  const ratios = Array.from({ length: 2000 }, () => resample(a) / resample(b)).sort((x, y) => x - y);
-  return [ratios[Math.floor(0.05 * ratios.length)]!, ratios[Math.floor(0.95 * ratios.length)]!];
+  const N = 2000;
+  const ratios = Array.from({ length: N }, () => ratioOf(resample(a), resample(b))).sort((x, y) => x - y);
+  return [ratios[Math.round(0.05 * (N - 1))]!, ratios[Math.round(0.95 * (N - 1))]!];
 }
+
+/** a / b for regrets: 1 when both are 0, ∞ when only b is. */
+const ratioOf = (a: number, b: number): number => (b > 0 ? a / b : a === 0 ? 1 : Infinity);
 
 const fmtRegret = (x: number): string => (x === 0 ? '0' : x < 1e-3 || x >= 1e4 ? x.toExponential(2) : x.toPrecision(3));
 
@@ -127,9 +137,9 @@ async function main(): Promise<void> {
   for (const fn of ALL_FUNCTIONS) {
     const seeds = Array.from({ length: SEEDS }, (_, i) => i + 1);
     const c = {} as Record<Method, number[][]>;
-    c.ours = seeds.map((s) => curve(fn, runOurs(fn, new TpeSampler(), s)));
+    c.ours = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s)));
     c.random = seeds.map((s) => curve(fn, runOurs(fn, new RandomSampler(), s)));
-    c['ours-liar8'] = seeds.map((s) => curve(fn, runOurs(fn, new TpeSampler(), s, RUNNING)));
+    c['ours-liar8'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s, RUNNING)));
     const modes = [['optuna-mv', 'multivariate', 1], ['optuna-default', 'default', 1], ['optuna-mv-liar8', 'multivariate', RUNNING]] as const;
     const jobs = seeds.flatMap((s) => modes.map(([method, mode, running]) => async () => ({ method, xs: await runOptuna(fn, mode, s, running) })));
     const res = await pool(jobs, PARALLEL);
@@ -148,7 +158,7 @@ async function main(): Promise<void> {
     for (const b of CHECKPOINTS) {
       const at = (k: Method) => c[k].map((cv) => cv[b - 1]!);
       const m = (k: Method) => median(at(k));
-      const ratio = m('optuna-mv') > 0 ? m('ours') / m('optuna-mv') : m('ours') === 0 ? 1 : Infinity;
+      const ratio = ratioOf(m('ours'), m('optuna-mv'));
       if (!(ratio <= 1.1)) allBudgets = false;
       const [lo, hi] = ratioInterval(at('ours'), at('optuna-mv'));
       rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`]);
@@ -157,7 +167,7 @@ async function main(): Promise<void> {
     if (standard.has(name) && allBudgets) within++;
   }
   const out: string[] = [];
-  out.push(`median final regret over ${SEEDS} seeds (best noise-free value found − optimum), budget ${BUDGET}`);
+  out.push(`median final regret over ${SEEDS} seeds (best noise-free value found − optimum), budget ${BUDGET}; our TPE options: ${values.tpe}`);
   out.push(table(rows));
   out.push(`standard functions where ours ≤ 1.1 × optuna-mv at every budget: ${within} of ${STANDARD_FUNCTIONS.length} (goal: ≥ 5)`);
   out.push('(90% interval: bootstrap over the seeds of both; an interval across 1.1 means this many seeds cannot decide that cell)');
@@ -189,7 +199,7 @@ async function main(): Promise<void> {
   const ours: Record<string, number> = {};
   const space = spaceOf(fn8);
   const names = Object.keys(space.params).sort();
-  const tpe = new TpeSampler();
+  const tpe = ourTpe();
   for (const [n, h] of Object.entries(histories)) {
     const trials: TrialView[] = h.map(([x, v], i) => ({ number: i, state: 'complete', params: Object.fromEntries(names.map((k, j) => [k, x[j]!])), value: v }));
     for (let w = 0; w < 5; w++) tpe.propose(space, trials, 'minimize', new Rng(w));

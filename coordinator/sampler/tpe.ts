@@ -3,7 +3,7 @@ import { ParzenEstimator, defaultGamma, defaultWeights, type Bandwidth, type Dim
 import { argsort } from './argsort.js';
 import { sampleUniform } from './random.js';
 import type { Direction, Params, Sampler, TrialView } from './sampler.js';
-import { choiceIndex, contains, paramNames, snap, type CategoricalParam, type Param, type SearchSpace } from './space.js';
+import { choiceIndex, contains, paramNames, snap, type CategoricalParam, type NumericParam, type SearchSpace } from './space.js';
 import { toExternal, toInternal, transformParam, type Transformed } from './transform.js';
 
 export interface TpeOptions {
@@ -63,12 +63,12 @@ export const DEFAULT_TPE_OPTIONS: TpeOptions = {
  *   bandwidths about range/m per dimension whatever the dimension, so g (hundreds of trials)
  *   becomes a comb of kernels at the 1% floor and ln l − ln g rewards candidates that merely
  *   fall between old trials; a d-dimensional density estimate should narrow far more slowly
- *   (∝ m^(−1/(d+4))). The magic clip's other floor, range/(K + 1), is the larger one up to
- *   32 trials, so this only changes groups larger than that: it smooths g and leaves l (at
- *   most 25 trials) exactly as Optuna builds it. Measured with bench/sampler over 60 seeds: final
- *   regret on styblinski-tang-5d and levy-10d at 200 trials falls from 1.4× and 2.0× Optuna
- *   3.1's to 0.8× and 0.9×; the smooth functions stay well ahead of Optuna (minBandwidthFactor
- *   0.01 gives Optuna's rule exactly).
+ *   (∝ m^(−1/(d+4))). The magic clip's other floor, range/(K + 1) with K = m + 1, is the
+ *   larger one up to m = 31, so this only changes groups larger than that: it smooths g and
+ *   leaves l (at most 25 trials) exactly as Optuna builds it. Measured with bench/sampler over
+ *   60 seeds (bench/sampler/results/): regret at 200 trials on styblinski-tang-5d and levy-10d
+ *   falls from 1.40× and 1.98× Optuna 3.1's to 0.79× and 0.87×, and at 200 trials the smooth
+ *   functions stay well ahead of Optuna. minBandwidthFactor 0.01 gives Optuna's rule exactly.
  * - Trials whose parameters fall outside the space (e.g. a baseline weight of 1 with bounds
  *   [0, 0.5]) are left out of the model instead of being an error.
  * - The random stream is ours (xoshiro), so proposals match Optuna's in distribution, not bit
@@ -135,17 +135,16 @@ export class TpeSampler implements Sampler {
       const ext: Params = {};
       draw.forEach((y, i) => {
         const j = js[i]!;
-        const p = model.params[j]!;
-        const d = dims[i]!;
-        if (p.type === 'categorical' || d.kind === 'categorical') {
+        const c = model.coded[j]!;
+        if (c.kind === 'categorical') {
           x.push(y);
           cells.push(undefined);
-          ext[model.names[j]!] = (p as CategoricalParam).choices[y]!;
+          ext[model.names[j]!] = c.param.choices[y]!;
           return;
         }
-        const v = snap(p, toExternal(d.t, y));
-        x.push(toInternal(d.t, v));
-        cells.push(cellOf(d.t, v));
+        const v = snap(c.param, toExternal(c.t, y));
+        x.push(toInternal(c.t, v));
+        cells.push(cellOf(c.t, v));
         ext[model.names[j]!] = v;
       });
       const score = l.logPdf(x, cells) - g.logPdf(x, cells);
@@ -166,29 +165,34 @@ interface Observation {
   x: number[];
 }
 
+/** A parameter together with how the model codes it, narrowed as one. */
+type Coded = { kind: 'categorical'; param: CategoricalParam } | { kind: 'numeric'; param: NumericParam; t: Transformed };
+
 interface Model {
   names: string[];
-  params: Param[];
+  coded: Coded[];
   dims: Dim[];
   /** the modelled representation, or undefined when a parameter is missing or out of the space */
   internal(params: Params): number[] | undefined;
 }
 
 function modelOf(space: SearchSpace, names: string[]): Model {
-  const params = names.map((n) => space.params[n]!);
-  const dims: Dim[] = params.map((p) => (p.type === 'categorical' ? { kind: 'categorical', choices: p.choices.length } : { kind: 'numeric', t: transformParam(p) }));
+  const coded = names.map((n): Coded => {
+    const param = space.params[n]!;
+    return param.type === 'categorical' ? { kind: 'categorical', param } : { kind: 'numeric', param, t: transformParam(param) };
+  });
+  const dims = coded.map((c): Dim => (c.kind === 'categorical' ? { kind: 'categorical', choices: c.param.choices.length } : { kind: 'numeric', t: c.t }));
   const internal = (values: Params): number[] | undefined => {
     const x = new Array<number>(names.length);
     for (let j = 0; j < names.length; j++) {
-      const p = params[j]!;
+      const c = coded[j]!;
       const v = values[names[j]!];
-      if (!contains(p, v)) return undefined;
-      const d = dims[j]!;
-      x[j] = p.type === 'categorical' || d.kind === 'categorical' ? choiceIndex(p as CategoricalParam, v) : toInternal(d.t, v as number);
+      if (!contains(c.param, v)) return undefined;
+      x[j] = c.kind === 'categorical' ? choiceIndex(c.param, v) : toInternal(c.t, v as number);
     }
     return x;
   };
-  return { names, params, dims, internal };
+  return { names, coded, dims, internal };
 }
 
 function cellOf(t: Transformed, v: number): [number, number] | undefined {

@@ -163,6 +163,29 @@ describe('TPE sampler', () => {
     expect(median(tpe)).toBeLessThan(0.5 * median(rnd));
   });
 
+  it('tpe - the good group takes the older of tied trials; running trials count only with the liar', () => {
+    const space: SearchSpace = { params: { x: { type: 'float', low: 0, high: 1 } } };
+    const done = (number: number, x: number, value: number): TrialView => ({ number, state: 'complete', params: { x }, value });
+    // trials 0 and 1 tie for best at `older` and `newer`; eight worse ones lie between them
+    const history = (older: number, newer: number, sign = 1): TrialView[] =>
+      [done(0, older, 0), done(1, newer, 0), ...Array.from({ length: 8 }, (_, i) => done(2 + i, 0.3 + 0.05 * i, sign))];
+    const near = (xs: number[], c: number) => xs.filter((x) => Math.abs(x - c) < 0.15).length;
+    const oneGood = new TpeSampler({ gamma: () => 1 }); // the good group is a single trial
+    const proposals = (trials: TrialView[], direction: 'minimize' | 'maximize') =>
+      Array.from({ length: 100 }, (_, s) => oneGood.propose(space, trials, direction, new Rng(s)).x as number);
+    for (const [older, newer] of [[0.1, 0.9], [0.9, 0.1]] as const) {
+      const min = proposals(history(older, newer), 'minimize');
+      expect(near(min, older)).toBeGreaterThan(2 * near(min, newer));
+      const max = proposals(history(older, newer, -1), 'maximize');
+      expect(near(max, older)).toBeGreaterThan(2 * near(max, newer));
+    }
+    const withRunning = [...history(0.1, 0.9), { number: 10, state: 'running' as const, params: { x: 0.12 } }];
+    const unchanged = (sampler: TpeSampler) =>
+      Array.from({ length: 100 }, (_, s) => sampler.propose(space, withRunning, 'minimize', new Rng(s)).x === sampler.propose(space, history(0.1, 0.9), 'minimize', new Rng(s)).x).every(Boolean);
+    expect(unchanged(new TpeSampler({ gamma: () => 1, constantLiar: false }))).toBe(true);
+    expect(unchanged(oneGood)).toBe(false);
+  });
+
   it('tpe - with 8 trials running, constant liar spreads the running proposals', () => {
     const closest = (liar: boolean, seed: number) => {
       const rng = new Rng(seed);
