@@ -152,7 +152,6 @@ async function main(): Promise<void> {
   const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval']];
   let within = 0;
   const standard = new Set(STANDARD_FUNCTIONS.map((f) => f.name));
-  const wins: Record<string, boolean> = {};
   for (const [name, c] of Object.entries(curves)) {
     let allBudgets = true;
     for (const b of CHECKPOINTS) {
@@ -163,7 +162,6 @@ async function main(): Promise<void> {
       const [lo, hi] = ratioInterval(at('ours'), at('optuna-mv'));
       rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`]);
     }
-    wins[name] = allBudgets;
     if (standard.has(name) && allBudgets) within++;
   }
   const out: string[] = [];

@@ -28,10 +28,9 @@ const LN_SQRT_2PI = 0.5 * Math.log(2 * Math.PI);
  */
 export class ParzenEstimator {
   readonly logWeights: Float64Array;
-  /** per numeric dimension: centres, bandwidths, and ln of each kernel's normaliser */
+  /** per numeric dimension: centres and bandwidths */
   readonly mus: Float64Array[] = [];
   readonly sigmas: Float64Array[] = [];
-  private readonly logNorms: Float64Array[] = [];
   /** per categorical dimension: K rows of C log-probabilities */
   private readonly logRows: Float64Array[][] = [];
   /**
@@ -57,6 +56,7 @@ export class ParzenEstimator {
     this.logWeights = new Float64Array(K);
     for (let k = 0; k < K; k++) this.logWeights[k] = Math.log(w[k]! / total);
     const numericDims = dims.filter((d) => d.kind === 'numeric').length;
+    const logNorms: Float64Array[] = []; // per numeric dimension: ln of each kernel's normaliser
     dims.forEach((d, j) => {
       const col = columns[j]!;
       if (d.kind === 'categorical') {
@@ -98,7 +98,7 @@ export class ParzenEstimator {
         }
         norms[k] = -lastLog - LN_SQRT_2PI - logZ;
       }
-      this.logNorms[j] = norms;
+      logNorms[j] = norms;
     });
     // continuous (not grid) dimensions, component-major, for logPdf
     for (let j = 0; j < dims.length; j++) {
@@ -112,7 +112,7 @@ export class ParzenEstimator {
     this.continuous.forEach((j, c) => {
       const mu = this.mus[j]!;
       const sig = this.sigmas[j]!;
-      const norms = this.logNorms[j]!;
+      const norms = logNorms[j]!;
       for (let k = 0; k < K; k++) {
         this.centres[k * dc + c] = mu[k]!;
         this.invSigmas[k * dc + c] = 1 / sig[k]!;
