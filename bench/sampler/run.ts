@@ -3,7 +3,9 @@
  * TPE in its multivariate and default modes (Debian's python3-optuna, /usr/bin/python3) and
  * random search, on six standard functions and a noisy merge-like surrogate; then the time to
  * ask one proposal at 100/300/1000 completed trials (8-D), and the constant-liar check (ours
- * and Optuna's, each with 8 trials always in flight, against their sequential runs).
+ * and Optuna's, each with 8 trials always in flight, against their sequential runs). An A/A
+ * control (our sequential TPE on as many other seeds) shows how far two medians part when there
+ * is no real difference, i.e. which differences this many seeds can decide.
  *
  *   npm run bench:sampler -- [--seeds 20] [--budget 200] [--parallel 2] [--out bench/sampler/out]
  *                            [--tpe '{"minBandwidthFactor": 0.01}']   (options for our TPE)
@@ -42,7 +44,7 @@ const PEER = join(packageRoot, 'bench', 'sampler', 'optuna_peer.py');
 const TPE_OPTIONS = JSON.parse(values.tpe!) as Partial<TpeOptions>;
 const ourTpe = (): TpeSampler => new TpeSampler(TPE_OPTIONS);
 
-type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8' | 'optuna-mv-liar8';
+type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8' | 'optuna-mv-liar8' | 'ours-other-seeds';
 const RUNNING = 8;
 
 function spaceOf(fn: BenchFunction): SearchSpace {
@@ -140,6 +142,9 @@ async function main(): Promise<void> {
     c.ours = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s)));
     c.random = seeds.map((s) => curve(fn, runOurs(fn, new RandomSampler(), s)));
     c['ours-liar8'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s, RUNNING)));
+    // the A/A control: the same sampler on as many other seeds; no real difference exists between
+    // it and 'ours', so how far their medians part shows how much this many seeds can decide
+    c['ours-other-seeds'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s + SEEDS)));
     const modes = [['optuna-mv', 'multivariate', 1], ['optuna-default', 'default', 1], ['optuna-mv-liar8', 'multivariate', RUNNING]] as const;
     const jobs = seeds.flatMap((s) => modes.map(([method, mode, running]) => async () => ({ method, xs: await runOptuna(fn, mode, s, running) })));
     const res = await pool(jobs, PARALLEL);
@@ -149,40 +154,50 @@ async function main(): Promise<void> {
   }
 
   // ---- quality table ------------------------------------------------------------------------
-  const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval']];
+  const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval', 'A/A']];
   let within = 0;
+  let aaWithin = 0;
   const standard = new Set(STANDARD_FUNCTIONS.map((f) => f.name));
   for (const [name, c] of Object.entries(curves)) {
     let allBudgets = true;
+    let aaAllBudgets = true;
     for (const b of CHECKPOINTS) {
       const at = (k: Method) => c[k].map((cv) => cv[b - 1]!);
       const m = (k: Method) => median(at(k));
       const ratio = ratioOf(m('ours'), m('optuna-mv'));
       if (!(ratio <= 1.1)) allBudgets = false;
+      const aa = ratioOf(m('ours-other-seeds'), m('ours'));
+      if (!(aa <= 1.1 && aa >= 1 / 1.1)) aaAllBudgets = false;
       const [lo, hi] = ratioInterval(at('ours'), at('optuna-mv'));
-      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`]);
+      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, aa.toFixed(2)]);
     }
     if (standard.has(name) && allBudgets) within++;
+    if (standard.has(name) && aaAllBudgets) aaWithin++;
   }
   const out: string[] = [];
   out.push(`median final regret over ${SEEDS} seeds (best noise-free value found − optimum), budget ${BUDGET}; our TPE options: ${values.tpe}`);
   out.push(table(rows));
   out.push(`standard functions where ours ≤ 1.1 × optuna-mv at every budget: ${within} of ${STANDARD_FUNCTIONS.length} (goal: ≥ 5)`);
   out.push('(90% interval: bootstrap over the seeds of both; an interval across 1.1 means this many seeds cannot decide that cell)');
+  out.push(`(A/A: ours on ${SEEDS} other seeds / ours, a pair with no real difference; within 1/1.1–1.1 at every budget on ${aaWithin} of ${STANDARD_FUNCTIONS.length})`);
 
   // ---- constant liar: 8 trials always running vs sequential --------------------------------
-  const liarRows: (string | number)[][] = [['function', 'ours: sequential', `${RUNNING} running`, 'difference', 'optuna-mv: sequential', `${RUNNING} running`, 'difference']];
+  const liarRows: (string | number)[][] = [['function', 'ours: sequential', `${RUNNING} running`, 'difference', 'optuna-mv: sequential', `${RUNNING} running`, 'difference', 'A/A: other seeds', 'difference']];
   let liarWithin = 0;
+  let aaLiarWithin = 0;
   for (const [name, c] of Object.entries(curves)) {
     const lr = (k: Method) => median(c[k].map((cv) => Math.log10(cv[BUDGET - 1]! + 1e-12)));
     const diff = (seq: number, par: number) => (100 * (par - seq)) / Math.abs(seq || 1);
     const ours = diff(lr('ours'), lr('ours-liar8'));
     if (ours <= 10) liarWithin++;
     const peer = diff(lr('optuna-mv'), lr('optuna-mv-liar8'));
-    liarRows.push([name, lr('ours').toFixed(3), lr('ours-liar8').toFixed(3), `${ours.toFixed(1)}%`, lr('optuna-mv').toFixed(3), lr('optuna-mv-liar8').toFixed(3), `${peer.toFixed(1)}%`]);
+    const aa = diff(lr('ours'), lr('ours-other-seeds'));
+    if (Math.abs(aa) <= 10) aaLiarWithin++;
+    liarRows.push([name, lr('ours').toFixed(3), lr('ours-liar8').toFixed(3), `${ours.toFixed(1)}%`, lr('optuna-mv').toFixed(3), lr('optuna-mv-liar8').toFixed(3), `${peer.toFixed(1)}%`, lr('ours-other-seeds').toFixed(3), `${aa.toFixed(1)}%`]);
   }
   out.push('', `constant liar: median log10 regret after ${BUDGET} evaluations, sequential and with ${RUNNING} always running`);
   out.push(table(liarRows), `ours within 10% of sequential (worse by at most 10%): ${liarWithin} of ${Object.keys(curves).length}`);
+  out.push(`(A/A: our sequential run on ${SEEDS} other seeds, no real difference; within ±10% of the first on ${aaLiarWithin} of ${Object.keys(curves).length})`);
 
   // ---- ask time -----------------------------------------------------------------------------
   const fn8: BenchFunction = { name: 'sphere-8d', dims: 8, low: new Array(8).fill(-5), high: new Array(8).fill(5), min: 0, f: (x) => x.reduce((s, v) => s + v * v, 0) };
