@@ -8,7 +8,7 @@
  * is no real difference, i.e. which differences this many seeds can decide.
  *
  *   npm run bench:sampler -- [--seeds 20] [--budget 200] [--parallel 2] [--out bench/sampler/out]
- *                            [--tpe '{"minBandwidthFactor": 0.01}']   (options for our TPE)
+ *                            [--tpe '{"gammaFactor": 0.15}']   (options for our TPE, as in a study config)
  */
 import { spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { Rng, seedFor } from '../../shared/rng.js';
 import { table } from '../../shared/cli/output.js';
 import { packageRoot } from '../../shared/package-root.js';
-import { TpeSampler, type TpeOptions } from '../../coordinator/sampler/tpe.js';
+import { createSampler, type SamplerSpec } from '../../coordinator/sampler/create.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 import type { SearchSpace } from '../../coordinator/sampler/space.js';
@@ -40,9 +40,9 @@ const BUDGET = Number(values.budget);
 const PARALLEL = Number(values.parallel);
 const CHECKPOINTS = [50, 100, 200].filter((b) => b <= BUDGET);
 const PEER = join(packageRoot, 'bench', 'sampler', 'optuna_peer.py');
-/** options for our TPE, e.g. '{"minBandwidthFactor": 0.01}' for Optuna's bandwidth floor */
-const TPE_OPTIONS = JSON.parse(values.tpe!) as Partial<TpeOptions>;
-const ourTpe = (): TpeSampler => new TpeSampler(TPE_OPTIONS);
+/** options for our TPE as a study config's sampler takes them, e.g. '{"minBandwidthFactor": 0.01}' */
+const TPE_OPTIONS = JSON.parse(values.tpe!) as Partial<SamplerSpec>;
+const ourTpe = (): Sampler => createSampler({ ...TPE_OPTIONS, name: 'tpe', seed: 0 });
 
 type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8' | 'optuna-mv-liar8' | 'ours-other-seeds';
 const RUNNING = 8;

@@ -190,7 +190,10 @@ export function defaultWeights(m: number): number[] {
   return [...out, ...new Array<number>(25).fill(1)];
 }
 
-/** Optuna's default_gamma: how many finished trials form the "below" (good) group. */
-export function defaultGamma(n: number): number {
-  return Math.min(Math.ceil(0.1 * n), 25);
+/** Optuna's split rule with another factor: the best ⌈factor·n⌉ finished trials, at most 25. */
+export function linearGamma(factor: number): (n: number) => number {
+  return (n) => Math.min(Math.ceil(factor * n), 25);
 }
+
+/** Optuna's default_gamma: how many finished trials form the "below" (good) group. */
+export const defaultGamma = linearGamma(0.1);

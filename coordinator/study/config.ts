@@ -32,6 +32,7 @@ const samplerSchema = z.discriminatedUnion('name', [
       seed: z.number().int().nonnegative().default(0),
       nStartupTrials: z.number().int().nonnegative().optional(),
       nEiCandidates: z.number().int().positive().optional(),
+      gammaFactor: z.number().finite().positive().max(1).optional(),
       multivariate: z.boolean().optional(),
       constantLiar: z.boolean().optional(),
       priorWeight: z.number().finite().positive().optional(),

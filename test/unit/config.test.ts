@@ -2,6 +2,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadStudyConfig, parseStudyConfig, resolveVectors } from '../../coordinator/study/config.js';
+import { createSampler } from '../../coordinator/sampler/create.js';
+import { TpeSampler } from '../../coordinator/sampler/tpe.js';
 import { findNatsServer } from '../../shared/nats-server.js';
 import { useTempDir } from '../helpers/temp.js';
 
@@ -42,6 +44,18 @@ describe('study config', () => {
     const c = parseStudyConfig({ ...good, bounds: { ja: [0, 1], fr: [0, 1] } }, 'study.yaml', '/');
     expect(() => resolveVectors(c, ['ja', 'zh'], 'study.yaml')).toThrow("study.yaml: bounds.fr: not one of the study's vectors (ja, zh)");
     expect(() => resolveVectors(parseStudyConfig({ ...good, vectors: ['ja', 'xx'] }, 's', '/'), ['ja', 'zh'], 's')).toThrow("s: vectors: 'xx' is not in the pool (it has: ja, zh)");
+  });
+
+  it('config - gammaFactor sets the size of TPE\'s good group (Optuna\'s rule with another factor), checked', () => {
+    const split = (sampler: Record<string, unknown>) => {
+      const s = createSampler(parseStudyConfig({ ...good, sampler }, 'study.yaml', '/').sampler);
+      expect(s).toBeInstanceOf(TpeSampler);
+      return [10, 100, 1000].map((n) => (s as TpeSampler).options.gamma(n));
+    };
+    expect(split({ name: 'tpe' })).toEqual([1, 10, 25]); // Optuna's default_gamma
+    expect(split({ name: 'tpe', gammaFactor: 0.15 })).toEqual([2, 15, 25]);
+    expect(parse((c) => (c.sampler = { name: 'tpe', gammaFactor: 0 }))).toThrow(/study\.yaml: sampler\.gammaFactor: .*(>0|positive|too small)/i);
+    expect(parse((c) => (c.sampler = { name: 'tpe', gammaFactor: 1.5 }))).toThrow(/study\.yaml: sampler\.gammaFactor: .*(<=1|too big)/i);
   });
 
   it('config - YAML syntax errors name the line', async () => {
