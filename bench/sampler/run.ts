@@ -15,14 +15,14 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { Rng, seedFor } from '../../shared/rng.js';
+import { Rng } from '../../shared/rng.js';
 import { table } from '../../shared/cli/output.js';
 import { packageRoot } from '../../shared/package-root.js';
 import { createSampler, type SamplerSpec } from '../../coordinator/sampler/create.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
-import type { SearchSpace } from '../../coordinator/sampler/space.js';
 import { ALL_FUNCTIONS, STANDARD_FUNCTIONS, type BenchFunction } from './functions.js';
+import { curve, median, runOurs, spaceOf } from './harness.js';
 import { writeRegretPlot } from './plot.js';
 
 const { values } = parseArgs({
@@ -46,40 +46,6 @@ const ourTpe = (): Sampler => createSampler({ ...TPE_OPTIONS, name: 'tpe', seed:
 
 type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8' | 'optuna-mv-liar8' | 'ours-other-seeds';
 const RUNNING = 8;
-
-function spaceOf(fn: BenchFunction): SearchSpace {
-  return { params: Object.fromEntries(fn.low.map((lo, i) => [`x${String(i).padStart(2, '0')}`, { type: 'float' as const, low: lo, high: fn.high[i]! }])) };
-}
-
-/** Best-so-far regret curve (noise-free value of the best point seen) of one run. */
-function curve(fn: BenchFunction, xs: number[][]): number[] {
-  let best = Infinity;
-  return xs.map((x) => (best = Math.min(best, (fn.clean ?? ((v) => fn.f(v, new Rng(0))))(x) - fn.min)));
-}
-
-/** Our samplers; with `running`, that many trials are always in flight (constant liar). */
-function runOurs(fn: BenchFunction, sampler: Sampler, seed: number, running = 1): number[][] {
-  const space = spaceOf(fn);
-  const names = Object.keys(space.params).sort();
-  const noise = new Rng(seed + 99991);
-  const trials: TrialView[] = [];
-  const xs: number[][] = [];
-  const pending: number[] = [];
-  const tell = (n: number): void => {
-    const t = trials[n]!;
-    t.state = 'complete';
-    t.value = fn.f(names.map((k) => t.params[k] as number), noise);
-  };
-  while (trials.length < BUDGET) {
-    const number = trials.length;
-    const params = sampler.propose(space, trials, 'minimize', new Rng(seedFor(seed, number)));
-    trials.push({ number, state: 'running', params });
-    xs.push(names.map((k) => params[k] as number));
-    pending.push(number);
-    if (pending.length >= running) tell(pending.shift()!);
-  }
-  return xs;
-}
 
 /**
  * Optuna through the JSON-lines peer; the objective is evaluated here, so both see the same f.
@@ -114,10 +80,6 @@ async function pool<T>(jobs: (() => Promise<T>)[], n: number): Promise<T[]> {
   return out;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 /** 90% bootstrap interval of median(a) / median(b), resampling the seeds of each. */
 function ratioInterval(a: number[], b: number[]): [number, number] {
   const rng = new Rng(12345);
@@ -139,12 +101,12 @@ async function main(): Promise<void> {
   for (const fn of ALL_FUNCTIONS) {
     const seeds = Array.from({ length: SEEDS }, (_, i) => i + 1);
     const c = {} as Record<Method, number[][]>;
-    c.ours = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s)));
-    c.random = seeds.map((s) => curve(fn, runOurs(fn, new RandomSampler(), s)));
-    c['ours-liar8'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s, RUNNING)));
+    c.ours = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s, BUDGET)));
+    c.random = seeds.map((s) => curve(fn, runOurs(fn, new RandomSampler(), s, BUDGET)));
+    c['ours-liar8'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s, BUDGET, RUNNING)));
     // the A/A control: the same sampler on as many other seeds; no real difference exists between
     // it and 'ours', so how far their medians part shows how much this many seeds can decide
-    c['ours-other-seeds'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s + SEEDS)));
+    c['ours-other-seeds'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s + SEEDS, BUDGET)));
     const modes = [['optuna-mv', 'multivariate', 1], ['optuna-default', 'default', 1], ['optuna-mv-liar8', 'multivariate', RUNNING]] as const;
     const jobs = seeds.flatMap((s) => modes.map(([method, mode, running]) => async () => ({ method, xs: await runOptuna(fn, mode, s, running) })));
     const res = await pool(jobs, PARALLEL);

@@ -1,0 +1,54 @@
+/**
+ * Two settings of our TPE on the same seeds, to decide a change: per function, the mean over
+ * seeds of B's log10 regret minus A's (in decades; negative: B is better) at 50, 100 and 200
+ * trials, with its standard error. Both runs of a seed see the same start-up draws and the same
+ * noise, and a mean of log regrets is far steadier than a median of regrets, so this decides in
+ * a minute what bench/sampler/run.ts's medians cannot at 20 seeds. Needs no Optuna.
+ *
+ *   npm run bench:sampler:compare -- --b '{"gammaFactor": 0.15}' [--a '{}'] [--seeds 60] [--running 8]
+ */
+import { parseArgs } from 'node:util';
+import { table } from '../../shared/cli/output.js';
+import { createSampler, type SamplerSpec } from '../../coordinator/sampler/create.js';
+import { ALL_FUNCTIONS } from './functions.js';
+import { curve, runOurs } from './harness.js';
+
+const { values } = parseArgs({
+  options: {
+    a: { type: 'string', default: '{}' },
+    b: { type: 'string', default: '{}' },
+    seeds: { type: 'string', default: '60' },
+    running: { type: 'string', default: '1' },
+  },
+});
+const SEEDS = Number(values.seeds);
+const RUNNING = Number(values.running);
+const BUDGETS = [50, 100, 200];
+const optionsOf = (flag: string, text: string): Partial<SamplerSpec> => {
+  try {
+    return JSON.parse(text) as Partial<SamplerSpec>;
+  } catch (e) {
+    throw new Error(`--${flag}: not JSON (${(e as Error).message})`);
+  }
+};
+const A = optionsOf('a', values.a!);
+const B = optionsOf('b', values.b!);
+if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || !(Number.isInteger(RUNNING) && RUNNING >= 1)) throw new Error('--seeds must be an integer ≥ 2 and --running ≥ 1');
+
+const t0 = performance.now();
+const rows: string[][] = [['function', ...BUDGETS.map((b) => `B − A at ${b} (decades)`)]];
+for (const fn of ALL_FUNCTIONS) {
+  const diffs = BUDGETS.map(() => [] as number[]);
+  for (let seed = 1; seed <= SEEDS; seed++) {
+    const [ca, cb] = [A, B].map((o) => curve(fn, runOurs(fn, createSampler({ ...o, name: 'tpe', seed: 0 }), seed, Math.max(...BUDGETS), RUNNING)));
+    BUDGETS.forEach((b, k) => diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12)));
+  }
+  rows.push([fn.name, ...diffs.map((d) => {
+    const mean = d.reduce((s, x) => s + x, 0) / d.length;
+    const se = Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1) / d.length);
+    const verdict = mean < -2 * se ? ' B better' : mean > 2 * se ? ' B worse' : '';
+    return `${mean >= 0 ? '+' : '−'}${Math.abs(mean).toFixed(2)} ± ${se.toFixed(2)}${verdict}`;
+  })]);
+}
+process.stdout.write(`A = ${values.a}, B = ${values.b}; ${SEEDS} seeds, ${RUNNING === 1 ? 'sequential' : `${RUNNING} trials always running`}\n`);
+process.stdout.write(`${table(rows)}\n(± one standard error over seeds; "better"/"worse" where the mean is beyond two)\ntotal ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);

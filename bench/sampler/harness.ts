@@ -1,0 +1,48 @@
+import { Rng, seedFor } from '../../shared/rng.js';
+import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
+import type { SearchSpace } from '../../coordinator/sampler/space.js';
+import type { BenchFunction } from './functions.js';
+
+/** The function's box as a search space: one float parameter per dimension (x00, x01, …). */
+export function spaceOf(fn: BenchFunction): SearchSpace {
+  return { params: Object.fromEntries(fn.low.map((lo, i) => [`x${String(i).padStart(2, '0')}`, { type: 'float' as const, low: lo, high: fn.high[i]! }])) };
+}
+
+/** Best-so-far regret curve (noise-free value of the best point seen) of one run. */
+export function curve(fn: BenchFunction, xs: number[][]): number[] {
+  let best = Infinity;
+  return xs.map((x) => (best = Math.min(best, (fn.clean ?? ((v) => fn.f(v, new Rng(0))))(x) - fn.min)));
+}
+
+/**
+ * One run of one of our samplers: the points it proposed, in order. With `running` > 1, that many
+ * trials are always in flight (the oldest is told when the next is asked), as with that many
+ * workers; the sampler sees the others as running (constant liar).
+ */
+export function runOurs(fn: BenchFunction, sampler: Sampler, seed: number, budget: number, running = 1): number[][] {
+  const space = spaceOf(fn);
+  const names = Object.keys(space.params).sort();
+  const noise = new Rng(seed + 99991);
+  const trials: TrialView[] = [];
+  const xs: number[][] = [];
+  const pending: number[] = [];
+  const tell = (n: number): void => {
+    const t = trials[n]!;
+    t.state = 'complete';
+    t.value = fn.f(names.map((k) => t.params[k] as number), noise);
+  };
+  while (trials.length < budget) {
+    const number = trials.length;
+    const params = sampler.propose(space, trials, 'minimize', new Rng(seedFor(seed, number)));
+    trials.push({ number, state: 'running', params });
+    xs.push(names.map((k) => params[k] as number));
+    pending.push(number);
+    if (pending.length >= running) tell(pending.shift()!);
+  }
+  return xs;
+}
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
