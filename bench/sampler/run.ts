@@ -89,6 +89,19 @@ function ratioInterval(a: number[], b: number[]): [number, number] {
   return [ratios[Math.round(0.05 * (N - 1))]!, ratios[Math.round(0.95 * (N - 1))]!];
 }
 
+/** mean(log10 a) − mean(log10 b) in decades, with its standard error (the seeds of each apart). */
+function logDifference(a: number[], b: number[]): string {
+  const stats = (xs: number[]) => {
+    const ls = xs.map((x) => Math.log10(x + 1e-12));
+    const mean = ls.reduce((s, x) => s + x, 0) / ls.length;
+    return [mean, ls.reduce((s, x) => s + (x - mean) ** 2, 0) / (ls.length - 1) / ls.length] as const;
+  };
+  const [ma, va] = stats(a);
+  const [mb, vb] = stats(b);
+  const d = ma - mb;
+  return `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)} ± ${Math.sqrt(va + vb).toFixed(2)}`;
+}
+
 /** a / b for regrets: 1 when both are 0, ∞ when only b is. */
 const ratioOf = (a: number, b: number): number => (b > 0 ? a / b : a === 0 ? 1 : Infinity);
 
@@ -116,7 +129,7 @@ async function main(): Promise<void> {
   }
 
   // ---- quality table ------------------------------------------------------------------------
-  const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval', 'A/A']];
+  const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval', 'Δ mean log10', 'A/A']];
   let within = 0;
   let aaWithin = 0;
   const standard = new Set(STANDARD_FUNCTIONS.map((f) => f.name));
@@ -131,7 +144,7 @@ async function main(): Promise<void> {
       const aa = ratioOf(m('ours-other-seeds'), m('ours'));
       if (!(aa <= 1.1 && aa >= 1 / 1.1)) aaAllBudgets = false;
       const [lo, hi] = ratioInterval(at('ours'), at('optuna-mv'));
-      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, aa.toFixed(2)]);
+      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, logDifference(at('ours'), at('optuna-mv')), aa.toFixed(2)]);
     }
     if (standard.has(name) && allBudgets) within++;
     if (standard.has(name) && aaAllBudgets) aaWithin++;
@@ -141,6 +154,7 @@ async function main(): Promise<void> {
   out.push(table(rows));
   out.push(`standard functions where ours ≤ 1.1 × optuna-mv at every budget: ${within} of ${STANDARD_FUNCTIONS.length} (goal: ≥ 5)`);
   out.push('(90% interval: bootstrap over the seeds of both; an interval across 1.1 means this many seeds cannot decide that cell)');
+  out.push('(Δ mean log10: mean over seeds of log10 regret, ours − optuna-mv, in decades ± one standard error; +0.04 is 1.1×)');
   out.push(`(A/A: ours on ${SEEDS} other seeds / ours, a pair with no real difference; within 1/1.1–1.1 at every budget on ${aaWithin} of ${STANDARD_FUNCTIONS.length})`);
 
   // ---- constant liar: 8 trials always running vs sequential --------------------------------
