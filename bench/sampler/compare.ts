@@ -1,11 +1,12 @@
 /**
  * Two settings of our TPE on the same seeds, to decide a change: per function, the mean over
  * seeds of B's log10 regret minus A's (in decades; negative: B is better) at 50, 100 and 200
- * trials, with its standard error. Both runs of a seed see the same start-up draws and the same
- * noise, and a mean of log regrets is far steadier than a median of regrets, so this decides in
- * a minute what bench/sampler/run.ts's medians cannot at 20 seeds. Needs no Optuna.
+ * trials, with its standard error. Both runs of a seed draw their first trials alike and see
+ * the same noise, and a mean of log regrets is far steadier than a median of regrets, so this
+ * decides in a minute what bench/sampler/run.ts's medians cannot at 20 seeds. Needs no Optuna.
  *
  *   npm run bench:sampler:compare -- --b '{"gammaFactor": 0.15}' [--a '{}'] [--seeds 60] [--running 8]
+ *   npm run bench:sampler:compare -- --b-running 8     (the cost of 8 workers: same settings, B in parallel)
  */
 import { parseArgs } from 'node:util';
 import { table } from '../../shared/cli/output.js';
@@ -19,10 +20,12 @@ const { values } = parseArgs({
     b: { type: 'string', default: '{}' },
     seeds: { type: 'string', default: '60' },
     running: { type: 'string', default: '1' },
+    'b-running': { type: 'string' },
   },
 });
 const SEEDS = Number(values.seeds);
 const RUNNING = Number(values.running);
+const B_RUNNING = Number(values['b-running'] ?? values.running);
 const BUDGETS = [50, 100, 200];
 const optionsOf = (flag: string, text: string): Partial<SamplerSpec> => {
   try {
@@ -33,14 +36,14 @@ const optionsOf = (flag: string, text: string): Partial<SamplerSpec> => {
 };
 const A = optionsOf('a', values.a!);
 const B = optionsOf('b', values.b!);
-if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || !(Number.isInteger(RUNNING) && RUNNING >= 1)) throw new Error('--seeds must be an integer ≥ 2 and --running ≥ 1');
+if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || ![RUNNING, B_RUNNING].every((r) => Number.isInteger(r) && r >= 1)) throw new Error('--seeds must be an integer ≥ 2, --running and --b-running ≥ 1');
 
 const t0 = performance.now();
 const rows: string[][] = [['function', ...BUDGETS.map((b) => `B − A at ${b} (decades)`)]];
 for (const fn of ALL_FUNCTIONS) {
   const diffs = BUDGETS.map(() => [] as number[]);
   for (let seed = 1; seed <= SEEDS; seed++) {
-    const [ca, cb] = [A, B].map((o) => curve(fn, runOurs(fn, createSampler({ ...o, name: 'tpe', seed: 0 }), seed, Math.max(...BUDGETS), RUNNING)));
+    const [ca, cb] = ([[A, RUNNING], [B, B_RUNNING]] as const).map(([o, running]) => curve(fn, runOurs(fn, createSampler({ ...o, name: 'tpe', seed: 0 }), seed, Math.max(...BUDGETS), running)));
     BUDGETS.forEach((b, k) => diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12)));
   }
   rows.push([fn.name, ...diffs.map((d) => {
@@ -50,5 +53,6 @@ for (const fn of ALL_FUNCTIONS) {
     return `${mean >= 0 ? '+' : '−'}${Math.abs(mean).toFixed(2)} ± ${se.toFixed(2)}${verdict}`;
   })]);
 }
-process.stdout.write(`A = ${values.a}, B = ${values.b}; ${SEEDS} seeds, ${RUNNING === 1 ? 'sequential' : `${RUNNING} trials always running`}\n`);
+const mode = (r: number): string => (r === 1 ? 'sequential' : `${r} trials always running`);
+process.stdout.write(`A = ${values.a}, ${mode(RUNNING)}; B = ${values.b}, ${mode(B_RUNNING)}; ${SEEDS} seeds\n`);
 process.stdout.write(`${table(rows)}\n(± one standard error over seeds; "better"/"worse" where the mean is beyond two)\ntotal ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
