@@ -90,7 +90,7 @@ function ratioInterval(a: number[], b: number[]): [number, number] {
 }
 
 /** mean(log10 a) − mean(log10 b) in decades, with its standard error (the seeds of each apart). */
-function logDifference(a: number[], b: number[]): string {
+function logDifference(a: number[], b: number[]): { mean: number; se: number; text: string } {
   const stats = (xs: number[]) => {
     const ls = xs.map((x) => Math.log10(x + 1e-12));
     const mean = ls.reduce((s, x) => s + x, 0) / ls.length;
@@ -99,7 +99,8 @@ function logDifference(a: number[], b: number[]): string {
   const [ma, va] = stats(a);
   const [mb, vb] = stats(b);
   const d = ma - mb;
-  return `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)} ± ${Math.sqrt(va + vb).toFixed(2)}`;
+  const se = Math.sqrt(va + vb);
+  return { mean: d, se, text: `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)} ± ${se.toFixed(2)}` };
 }
 
 /** a / b for regrets: 1 when both are 0, ∞ when only b is. */
@@ -132,6 +133,7 @@ async function main(): Promise<void> {
   const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval', 'Δ mean log10', 'A/A']];
   let within = 0;
   let aaWithin = 0;
+  let measurablyWorse = 0;
   const standard = new Set(STANDARD_FUNCTIONS.map((f) => f.name));
   for (const [name, c] of Object.entries(curves)) {
     let allBudgets = true;
@@ -144,7 +146,9 @@ async function main(): Promise<void> {
       const aa = ratioOf(m('ours-other-seeds'), m('ours'));
       if (!(aa <= 1.1 && aa >= 1 / 1.1)) aaAllBudgets = false;
       const [lo, hi] = ratioInterval(at('ours'), at('optuna-mv'));
-      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, logDifference(at('ours'), at('optuna-mv')), aa.toFixed(2)]);
+      const diff = logDifference(at('ours'), at('optuna-mv'));
+      if (standard.has(name) && diff.mean > 2 * diff.se) measurablyWorse++;
+      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, diff.text, aa.toFixed(2)]);
     }
     if (standard.has(name) && allBudgets) within++;
     if (standard.has(name) && aaAllBudgets) aaWithin++;
@@ -155,6 +159,7 @@ async function main(): Promise<void> {
   out.push(`standard functions where ours ≤ 1.1 × optuna-mv at every budget: ${within} of ${STANDARD_FUNCTIONS.length} (goal: ≥ 5)`);
   out.push('(90% interval: bootstrap over the seeds of both; an interval across 1.1 means this many seeds cannot decide that cell)');
   out.push('(Δ mean log10: mean over seeds of log10 regret, ours − optuna-mv, in decades ± one standard error; +0.04 is 1.1×)');
+  out.push(`standard-function cells where ours is worse than optuna-mv by more than two standard errors of Δ mean log10: ${measurablyWorse} of ${STANDARD_FUNCTIONS.length * CHECKPOINTS.length}`);
   out.push(`(A/A: ours on ${SEEDS} other seeds / ours, a pair with no real difference; within 1/1.1–1.1 at every budget on ${aaWithin} of ${STANDARD_FUNCTIONS.length})`);
 
   // ---- constant liar: 8 trials always running vs sequential --------------------------------
