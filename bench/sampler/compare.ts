@@ -10,9 +10,9 @@
  */
 import { parseArgs } from 'node:util';
 import { table } from '../../shared/cli/output.js';
-import { createSampler, type SamplerSpec } from '../../coordinator/sampler/create.js';
+import { createSampler } from '../../coordinator/sampler/create.js';
 import { ALL_FUNCTIONS } from './functions.js';
-import { curve, runOurs } from './harness.js';
+import { curve, orExit, runOurs, tpeOptions } from './harness.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,23 +27,18 @@ const SEEDS = Number(values.seeds);
 const RUNNING = Number(values.running);
 const B_RUNNING = Number(values['b-running'] ?? values.running);
 const BUDGETS = [50, 100, 200];
-const optionsOf = (flag: string, text: string): Partial<SamplerSpec> => {
-  try {
-    return JSON.parse(text) as Partial<SamplerSpec>;
-  } catch (e) {
-    throw new Error(`--${flag}: not JSON (${(e as Error).message})`);
-  }
-};
-const A = optionsOf('a', values.a!);
-const B = optionsOf('b', values.b!);
-if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || ![RUNNING, B_RUNNING].every((r) => Number.isInteger(r) && r >= 1)) throw new Error('--seeds must be an integer ≥ 2, --running and --b-running ≥ 1');
+const A = orExit(() => tpeOptions('--a', values.a!));
+const B = orExit(() => tpeOptions('--b', values.b!));
+orExit(() => {
+  if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || ![RUNNING, B_RUNNING].every((r) => Number.isInteger(r) && r >= 1)) throw new Error('--seeds must be an integer ≥ 2, --running and --b-running integers ≥ 1');
+});
 
 const t0 = performance.now();
 const rows: string[][] = [['function', ...BUDGETS.map((b) => `B − A at ${b} (decades)`)]];
 for (const fn of ALL_FUNCTIONS) {
   const diffs = BUDGETS.map(() => [] as number[]);
   for (let seed = 1; seed <= SEEDS; seed++) {
-    const [ca, cb] = ([[A, RUNNING], [B, B_RUNNING]] as const).map(([o, running]) => curve(fn, runOurs(fn, createSampler({ ...o, name: 'tpe', seed: 0 }), seed, Math.max(...BUDGETS), running)));
+    const [ca, cb] = ([[A, RUNNING], [B, B_RUNNING]] as const).map(([o, running]) => curve(fn, runOurs(fn, createSampler(o), seed, Math.max(...BUDGETS), running)));
     BUDGETS.forEach((b, k) => diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12)));
   }
   rows.push([fn.name, ...diffs.map((d) => {

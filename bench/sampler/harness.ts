@@ -1,6 +1,8 @@
 import { Rng, seedFor } from '../../shared/rng.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 import type { SearchSpace } from '../../coordinator/sampler/space.js';
+import { parseSamplerConfig } from '../../coordinator/study/config.js';
+import type { SamplerSpec } from '../../coordinator/sampler/create.js';
 import type { BenchFunction } from './functions.js';
 
 /** The function's box as a search space: one float parameter per dimension (x00, x01, …). */
@@ -40,6 +42,28 @@ export function runOurs(fn: BenchFunction, sampler: Sampler, seed: number, budge
     if (pending.length >= running) tell(pending.shift()!);
   }
   return xs;
+}
+
+/** Options for our TPE given on the command line as JSON, checked as a study config's sampler. */
+export function tpeOptions(flag: string, text: string): SamplerSpec {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${flag}: not JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${flag}: expected a JSON object of TPE options`);
+  return parseSamplerConfig({ ...json, name: 'tpe' }, flag);
+}
+
+/** The value of `f`, or, when it throws (a bad option), its message on stderr and exit 2. */
+export function orExit<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(2);
+  }
 }
 
 export const median = (xs: number[]): number => {

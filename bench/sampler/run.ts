@@ -18,11 +18,11 @@ import { parseArgs } from 'node:util';
 import { Rng } from '../../shared/rng.js';
 import { table } from '../../shared/cli/output.js';
 import { packageRoot } from '../../shared/package-root.js';
-import { createSampler, type SamplerSpec } from '../../coordinator/sampler/create.js';
+import { createSampler } from '../../coordinator/sampler/create.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 import { ALL_FUNCTIONS, STANDARD_FUNCTIONS, type BenchFunction } from './functions.js';
-import { curve, median, runOurs, spaceOf } from './harness.js';
+import { curve, median, orExit, runOurs, spaceOf, tpeOptions } from './harness.js';
 import { writeRegretPlot } from './plot.js';
 
 const { values } = parseArgs({
@@ -41,8 +41,8 @@ const PARALLEL = Number(values.parallel);
 const CHECKPOINTS = [50, 100, 200].filter((b) => b <= BUDGET);
 const PEER = join(packageRoot, 'bench', 'sampler', 'optuna_peer.py');
 /** options for our TPE as a study config's sampler takes them, e.g. '{"minBandwidthFactor": 0.01}' */
-const TPE_OPTIONS = JSON.parse(values.tpe!) as Partial<SamplerSpec>;
-const ourTpe = (): Sampler => createSampler({ ...TPE_OPTIONS, name: 'tpe', seed: 0 });
+const TPE_OPTIONS = orExit(() => tpeOptions('--tpe', values.tpe!));
+const ourTpe = (): Sampler => createSampler(TPE_OPTIONS);
 
 type Method = 'ours' | 'optuna-mv' | 'optuna-default' | 'random' | 'ours-liar8' | 'optuna-mv-liar8' | 'ours-other-seeds';
 const RUNNING = 8;

@@ -84,6 +84,13 @@ const configSchema = z
   })
   .strict();
 
+/** A study config's `sampler` alone (e.g. a benchmark's options for our TPE), checked the same way. */
+export function parseSamplerConfig(json: unknown, where: string): StudyConfig['sampler'] {
+  const r = samplerSchema.safeParse(json);
+  if (!r.success) throw new OptimerError('BAD_CONFIG', formatIssues(where, r.error));
+  return r.data;
+}
+
 export type StudyConfigInput = z.input<typeof configSchema>;
 type Parsed = z.infer<typeof configSchema>;
 
