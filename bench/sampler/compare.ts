@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { table } from '../../shared/cli/output.js';
 import { createSampler } from '../../coordinator/sampler/create.js';
 import { ALL_FUNCTIONS } from './functions.js';
-import { curve, orExit, runOurs, tpeOptions } from './harness.js';
+import { curve, meanAndError, orExit, runOurs, tpeOptions } from './harness.js';
 
 const { values } = parseArgs({
   options: {
@@ -42,8 +42,7 @@ for (const fn of ALL_FUNCTIONS) {
     BUDGETS.forEach((b, k) => diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12)));
   }
   rows.push([fn.name, ...diffs.map((d) => {
-    const mean = d.reduce((s, x) => s + x, 0) / d.length;
-    const se = Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1) / d.length);
+    const { mean, se } = meanAndError(d);
     const verdict = mean < -2 * se ? ' B better' : mean > 2 * se ? ' B worse' : '';
     return `${mean >= 0 ? '+' : '−'}${Math.abs(mean).toFixed(2)} ± ${se.toFixed(2)}${verdict}`;
   })]);

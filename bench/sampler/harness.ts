@@ -66,6 +66,12 @@ export function orExit<T>(f: () => T): T {
   }
 }
 
+/** Mean of `xs` and its standard error. */
+export function meanAndError(xs: number[]): { mean: number; se: number } {
+  const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
+  return { mean, se: Math.sqrt(xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (xs.length - 1) / xs.length) };
+}
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;

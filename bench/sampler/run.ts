@@ -22,7 +22,7 @@ import { createSampler } from '../../coordinator/sampler/create.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
 import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 import { ALL_FUNCTIONS, STANDARD_FUNCTIONS, type BenchFunction } from './functions.js';
-import { curve, median, orExit, runOurs, spaceOf, tpeOptions } from './harness.js';
+import { curve, meanAndError, median, orExit, runOurs, spaceOf, tpeOptions } from './harness.js';
 import { writeRegretPlot } from './plot.js';
 
 const { values } = parseArgs({
@@ -91,15 +91,9 @@ function ratioInterval(a: number[], b: number[]): [number, number] {
 
 /** mean(log10 a) − mean(log10 b) in decades, with its standard error (the seeds of each apart). */
 function logDifference(a: number[], b: number[]): { mean: number; se: number; text: string } {
-  const stats = (xs: number[]) => {
-    const ls = xs.map((x) => Math.log10(x + 1e-12));
-    const mean = ls.reduce((s, x) => s + x, 0) / ls.length;
-    return [mean, ls.reduce((s, x) => s + (x - mean) ** 2, 0) / (ls.length - 1) / ls.length] as const;
-  };
-  const [ma, va] = stats(a);
-  const [mb, vb] = stats(b);
-  const d = ma - mb;
-  const se = Math.sqrt(va + vb);
+  const [ea, eb] = [a, b].map((xs) => meanAndError(xs.map((x) => Math.log10(x + 1e-12))));
+  const d = ea!.mean - eb!.mean;
+  const se = Math.hypot(ea!.se, eb!.se);
   return { mean: d, se, text: `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)} ± ${se.toFixed(2)}` };
 }
 
