@@ -1,4 +1,4 @@
-import type { MergeWeights } from '../shared/weights.js';
+import type { MergeWeights } from '../shared/index.js';
 
 export interface NamedWeights {
   /** 'base', 'only:<vector>', 'average' or a label of the caller's */

@@ -15,25 +15,7 @@ import {
   type NatsConnection,
   type StreamConfig,
 } from 'nats';
-import { OptimerError } from '../shared/errors.js';
-import type { Logger } from '../shared/logging.js';
-import { MANIFEST_FILE, SHARDS_DIR } from '../shared/pool/manifest.js';
-import { Pool } from '../shared/pool/reader.js';
-import { Rng, seedFor } from '../shared/rng.js';
-import {
-  announcementCodec,
-  proposalCodec,
-  resultCodec,
-  resultsConsumer,
-  subjects,
-  RESULTS_STREAM,
-  STUDIES_BUCKET,
-  TRIALS_STREAM,
-  WORKERS_CONSUMER,
-  type Result,
-  type StudyAnnouncement,
-} from '../shared/wire.js';
-import { loadEvalSets } from '../worker/eval/evaluate.js';
+import { announcementCodec, better, loadEvalSets, objectiveOf, type Logger, MANIFEST_FILE, OptimerError, Pool, proposalCodec, type Result, resultCodec, RESULTS_STREAM, resultsConsumer, Rng, seedFor, SHARDS_DIR, STUDIES_BUCKET, type StudyAnnouncement, subjects, TRIALS_STREAM, WORKERS_CONSUMER } from '../shared/index.js';
 import { baselineMerges } from './baselines.js';
 import { createSampler } from './sampler/create.js';
 import type { Sampler, TrialView } from './sampler/sampler.js';
@@ -42,7 +24,6 @@ import { Seeder } from './seeder.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/study-store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';
-import { better, objectiveOf } from './study/objective.js';
 
 export interface CoordinatorOptions {
   config: StudyConfig;
@@ -378,7 +359,7 @@ export class Coordinator {
     }
     const jobs = r.kind === 'TRIAL' ? this.trials : this.tests;
     const job = jobs[r.trial];
-    if (!job || job.state !== 'running' || job.attempt !== r.attempt) {
+    if (job?.state !== 'running' || job.attempt !== r.attempt) {
       this.log.info({ kind: r.kind, trial: r.trial, attempt: r.attempt, worker: r.worker, state: job?.state, current: job?.attempt }, 'dropping a result for an attempt that is no longer current');
       m.ack();
       return;

@@ -1,8 +1,6 @@
-import { OptimerError } from '../shared/errors.js';
-import { mixtureRatios } from '../shared/weights.js';
+import { better, mixtureRatios, OptimerError } from '../shared/index.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/study-store.js';
-import { better } from './study/objective.js';
 
 export interface MergeSummary {
   trial: number | null;

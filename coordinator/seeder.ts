@@ -1,7 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { grpc, shardServiceDefinition, CHUNK_BYTES } from '../shared/grpc.js';
-import type { Logger } from '../shared/logging.js';
+import { CHUNK_BYTES, grpc, type Logger, shardServiceDefinition } from '../shared/index.js';
 
 /**
  * Serves content-addressed blobs (pool shards, the manifest, evaluation sets) over gRPC. Only

@@ -46,4 +46,4 @@ fi
 
 # --- compile ---------------------------------------------------------------------------------
 node node_modules/typescript/bin/tsc -p tsconfig.build.json
-chmod +x dist/shared/cli/main.js
+chmod +x dist/cli/main.js

@@ -67,3 +67,33 @@ function parseLine(line: string, where: string, limits: SequenceLimits): Int32Ar
   }
   return out;
 }
+
+export interface EvalSetSpec {
+  name: string;
+  path: string;
+  /** weight of this set in the objective (default 1) */
+  weight?: number;
+}
+
+export interface LoadedEvalSet {
+  name: string;
+  path: string;
+  weight: number;
+  seqs: Int32Array[];
+}
+
+/** Reads and checks a list of sets: names unique, weights finite and ≥ 0, at least one above 0. */
+export async function loadEvalSets(specs: EvalSetSpec[], limits: SequenceLimits): Promise<LoadedEvalSet[]> {
+  if (specs.length === 0) throw new OptimerError('BAD_ARGUMENT', 'give at least one evaluation set (--set NAME=PATH)');
+  const names = new Set<string>();
+  const out: LoadedEvalSet[] = [];
+  for (const s of specs) {
+    if (names.has(s.name)) throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}' is given twice`);
+    names.add(s.name);
+    const weight = s.weight ?? 1;
+    if (!Number.isFinite(weight) || weight < 0) throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}': weight ${weight} must be a finite number ≥ 0`);
+    out.push({ name: s.name, path: s.path, weight, seqs: await readEvalSet(s.path, limits) });
+  }
+  if (out.every((s) => s.weight === 0)) throw new OptimerError('BAD_ARGUMENT', 'at least one evaluation set needs a weight above 0');
+  return out;
+}

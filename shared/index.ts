@@ -1,11 +1,38 @@
-// Public entry of code both sides use: errors, pool format, ONNX I/O, evaluation sets, weights.
+// The public entry of shared/: what coordinator/, worker/ and cli/ may use. Modules inside
+// shared/ import each other directly, never this file.
+export {
+  DEFAULT_ACK_WAIT_SECONDS,
+  DEFAULT_BATCH_TOKENS,
+  DEFAULT_DUPLICATE_WINDOW_MS,
+  DEFAULT_FETCH_TIMEOUT_MS,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_LOST_AFTER_HEARTBEATS,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_PULL_EXPIRES_MS,
+  DEFAULT_QUEUE_DEPTH,
+  DEFAULT_RESULT_BATCH,
+  DEFAULT_RESULTS_MAX_AGE_MS,
+  DEFAULT_SHARD_BYTES,
+  DEFAULT_STORE_DIR,
+  DEFAULT_STUDY_CONTEXTS,
+  DEFAULT_TICK_MS,
+  DEFAULT_TRIAL_TIMEOUT_SECONDS,
+} from './defaults.js';
 export { OptimerError, isOptimerError, type ErrorCode } from './errors.js';
-export { Rng } from './rng.js';
-export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';
-export { readEvalSet, type SequenceLimits } from './eval-set.js';
+export { readEvalSet, loadEvalSets, type SequenceLimits, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
+export { buildFamily, writeFamilyVariant, loadFamilyParams, FAMILY_DOMAINS, DEFAULT_FAMILY_SHAPE, type FamilyFiles, type FamilyOptions } from './family/build.js';
+export { CHUNK_BYTES, CLIENT_OPTIONS, ShardServiceClient, grpc, shardServiceDefinition } from './grpc.js';
+export { hashFile, sha256Hex } from './hash.js';
+export { createLogger, silentLogger, type Logger } from './logging.js';
+export { connectNats, publishWithRetry } from './nats.js';
+export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
+export { objectiveOf, weightedMean, better, type Direction } from './objective.js';
+export { setExternal } from './onnx/build.js';
+export { bfloat16FromFloatBits, decodeFloats, dtypeBytes, encodeFloats, halfFromFloatBits, halfToFloatTable, type DtypeName } from './onnx/dtype.js';
+export { openOnnxModel, type Initializer, type OnnxModelFile } from './onnx/model-file.js';
+export { decodeModel, encodeModel } from './onnx/proto.js';
+export { packageRoot } from './package-root.js';
 export { buildPool, type BuildPoolOptions } from './pool/build.js';
-export { Pool, hashFile } from './pool/reader.js';
-export { computeGram, cosineMatrix } from './pool/stats.js';
 export {
   readManifest,
   parseManifest,
@@ -18,5 +45,27 @@ export {
   type TensorEntry,
   type VectorEntry,
 } from './pool/manifest.js';
-export { openOnnxModel, type Initializer, type OnnxModelFile } from './onnx/model-file.js';
-export { buildFamily, writeFamilyVariant, loadFamilyParams, FAMILY_DOMAINS, DEFAULT_FAMILY_SHAPE, type FamilyFiles, type FamilyOptions } from './family/build.js';
+export { Pool } from './pool/reader.js';
+export { computeGram, cosineMatrix } from './pool/stats.js';
+export { stopProcess } from './process.js';
+export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider } from './providers.js';
+export { Backoff, retry, sleep, type BackoffOptions } from './retry.js';
+export { Rng, seedFor } from './rng.js';
+export { formatIssues } from './validate.js';
+export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';
+export {
+  announcementCodec,
+  proposalCodec,
+  resultCodec,
+  studyNameSchema,
+  subjects,
+  resultsConsumer,
+  RESULTS_STREAM,
+  STUDIES_BUCKET,
+  TRIALS_STREAM,
+  WORKERS_CONSUMER,
+  type JobKind,
+  type Proposal,
+  type Result,
+  type StudyAnnouncement,
+} from './wire.js';

@@ -6,7 +6,8 @@ import { Pool } from '../shared/pool/reader.js';
 import { DEFAULT_FAMILY_SHAPE, loadFamilyParams } from '../shared/family/build.js';
 import { referenceNll } from '../shared/family/model.js';
 import { readEvalSet } from '../shared/eval-set.js';
-import { evaluateMerge, evaluateSession, loadEvalSets, type LoadedEvalSet } from '../worker/eval/evaluate.js';
+import { evaluateMerge, evaluateSession } from '../worker/eval/evaluate.js';
+import { loadEvalSets, type LoadedEvalSet } from '../shared/eval-set.js';
 import { evaluateNll } from '../worker/eval/nll.js';
 import { createFileSession, createMergedSession } from '../worker/eval/session.js';
 import { mergeToBuffer } from '../worker/merge/merge.js';
@@ -121,15 +122,15 @@ describe('evaluation sets', () => {
 
   it('eval set - refuses a bad line naming its number', async () => {
     const good = '{"input_ids": [1, 2, 3]}\n';
-    expect(await bad(good + good + '{"input_ids": [1, 64]}\n')).toBe('FILE:3: input_ids[1] = 64 is not below the vocabulary size 64');
-    expect(await bad(good + '{"input_ids": [5]}\n')).toBe('FILE:2: a sequence needs at least 2 tokens, this one has 1');
-    expect(await bad(good + `{"input_ids": [${Array(65).fill(1).join(',')}]}\n`)).toBe("FILE:2: 65 tokens exceed the model's context length of 64");
-    expect(await bad(good + '\n' + '{"input_ids": [1, -2]}\n')).toBe('FILE:3: input_ids[1] = -2 is not a token id (a non-negative integer)');
+    expect(await bad(`${good + good}{"input_ids": [1, 64]}\n`)).toBe('FILE:3: input_ids[1] = 64 is not below the vocabulary size 64');
+    expect(await bad(`${good}{"input_ids": [5]}\n`)).toBe('FILE:2: a sequence needs at least 2 tokens, this one has 1');
+    expect(await bad(`${good}{"input_ids": [${Array(65).fill(1).join(',')}]}\n`)).toBe("FILE:2: 65 tokens exceed the model's context length of 64");
+    expect(await bad(`${good}\n{"input_ids": [1, -2]}\n`)).toBe('FILE:3: input_ids[1] = -2 is not a token id (a non-negative integer)');
     expect(await bad('{"input_ids": [1, 2.5]}\n')).toBe('FILE:1: input_ids[1] = 2.5 is not a token id (a non-negative integer)');
     expect(await bad('{"tokens": [1, 2]}\n')).toBe('FILE:1: "input_ids" must be an array of token ids');
-    expect(await bad(good + '{"input_ids": [1, 2]')).toMatch(/^FILE:2: not valid JSON/);
+    expect(await bad(`${good}{"input_ids": [1, 2]`)).toMatch(/^FILE:2: not valid JSON/);
     expect(await bad('')).toBe('FILE: no sequences');
-    expect(await bad(good + '\n\n' + good)).toBe('accepted');
+    expect(await bad(`${good}\n\n${good}`)).toBe('accepted');
   });
 });
 

@@ -30,7 +30,7 @@ function session(args: string[]) {
       const r = await Promise.race([out.next(), timeout]);
       return JSON.parse(r.value as string) as { trial: number; params: Record<string, unknown> };
     },
-    send: (obj: unknown) => child.stdin!.write((typeof obj === 'string' ? obj : JSON.stringify(obj)) + '\n'),
+    send: (obj: unknown) => child.stdin!.write(`${typeof obj === 'string' ? obj : JSON.stringify(obj)}\n`),
     end: () => child.stdin!.end(),
     errors,
     exit,

@@ -2,26 +2,10 @@ import { hostname } from 'node:os';
 import { mkdir, readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { connect, type Consumer, type JetStreamClient, type JsMsg, type KV, type NatsConnection } from 'nats';
-import { OptimerError, isOptimerError } from '../shared/errors.js';
-import type { Logger } from '../shared/logging.js';
-import { parseManifest } from '../shared/pool/manifest.js';
-import { Pool } from '../shared/pool/reader.js';
-import { readEvalSet } from '../shared/eval-set.js';
-import {
-  announcementCodec,
-  proposalCodec,
-  resultCodec,
-  subjects,
-  STUDIES_BUCKET,
-  TRIALS_STREAM,
-  WORKERS_CONSUMER,
-  type Proposal,
-  type Result,
-  type StudyAnnouncement,
-} from '../shared/wire.js';
+import { announcementCodec, type ExecutionProvider, isOptimerError, type LoadedEvalSet, type Logger, OptimerError, parseManifest, Pool, type Proposal, proposalCodec, readEvalSet, type Result, resultCodec, STUDIES_BUCKET, type StudyAnnouncement, subjects, TRIALS_STREAM, WORKERS_CONSUMER } from '../shared/index.js';
 import { mergeInto } from './merge/merge.js';
-import { createMergedSession, type ExecutionProvider } from './eval/session.js';
-import { evaluateSession, type LoadedEvalSet } from './eval/evaluate.js';
+import { createMergedSession } from './eval/session.js';
+import { evaluateSession } from './eval/evaluate.js';
 import { BlobCache } from './shards/fetch.js';
 
 export interface WorkerOptions {
@@ -187,7 +171,7 @@ export class Worker {
       const merged = await mergeInto(ctx.pool, weights, ctx.buffer);
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);
-      let scores;
+      let scores: Awaited<ReturnType<typeof evaluateSession>>;
       try {
         scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens);
       } finally {

@@ -14,7 +14,7 @@ import { buildPool } from '../../shared/pool/build.js';
 import { Pool } from '../../shared/pool/reader.js';
 import { Rng } from '../../shared/rng.js';
 import { mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
-import { table } from '../../shared/cli/output.js';
+import { table } from '../../cli/output.js';
 
 const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, vectors: { type: 'string', default: '4' }, repeat: { type: 'string', default: '3' } } });
 const MB = Number(values.mb);
@@ -105,7 +105,7 @@ try {
     add(`pool build (${K} checkpoints)`, (K + 1) * M, buildS);
   }
   process.stdout.write(`merge kernel, ${MB} MiB per model, ${K} vectors, best of ${REPEAT} (node ${process.version})\n`);
-  process.stdout.write(table(rows) + '\n');
+  process.stdout.write(`${table(rows)}\n`);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

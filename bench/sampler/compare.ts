@@ -9,7 +9,7 @@
  *   npm run bench:sampler:compare -- --b-running 8     (the cost of 8 workers: same settings, B in parallel)
  */
 import { parseArgs } from 'node:util';
-import { table } from '../../shared/cli/output.js';
+import { table } from '../../cli/output.js';
 import { createSampler } from '../../coordinator/sampler/create.js';
 import { ALL_FUNCTIONS } from './functions.js';
 import { curve, meanAndError, orExit, runOurs, tpeOptions } from './harness.js';
@@ -40,7 +40,9 @@ for (const fn of ALL_FUNCTIONS) {
   const diffs = BUDGETS.map(() => [] as number[]);
   for (let seed = 1; seed <= SEEDS; seed++) {
     const [ca, cb] = ([[A, RUNNING], [B, B_RUNNING]] as const).map(([o, running]) => curve(fn, runOurs(fn, createSampler(o), seed, LAST, running)));
-    BUDGETS.forEach((b, k) => diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12)));
+    BUDGETS.forEach((b, k) => {
+      diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12));
+    });
   }
   rows.push([fn.name, ...diffs.map((d) => {
     const { mean, se } = meanAndError(d);

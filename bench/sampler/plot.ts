@@ -33,7 +33,9 @@ export async function writeRegretPlot(path: string, curves: Record<string, Recor
     });
   });
   const legendY = rows * H + 10;
-  methods.forEach((m, i) => parts.push(`<rect x="${10 + i * 150}" y="${legendY}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/><text x="${26 + i * 150}" y="${legendY + 11}" font-size="12">${m}</text>`));
+  methods.forEach((m, i) => {
+    parts.push(`<rect x="${10 + i * 150}" y="${legendY}" width="12" height="12" fill="${COLORS[i % COLORS.length]}"/><text x="${26 + i * 150}" y="${legendY + 11}" font-size="12">${m}</text>`);
+  });
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${cols * W}" height="${legendY + 30}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>${parts.join('')}</svg>\n`;
   await writeFile(path, svg);
 }

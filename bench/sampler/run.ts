@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { Rng } from '../../shared/rng.js';
-import { table } from '../../shared/cli/output.js';
+import { table } from '../../cli/output.js';
 import { packageRoot } from '../../shared/package-root.js';
 import { createSampler } from '../../coordinator/sampler/create.js';
 import { RandomSampler } from '../../coordinator/sampler/random.js';
@@ -64,7 +64,7 @@ function runOptuna(fn: BenchFunction, mode: 'multivariate' | 'default', seed: nu
       py.stdin!.write(`${fn.f(x, noise)}\n`);
     });
     py.on('exit', (code) => (code === 0 && xs.length === BUDGET ? resolve(xs) : reject(new Error(`optuna peer exited ${code} after ${xs.length} trials`))));
-    py.stdin!.write(JSON.stringify({ mode, seed, running, trials: BUDGET, space: fn.low.map((lo, i) => [lo, fn.high[i]]) }) + '\n');
+    py.stdin!.write(`${JSON.stringify({ mode, seed, running, trials: BUDGET, space: fn.low.map((lo, i) => [lo, fn.high[i]]) })}\n`);
   });
 }
 
@@ -204,7 +204,7 @@ async function main(): Promise<void> {
     let text = '';
     py.stdout!.on('data', (d) => (text += d));
     py.on('exit', (code) => (code === 0 ? resolve(JSON.parse(text)) : reject(new Error(`asktime exited ${code}`))));
-    py.stdin!.write(JSON.stringify({ mode: 'asktime', space: fn8.low.map((lo, i) => [lo, fn8.high[i]]), histories, repeat: 15 }) + '\n');
+    py.stdin!.write(`${JSON.stringify({ mode: 'asktime', space: fn8.low.map((lo, i) => [lo, fn8.high[i]]), histories, repeat: 15 })}\n`);
   });
   const speedRows: (string | number)[][] = [['completed trials', 'ours ms', 'optuna-mv ms', 'speed-up']];
   for (const n of Object.keys(histories)) speedRows.push([n, ours[n]!.toFixed(2), optunaMs[n]!.toFixed(2), `${(optunaMs[n]! / ours[n]!).toFixed(1)}×`]);
@@ -213,7 +213,7 @@ async function main(): Promise<void> {
   const plot = join(values.out!, 'regret.svg');
   await writeRegretPlot(plot, curves, ['ours', 'optuna-mv', 'optuna-default', 'random', 'ours-liar8', 'optuna-mv-liar8'], median);
   out.push('', `regret curves: ${plot}`, `total ${((performance.now() - t0) / 1000).toFixed(0)} s, node ${process.version}`);
-  const text = out.join('\n') + '\n';
+  const text = `${out.join('\n')}\n`;
   await writeFile(join(values.out!, 'results.txt'), text);
   process.stdout.write(text);
 }

@@ -1,4 +1,4 @@
-import type { Rng } from '../../shared/rng.js';
+import type { Rng } from '../../shared/index.js';
 import { logGaussMass, truncnormLogMass, truncnormPpf } from './truncnorm.js';
 import type { Transformed } from './transform.js';
 import { clippedNeighborBandwidths } from './bandwidth.js';

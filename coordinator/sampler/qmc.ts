@@ -1,4 +1,4 @@
-import { Rng } from '../../shared/rng.js';
+import { Rng } from '../../shared/index.js';
 import type { Params, Sampler, TrialView } from './sampler.js';
 import { paramNames, snap, type SearchSpace } from './space.js';
 import { toExternal, transformParam } from './transform.js';

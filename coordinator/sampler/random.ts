@@ -1,4 +1,4 @@
-import type { Rng } from '../../shared/rng.js';
+import type { Rng } from '../../shared/index.js';
 import type { Params, Sampler } from './sampler.js';
 import { paramNames, snap, type SearchSpace } from './space.js';
 import { toExternal, transformParam } from './transform.js';

@@ -1,4 +1,4 @@
-import type { Rng } from '../../shared/rng.js';
+import type { Direction, Rng } from '../../shared/index.js';
 import type { ChoiceValue, SearchSpace } from './space.js';
 
 export type Params = Record<string, ChoiceValue>;
@@ -12,7 +12,7 @@ export interface TrialView {
   value?: number;
 }
 
-export type Direction = 'minimize' | 'maximize';
+export type { Direction };
 
 /**
  * A sampler proposes the parameters of the next trial from the space and the history. It keeps

@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import { OptimerError } from '../../shared/errors.js';
-import { formatIssues } from '../../shared/validate.js';
+import { formatIssues, OptimerError } from '../../shared/index.js';
 
 /**
  * A search space. Merge weights are floats in bounds; log, step, integers and categoricals are
@@ -88,5 +87,5 @@ export function contains(p: Param, x: ChoiceValue | undefined): boolean {
 }
 
 export function choiceIndex(p: CategoricalParam, x: ChoiceValue | undefined): number {
-  return p.choices.findIndex((c) => c === x);
+  return x === undefined ? -1 : p.choices.indexOf(x);
 }

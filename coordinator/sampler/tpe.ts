@@ -1,4 +1,4 @@
-import type { Rng } from '../../shared/rng.js';
+import type { Rng } from '../../shared/index.js';
 import { ParzenEstimator, defaultGamma, defaultWeights, type Bandwidth, type Dim } from './parzen.js';
 import { argsort } from './argsort.js';
 import { sampleUniform } from './random.js';

@@ -1,5 +1,5 @@
 import { Level } from 'level';
-import { OptimerError } from '../../shared/errors.js';
+import { OptimerError } from '../../shared/index.js';
 import type { JobRecord, StudyRecord } from './records.js';
 
 /**

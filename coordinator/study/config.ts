@@ -2,10 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
-import { OptimerError } from '../../shared/errors.js';
-import { formatIssues } from '../../shared/validate.js';
-import { studyNameSchema } from '../../shared/wire.js';
-import { EXECUTION_PROVIDERS } from '../../worker/eval/session.js';
+import { DEFAULT_ACK_WAIT_SECONDS, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_TRIAL_TIMEOUT_SECONDS, EXECUTION_PROVIDERS, formatIssues, OptimerError, studyNameSchema } from '../../shared/index.js';
 
 /**
  * The study config (YAML or JSON), validated once at start and frozen. Unknown keys are errors
@@ -66,21 +63,21 @@ const configSchema = z
     execution: z
       .object({
         provider: z.enum(EXECUTION_PROVIDERS).optional(),
-        batchTokens: z.number().int().positive().default(8192),
+        batchTokens: z.number().int().positive().default(DEFAULT_BATCH_TOKENS),
       })
       .strict()
-      .default({ batchTokens: 8192 }),
+      .default({ batchTokens: DEFAULT_BATCH_TOKENS }),
     lease: z
       .object({
         /** how long a proposal stays leased to a silent worker before JetStream redelivers it */
-        ackWaitSeconds: z.number().positive().default(60),
+        ackWaitSeconds: z.number().positive().default(DEFAULT_ACK_WAIT_SECONDS),
         /** a trial still unanswered after this long is issued again (attempt + 1) */
-        trialTimeoutSeconds: z.number().positive().default(3600),
+        trialTimeoutSeconds: z.number().positive().default(DEFAULT_TRIAL_TIMEOUT_SECONDS),
         /** attempts before a trial is recorded as failed */
-        maxAttempts: z.number().int().positive().default(3),
+        maxAttempts: z.number().int().positive().default(DEFAULT_MAX_ATTEMPTS),
       })
       .strict()
-      .default({ ackWaitSeconds: 60, trialTimeoutSeconds: 3600, maxAttempts: 3 }),
+      .default({ ackWaitSeconds: DEFAULT_ACK_WAIT_SECONDS, trialTimeoutSeconds: DEFAULT_TRIAL_TIMEOUT_SECONDS, maxAttempts: DEFAULT_MAX_ATTEMPTS }),
   })
   .strict();
 

@@ -62,12 +62,12 @@ export async function buildFamily(dir: string, options: FamilyOptions): Promise<
     for (const split of ['dev', 'test'] as const) {
       const path = join(dir, 'data', `${name}.${split}.jsonl`);
       const seqs = sampleSequences(src, shape.vocab, 48, 2, shape.contextLength, rng);
-      await writeFile(path, seqs.map((ids) => JSON.stringify({ input_ids: ids })).join('\n') + '\n');
+      await writeFile(path, `${seqs.map((ids) => JSON.stringify({ input_ids: ids })).join('\n')}\n`);
       files[split][name] = path;
     }
   }
   await writeModels(files, base, checkpoints, options);
-  await writeFile(join(dir, 'family.json'), JSON.stringify({ seed, ...files }, null, 2) + '\n');
+  await writeFile(join(dir, 'family.json'), `${JSON.stringify({ seed, ...files }, null, 2)}\n`);
   return files;
 }
 

@@ -152,34 +152,50 @@ function typedFieldBytes(t: TensorProto, dtype: DtypeName, elements: number, whe
   };
   switch (dtype) {
     case 'float32':
-      need(t.floatData, 'float_data').forEach((v, i) => dv.setFloat32(i * 4, v as number, true));
+      need(t.floatData, 'float_data').forEach((v, i) => {
+        dv.setFloat32(i * 4, v as number, true);
+      });
       break;
     case 'float64':
-      need(t.doubleData, 'double_data').forEach((v, i) => dv.setFloat64(i * 8, v as number, true));
+      need(t.doubleData, 'double_data').forEach((v, i) => {
+        dv.setFloat64(i * 8, v as number, true);
+      });
       break;
     case 'int64':
-      need(t.int64Data, 'int64_data').forEach((v, i) => dv.setBigInt64(i * 8, BigInt(String(v)), true));
+      need(t.int64Data, 'int64_data').forEach((v, i) => {
+        dv.setBigInt64(i * 8, BigInt(String(v)), true);
+      });
       break;
     case 'uint32':
-      need(t.uint64Data, 'uint64_data').forEach((v, i) => dv.setUint32(i * 4, toNumber(v as number), true));
+      need(t.uint64Data, 'uint64_data').forEach((v, i) => {
+        dv.setUint32(i * 4, toNumber(v as number), true);
+      });
       break;
     case 'uint64':
-      need(t.uint64Data, 'uint64_data').forEach((v, i) => dv.setBigUint64(i * 8, BigInt.asUintN(64, BigInt(String(v))), true));
+      need(t.uint64Data, 'uint64_data').forEach((v, i) => {
+        dv.setBigUint64(i * 8, BigInt.asUintN(64, BigInt(String(v))), true);
+      });
       break;
     case 'int32':
-      need(t.int32Data, 'int32_data').forEach((v, i) => dv.setInt32(i * 4, v as number, true));
+      need(t.int32Data, 'int32_data').forEach((v, i) => {
+        dv.setInt32(i * 4, v as number, true);
+      });
       break;
     case 'float16':
     case 'bfloat16':
     case 'uint16':
     case 'int16':
       // 16-bit types keep their bit pattern in int32_data (onnx.proto)
-      need(t.int32Data, 'int32_data').forEach((v, i) => dv.setUint16(i * 2, (v as number) & 0xffff, true));
+      need(t.int32Data, 'int32_data').forEach((v, i) => {
+        dv.setUint16(i * 2, (v as number) & 0xffff, true);
+      });
       break;
     case 'uint8':
     case 'int8':
     case 'bool':
-      need(t.int32Data, 'int32_data').forEach((v, i) => dv.setUint8(i, (v as number) & 0xff));
+      need(t.int32Data, 'int32_data').forEach((v, i) => {
+        dv.setUint8(i, (v as number) & 0xff);
+      });
       break;
   }
   return out;

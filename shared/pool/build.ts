@@ -1,5 +1,4 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dtype.js';
@@ -7,7 +6,9 @@ import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel, toNumber } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
 import { MANIFEST_FILE, SHARDS_DIR, WEIGHTS_LOCATION, parseManifest, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
-import { DEFAULT_SHARD_BYTES, ShardWriter } from './shard-writer.js';
+import { DEFAULT_SHARD_BYTES } from '../defaults.js';
+import { sha256Hex } from '../hash.js';
+import { ShardWriter } from './shard-writer.js';
 import { compareFixed, compareModels } from './graph-compare.js';
 import { Pool } from './reader.js';
 import { computeGram } from './stats.js';
@@ -104,7 +105,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     }
 
     const graph = await graphWithoutWeights(base, tensors);
-    const graphSha = createHash('sha256').update(graph).digest('hex');
+    const graphSha = sha256Hex(graph);
     await writeFile(join(shardsDir, graphSha), graph);
 
     const draft: PoolManifest = {
@@ -122,13 +123,15 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     try {
       // norms and similarities of what is stored (after rounding to the checkpoint's dtype)
       draft.gram = await computeGram(pool);
-      draft.vectors.forEach((v, i) => (v.l2 = Math.sqrt(draft.gram[i]![i]!)));
+      draft.vectors.forEach((v, i) => {
+        v.l2 = Math.sqrt(draft.gram[i]![i]!);
+      });
     } finally {
       await pool.close();
     }
     const manifest = parseManifest(JSON.parse(JSON.stringify(draft)), 'pool build: manifest');
     const tmp = join(opts.out, `.${MANIFEST_FILE}.tmp`);
-    await writeFile(tmp, JSON.stringify(manifest, null, 1) + '\n');
+    await writeFile(tmp, `${JSON.stringify(manifest, null, 1)}\n`);
     await rename(tmp, join(opts.out, MANIFEST_FILE));
     return manifest;
   } finally {

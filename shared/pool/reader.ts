@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
+import { hashFile } from '../hash.js';
 import { dtypeBytes } from '../onnx/dtype.js';
 import { readManifest, SHARDS_DIR, type BlobRef, type PoolManifest, type TensorEntry, type VectorEntry } from './manifest.js';
 
@@ -91,7 +90,7 @@ export class Pool {
   /** Re-hashes every shard; throws naming the first one that is missing or altered. */
   async verify(): Promise<void> {
     for (const { sha256 } of this.allShards()) {
-      const got = await hashFile(join(this.shardsDir, sha256)).catch((e: unknown) => {
+      const got = await hashFile(join(this.shardsDir, sha256)).then((h) => h.sha256, (e: unknown) => {
         throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
       });
       if (got !== sha256) throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is corrupt (its content hashes to ${got})`);
@@ -115,14 +114,4 @@ export class Pool {
     this.handles.clear();
     await Promise.all(all.map((h) => (h.status === 'fulfilled' ? h.value.close() : undefined)));
   }
-}
-
-export function hashFile(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(path)
-      .on('data', (c) => h.update(c))
-      .on('end', () => resolve(h.digest('hex')))
-      .on('error', reject);
-  });
 }

@@ -1,9 +1,9 @@
+import { DEFAULT_SHARD_BYTES } from '../defaults.js';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobRef, ShardRef } from './manifest.js';
 
-export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
 
 /**
  * Appends a blob's bytes and cuts them into shards of at most `shardBytes`, each stored once

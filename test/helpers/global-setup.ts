@@ -27,6 +27,6 @@ export default async function setup(project: TestProject): Promise<() => void> {
   project.provide('family', family);
   project.provide('familyFp16', await writeFamilyVariant(family, join(dir, 'fp16'), { dtype: 'float16' }));
   project.provide('familyExternal', await writeFamilyVariant(family, join(dir, 'external'), { externalData: true }));
-  project.provide('cli', join(root, 'dist', 'shared', 'cli', 'main.js'));
+  project.provide('cli', join(root, 'dist', 'cli', 'main.js'));
   return () => rmSync(dir, { recursive: true, force: true });
 }

@@ -31,8 +31,8 @@ describe('float16 and bfloat16 conversion', () => {
     encodeFloats('float16', f, back, n);
     const bdv = new DataView(back.buffer);
     for (let h = 0; h < n; h++) {
-      const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
-      if (!isNaN) expect(bdv.getUint16(h * 2, true)).toBe(h);
+      const nan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      if (!nan) expect(bdv.getUint16(h * 2, true)).toBe(h);
     }
     expect(f[0x3c00]).toBe(1);
     expect(f[0x0001]).toBe(2 ** -24);

@@ -53,7 +53,9 @@ describe('TPE building blocks', () => {
       const min = range / Math.min([100, 33.3, 10][trial % 3]!, m + 2);
       const expected = neighborBandwidths(mus, low, high, endpoints).map((s) => Math.min(range, Math.max(min, s)));
       const got = Array.from(clippedNeighborBandwidths(mus, low, high, endpoints, min, range));
-      got.forEach((s, i) => expect(s).toBeCloseTo(expected[i]!, 12));
+      got.forEach((s, i) => {
+        expect(s).toBeCloseTo(expected[i]!, 12);
+      });
       compared += m;
     }
     expect(compared).toBeGreaterThan(30000);

@@ -1,25 +1,8 @@
 import type ort from 'onnxruntime-node';
-import { OptimerError } from '../../shared/errors.js';
-import { readEvalSet, type SequenceLimits } from '../../shared/eval-set.js';
-import type { Pool } from '../../shared/pool/reader.js';
-import type { MergeWeights } from '../../shared/weights.js';
+import { DEFAULT_BATCH_TOKENS, type ExecutionProvider, type LoadedEvalSet, type MergeWeights, type Pool, weightedMean } from '../../shared/index.js';
 import { mergeToBuffer } from '../merge/merge.js';
-import { evaluateNll, DEFAULT_BATCH_TOKENS, type LmIo } from './nll.js';
-import { createMergedSession, type ExecutionProvider } from './session.js';
-
-export interface EvalSetSpec {
-  name: string;
-  path: string;
-  /** weight of this set in the objective (default 1) */
-  weight?: number;
-}
-
-export interface LoadedEvalSet {
-  name: string;
-  path: string;
-  weight: number;
-  seqs: Int32Array[];
-}
+import { evaluateNll, type LmIo } from './nll.js';
+import { createMergedSession } from './session.js';
 
 export interface SetScore {
   name: string;
@@ -40,31 +23,6 @@ export interface EvalReport {
 export interface EvalOptions {
   provider?: ExecutionProvider;
   batchTokens?: number;
-}
-
-export async function loadEvalSets(specs: EvalSetSpec[], limits: SequenceLimits): Promise<LoadedEvalSet[]> {
-  if (specs.length === 0) throw new OptimerError('BAD_ARGUMENT', 'give at least one evaluation set (--set NAME=PATH)');
-  const names = new Set<string>();
-  const out: LoadedEvalSet[] = [];
-  for (const s of specs) {
-    if (names.has(s.name)) throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}' is given twice`);
-    names.add(s.name);
-    const weight = s.weight ?? 1;
-    if (!Number.isFinite(weight) || weight < 0) throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}': weight ${weight} must be a finite number ≥ 0`);
-    out.push({ name: s.name, path: s.path, weight, seqs: await readEvalSet(s.path, limits) });
-  }
-  if (out.every((s) => s.weight === 0)) throw new OptimerError('BAD_ARGUMENT', 'at least one evaluation set needs a weight above 0');
-  return out;
-}
-
-export function weightedMean(scores: { score: number; weight: number }[]): number {
-  let num = 0;
-  let den = 0;
-  for (const s of scores) {
-    num += s.weight * s.score;
-    den += s.weight;
-  }
-  return num / den;
 }
 
 /** Scores one session (a merge or a model file) on every set. */

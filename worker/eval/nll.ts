@@ -1,5 +1,5 @@
 import ort from 'onnxruntime-node';
-import { OptimerError } from '../../shared/errors.js';
+import { DEFAULT_BATCH_TOKENS, OptimerError } from '../../shared/index.js';
 
 export interface LmIo {
   input: string;
@@ -14,8 +14,6 @@ export interface NllResult {
   sequences: number;
 }
 
-/** Tokens (batch × padded length) per ONNX Runtime call; bounds the logits buffer. */
-export const DEFAULT_BATCH_TOKENS = 8192;
 
 /**
  * Metric `nll`: over all sequences s and positions t = 1..len(s)−1, the token-weighted mean of

@@ -1,9 +1,6 @@
 import ort from 'onnxruntime-node';
-import { OptimerError } from '../../shared/errors.js';
-import { WEIGHTS_LOCATION } from '../../shared/pool/manifest.js';
+import { type ExecutionProvider, OptimerError, WEIGHTS_LOCATION } from '../../shared/index.js';
 
-export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'webgpu'] as const;
-export type ExecutionProvider = (typeof EXECUTION_PROVIDERS)[number];
 
 const CUDA_HINT =
   "the CUDA provider is not installed: on a GPU worker run 'ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node' " +

@@ -1,10 +1,7 @@
 import { open, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { stringify } from 'yaml';
-import { decodeModel, encodeModel } from '../../shared/onnx/proto.js';
-import { setExternal } from '../../shared/onnx/build.js';
-import type { Pool } from '../../shared/pool/reader.js';
-import type { MergeWeights } from '../../shared/weights.js';
+import { decodeModel, encodeModel, type MergeWeights, type Pool, setExternal } from '../../shared/index.js';
 import { mergeToBuffer, mergeWeights } from './merge.js';
 
 /** Merged models up to this size are written as one self-contained .onnx file. */

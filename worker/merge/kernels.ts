@@ -1,4 +1,4 @@
-import { bfloat16FromFloatBits, decodeFloats, encodeFloats, halfFromFloatBits, halfToFloatTable, type DtypeName } from '../../shared/onnx/dtype.js';
+import { bfloat16FromFloatBits, decodeFloats, type DtypeName, encodeFloats, halfFromFloatBits, halfToFloatTable } from '../../shared/index.js';
 
 /**
  * out = base + Σ_k w_k·delta_k for one chunk of `n` elements, fp32 accumulation, every buffer in

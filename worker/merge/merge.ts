@@ -1,6 +1,4 @@
-import { dtypeBytes } from '../../shared/onnx/dtype.js';
-import type { Pool } from '../../shared/pool/reader.js';
-import type { MergeWeights } from '../../shared/weights.js';
+import { dtypeBytes, type MergeWeights, type Pool } from '../../shared/index.js';
 import { mergeChunk } from './kernels.js';
 
 /** Elements merged at once: bounds memory to a few chunk buffers whatever the tensor size. */

@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { OptimerError } from '../../shared/errors.js';
-import { CLIENT_OPTIONS, grpc, ShardServiceClient } from '../../shared/grpc.js';
+import { CLIENT_OPTIONS, grpc, OptimerError, ShardServiceClient } from '../../shared/index.js';
 
 /**
  * A content-addressed cache of blobs (shards, manifests, evaluation sets) in one folder, each

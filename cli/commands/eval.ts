@@ -1,11 +1,6 @@
 import type { Command } from 'commander';
-import { OptimerError } from '../../errors.js';
-import { Pool } from '../../pool/reader.js';
-import { parseWeights, type MergeWeights } from '../../weights.js';
-import { exportMergekit, exportOnnx } from '../../../worker/merge/export.js';
-import { evaluateMerge, loadEvalSets, type EvalSetSpec } from '../../../worker/eval/evaluate.js';
-import { DEFAULT_BATCH_TOKENS } from '../../../worker/eval/nll.js';
-import { EXECUTION_PROVIDERS, type ExecutionProvider } from '../../../worker/eval/session.js';
+import { DEFAULT_BATCH_TOKENS, type EvalSetSpec, EXECUTION_PROVIDERS, type ExecutionProvider, loadEvalSets, type MergeWeights, OptimerError, parseWeights, Pool } from '../../shared/index.js';
+import { evaluateMerge, exportMergekit, exportOnnx } from '../../worker/index.js';
 import { collect, fmt, parseNamed, parseNumberOption, printJson, table } from '../output.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;

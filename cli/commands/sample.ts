@@ -2,11 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { createSampler, SAMPLER_NAMES } from '../../../coordinator/sampler/create.js';
-import type { Direction, TrialView } from '../../../coordinator/sampler/sampler.js';
-import { parseSpace } from '../../../coordinator/sampler/space.js';
-import { OptimerError } from '../../errors.js';
-import { Rng, seedFor } from '../../rng.js';
+import { createSampler, parseSpace, SAMPLER_NAMES, type TrialView } from '../../coordinator/index.js';
+import { type Direction, OptimerError, Rng, seedFor } from '../../shared/index.js';
 import { parseNumberOption } from '../output.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
@@ -98,8 +95,8 @@ export function registerSample(program: Command, run: Run): void {
           seed: parseNumberOption(o.seed, '--seed', { min: 0, integer: true }),
           ...(o.trials !== undefined ? { trials: parseNumberOption(o.trials, '--trials', { min: 0, integer: true }) } : {}),
           input: process.stdin,
-          write: (line) => process.stdout.write(line + '\n'),
-          error: (line) => process.stderr.write(line + '\n'),
+          write: (line) => process.stdout.write(`${line}\n`),
+          error: (line) => process.stderr.write(`${line}\n`),
         });
         process.stdin.pause();
       }),

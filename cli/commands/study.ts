@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { buildReport, type MergeSummary, type StudyReport } from '../../../coordinator/report.js';
-import { StudyStore } from '../../../coordinator/store/study-store.js';
+import { buildReport, type MergeSummary, type StudyReport, StudyStore } from '../../coordinator/index.js';
 import { fmt, printJson, table } from '../output.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
@@ -69,7 +68,7 @@ export function registerStudy(program: Command, run: Run): void {
     run(async () => {
       const r = await withStore(o.store, (s) => buildReport(s, name));
       if (o.json) printJson(r);
-      else process.stdout.write(renderReport(r) + '\n');
+      else process.stdout.write(`${renderReport(r)}\n`);
     }, o.json),
   );
 
@@ -81,13 +80,13 @@ export function registerStudy(program: Command, run: Run): void {
       });
       if (o.json) return printJson(trials);
       process.stdout.write(
-        table([
+        `${table([
           ['#', 'label', 'state', 'attempt', 'objective', 'weights', 'worker', 'fetch s', 'merge s', 'eval s'],
           ...trials.map((t) => [
             t.number, t.label, t.state, t.attempt, t.value !== undefined ? fmt(t.value) : (t.error?.code ?? '-'), weightsText(t.params), t.worker ?? '-',
             t.timings ? fmt(t.timings.fetchMs / 1000, 2) : '-', t.timings ? fmt(t.timings.mergeMs / 1000, 2) : '-', t.timings ? fmt(t.timings.evalMs / 1000, 2) : '-',
           ]),
-        ]) + '\n',
+        ])}\n`,
       );
     }, o.json),
   );

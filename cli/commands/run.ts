@@ -2,22 +2,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { Coordinator, type Progress } from '../../../coordinator/coordinator.js';
-import { buildReport, type StudyReport } from '../../../coordinator/report.js';
-import { loadStudyConfig, type StudyConfig } from '../../../coordinator/study/config.js';
-import { StudyStore } from '../../../coordinator/store/study-store.js';
-import { Worker } from '../../../worker/worker.js';
-import { createLogger, type Logger } from '../../logging.js';
-import { startNatsServer, type NatsServerHandle } from '../../nats-server.js';
-import { packageRoot } from '../../package-root.js';
-import { stopProcess } from '../../process.js';
+import { buildReport, Coordinator, loadStudyConfig, type Progress, type StudyConfig, type StudyReport, StudyStore } from '../../coordinator/index.js';
+import { Worker } from '../../worker/index.js';
+import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
 import { parseNumberOption, printJson, progress } from '../output.js';
 import { parseProvider } from './eval.js';
 import { DEFAULT_STORE, renderReport, storeDbPath } from './study.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
 
-const CLI = join(packageRoot, 'dist', 'shared', 'cli', 'main.js');
+const CLI = join(packageRoot, 'dist', 'cli', 'main.js');
 
 export interface RunStudyOptions {
   config: StudyConfig;
@@ -132,7 +126,7 @@ export function registerRun(program: Command, run: Run): void {
           });
           bar.stop();
           if (o.json) printJson(report);
-          else process.stdout.write(renderReport(report) + '\n');
+          else process.stdout.write(`${renderReport(report)}\n`);
           if (interrupted) process.exitCode = 130;
         } finally {
           bar.stop();

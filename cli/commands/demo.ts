@@ -3,14 +3,9 @@ import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { Command } from 'commander';
-import { loadStudyConfig } from '../../../coordinator/study/config.js';
-import { exportMergekit, exportOnnx } from '../../../worker/merge/export.js';
-import { evaluateSession, loadEvalSets, weightedMean } from '../../../worker/eval/evaluate.js';
-import { createFileSession } from '../../../worker/eval/session.js';
-import { buildFamily, FAMILY_DOMAINS, type FamilyFiles } from '../../family/build.js';
-import { buildPool } from '../../pool/build.js';
-import { Pool } from '../../pool/reader.js';
-import { createLogger } from '../../logging.js';
+import { loadStudyConfig } from '../../coordinator/index.js';
+import { createFileSession, evaluateSession, exportMergekit, exportOnnx } from '../../worker/index.js';
+import { buildFamily, buildPool, createLogger, FAMILY_DOMAINS, type FamilyFiles, loadEvalSets, Pool, weightedMean } from '../../shared/index.js';
 import { fmt, parseNumberOption, printJson, progress } from '../output.js';
 import { renderSummary, summarize } from './pool.js';
 import { runStudy } from './run.js';
@@ -44,7 +39,7 @@ export function registerDemo(program: Command, run: Run): void {
         const trials = parseNumberOption(o.trials, '--trials', { min: 1, integer: true });
         const workers = parseNumberOption(o.workers, '--workers', { min: 1, integer: true });
         const say = (s: string): void => {
-          if (!o.json) process.stdout.write(s + '\n');
+          if (!o.json) process.stdout.write(`${s}\n`);
         };
         const out = resolve(o.out);
         await mkdir(out, { recursive: true });
@@ -57,7 +52,7 @@ export function registerDemo(program: Command, run: Run): void {
           vectors: FAMILY_DOMAINS.map((name) => ({ name, path: family.checkpoints[name]! })),
           out: poolDir,
         });
-        say(renderSummary(summarize(manifest, poolDir)) + '\n');
+        say(`${renderSummary(summarize(manifest, poolDir))}\n`);
 
         // the study a user would write by hand (kept in the working directory to read or edit)
         const configPath = join(out, 'study.yaml');

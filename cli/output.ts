@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import { OptimerError, isOptimerError } from '../errors.js';
+import { isOptimerError, OptimerError } from '../shared/index.js';
 
 /** Repeatable option collector for commander (`--vector a=x --vector b=y`). */
 export function collect(value: string, previous: string[] = []): string[] {
@@ -28,7 +28,7 @@ export function parseNumberOption(value: string, flag: string, { min = -Infinity
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** A plain text table: first row is the header; numbers right-aligned. */
@@ -85,7 +85,7 @@ export function progress(label: string, enabled = true): { update(done: number, 
 /** Prints an error the way scripts and people both can read, and sets the exit code. */
 export function reportError(e: unknown, json: boolean): void {
   const err = isOptimerError(e) ? e : new OptimerError('RUNTIME', (e as Error)?.message ?? String(e), { cause: e });
-  if (json) process.stderr.write(JSON.stringify({ error: err.toJSON() }) + '\n');
+  if (json) process.stderr.write(`${JSON.stringify({ error: err.toJSON() })}\n`);
   else process.stderr.write(`optimer: ${err.message}\n`);
   if (!isOptimerError(e) && process.env.OPTIMER_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
   process.exitCode = err.code === 'RUNTIME' ? 1 : 2;

@@ -1,9 +1,5 @@
 import type { Command } from 'commander';
-import { buildPool } from '../../pool/build.js';
-import { Pool } from '../../pool/reader.js';
-import { cosineMatrix } from '../../pool/stats.js';
-import type { PoolManifest } from '../../pool/manifest.js';
-import { DEFAULT_SHARD_BYTES } from '../../pool/shard-writer.js';
+import { buildPool, cosineMatrix, DEFAULT_SHARD_BYTES, Pool, type PoolManifest } from '../../shared/index.js';
 import { collect, formatBytes, parseNamed, parseNumberOption, printJson, progress, table } from '../output.js';
 
 export function registerPool(program: Command, run: (fn: () => Promise<void>, json?: boolean) => Promise<void>): void {
@@ -37,7 +33,7 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
         bar.stop();
         const summary = summarize(manifest, o.out);
         if (o.json) printJson(summary);
-        else process.stdout.write(renderSummary(summary) + '\n');
+        else process.stdout.write(`${renderSummary(summary)}\n`);
       }, o.json),
     );
 

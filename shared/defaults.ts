@@ -1,0 +1,43 @@
+/**
+ * Runtime knobs and their defaults, in one place: the CLI's option defaults, the study config's
+ * defaults and the components' own fall-backs all read these.
+ */
+
+/** Where `optimer run` and `optimer study` keep the record, the JetStream store and the cache. */
+export const DEFAULT_STORE_DIR = '.optimer';
+/** Tokens (batch × padded length) per ONNX Runtime call; bounds the logits buffer. */
+export const DEFAULT_BATCH_TOKENS = 8192;
+/** Shard size of a pool (`pool build --shard-mb`). */
+export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
+
+// ---- study leases (a study config's `lease`) -------------------------------------------------
+/** How long a proposal stays leased to a silent worker before JetStream redelivers it. */
+export const DEFAULT_ACK_WAIT_SECONDS = 60;
+/** A trial still unanswered after this long is issued again (attempt + 1). */
+export const DEFAULT_TRIAL_TIMEOUT_SECONDS = 3600;
+/** Attempts before a trial is recorded as failed. */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+
+// ---- coordinator -----------------------------------------------------------------------------
+/** How often the coordinator checks timeouts and idle workers, ms. */
+export const DEFAULT_TICK_MS = 100;
+/** Proposals kept waiting in a study's queue beyond those idle workers ask for. */
+export const DEFAULT_QUEUE_DEPTH = 1;
+/** Results the coordinator takes from JetStream at once. */
+export const DEFAULT_RESULT_BATCH = 16;
+/** JetStream's de-duplication window for proposals and results, ms. */
+export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
+/** How long results wait in JetStream for a coordinator that is down, ms. */
+export const DEFAULT_RESULTS_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
+
+// ---- worker ----------------------------------------------------------------------------------
+/** How long one pull for a proposal waits before the worker looks at its other studies, ms. */
+export const DEFAULT_PULL_EXPIRES_MS = 1000;
+/** How often a worker tells the mesh it is alive (and what it is doing), ms. */
+export const DEFAULT_HEARTBEAT_MS = 2000;
+/** A worker silent for this many heartbeats is reported lost. */
+export const DEFAULT_LOST_AFTER_HEARTBEATS = 3;
+/** Studies whose pool, sets and merge buffer a worker keeps ready at once. */
+export const DEFAULT_STUDY_CONTEXTS = 2;
+/** One blob transfer may take this long before it is abandoned, ms. */
+export const DEFAULT_FETCH_TIMEOUT_MS = 10 * 60_000;
