@@ -4,7 +4,13 @@
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
-    { name: 'no-cycles', severity: 'error', comment: 'a cycle makes load order (and the layering) fragile', from: {}, to: { circular: true } },
+    {
+      name: 'no-cycles',
+      severity: 'error',
+      comment: 'a cycle makes load order (and the layering) fragile',
+      from: {},
+      to: { circular: true },
+    },
     {
       name: 'shared-is-the-bottom',
       severity: 'error',
@@ -14,7 +20,13 @@ module.exports = {
     },
     { name: 'coordinator-not-worker', severity: 'error', from: { path: '^coordinator/' }, to: { path: '^(worker|cli|bench|test)/' } },
     { name: 'worker-not-coordinator', severity: 'error', from: { path: '^worker/' }, to: { path: '^(coordinator|cli|bench|test)/' } },
-    { name: 'cli-is-the-top', severity: 'error', comment: 'only tests and benchmarks may use the CLI modules', from: { pathNot: '^(cli|bench|test)/' }, to: { path: '^cli/' } },
+    {
+      name: 'cli-is-the-top',
+      severity: 'error',
+      comment: 'only tests and benchmarks may use the CLI modules',
+      from: { pathNot: '^(cli|bench|test)/' },
+      to: { path: '^cli/' },
+    },
     ...['shared', 'coordinator', 'worker'].map((layer) => ({
       name: `enter-${layer}-through-its-index`,
       severity: 'error',
@@ -48,6 +60,10 @@ module.exports = {
     exclude: { path: '^(dist|node_modules)/' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js'] },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default'],
+      extensions: ['.ts', '.js'],
+    },
   },
 };

@@ -22,7 +22,10 @@ export function parseNamed(list: string[] | undefined, flag: string): { name: st
 export function parseNumberOption(value: string, flag: string, { min = -Infinity, integer = false } = {}): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
-    throw new OptimerError('BAD_ARGUMENT', `${flag} '${value}': expected ${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` ≥ ${min}` : ''}`);
+    throw new OptimerError(
+      'BAD_ARGUMENT',
+      `${flag} '${value}': expected ${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` ≥ ${min}` : ''}`,
+    );
   }
   return n;
 }

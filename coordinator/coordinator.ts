@@ -15,7 +15,29 @@ import {
   type NatsConnection,
   type StreamConfig,
 } from 'nats';
-import { announcementCodec, better, loadEvalSets, objectiveOf, type Logger, MANIFEST_FILE, OptimerError, Pool, proposalCodec, type Result, resultCodec, RESULTS_STREAM, resultsConsumer, Rng, seedFor, SHARDS_DIR, STUDIES_BUCKET, type StudyAnnouncement, subjects, TRIALS_STREAM, WORKERS_CONSUMER } from '../shared/index.js';
+import {
+  announcementCodec,
+  better,
+  loadEvalSets,
+  objectiveOf,
+  type Logger,
+  MANIFEST_FILE,
+  OptimerError,
+  Pool,
+  proposalCodec,
+  type Result,
+  resultCodec,
+  RESULTS_STREAM,
+  resultsConsumer,
+  Rng,
+  seedFor,
+  SHARDS_DIR,
+  STUDIES_BUCKET,
+  type StudyAnnouncement,
+  subjects,
+  TRIALS_STREAM,
+  WORKERS_CONSUMER,
+} from '../shared/index.js';
 import { baselineMerges } from './baselines.js';
 import { createSampler } from './sampler/create.js';
 import type { Sampler, TrialView } from './sampler/sampler.js';
@@ -89,7 +111,11 @@ export class Coordinator {
     this.log = opts.log.child({ study: c.name });
     this.pollMs = opts.pollMs ?? 100;
     this.queueDepth = opts.queueDepth ?? 1;
-    this.space = { params: Object.fromEntries(study.vectors.map((v) => [v, { type: 'float' as const, low: study.bounds[v]![0], high: study.bounds[v]![1] }])) };
+    this.space = {
+      params: Object.fromEntries(
+        study.vectors.map((v) => [v, { type: 'float' as const, low: study.bounds[v]![0], high: study.bounds[v]![1] }]),
+      ),
+    };
     this.sampler = createSampler(c.sampler);
   }
 
@@ -103,9 +129,16 @@ export class Coordinator {
     const pool = await Pool.open(c.pool);
     const cleanup: (() => Promise<unknown>)[] = [() => pool.close()];
     try {
-      const { vectors, bounds } = resolveVectors(c, pool.manifest.vectors.map((v) => v.name), `study '${c.name}'`);
+      const { vectors, bounds } = resolveVectors(
+        c,
+        pool.manifest.vectors.map((v) => v.name),
+        `study '${c.name}'`,
+      );
       // refuse bad evaluation sets here, before any worker spends time on them
-      await loadEvalSets(c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight })), pool.manifest.model);
+      await loadEvalSets(
+        c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight })),
+        pool.manifest.model,
+      );
       const testSpecs = c.objective.sets.filter((s) => s.test).map((s) => ({ name: s.name, path: s.test!, weight: s.weight }));
       if (testSpecs.length > 0) await loadEvalSets(testSpecs, pool.manifest.model);
 
@@ -130,15 +163,36 @@ export class Coordinator {
 
       let nc: NatsConnection;
       try {
-        nc = await connect({ servers: opts.natsUrl, name: `optimer-coordinator-${c.name}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+        nc = await connect({
+          servers: opts.natsUrl,
+          name: `optimer-coordinator-${c.name}`,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 250,
+        });
       } catch (e) {
-        throw new OptimerError('TRANSPORT', `cannot connect to NATS at ${opts.natsUrl}: ${(e as Error).message}`, { cause: e, retryable: true });
+        throw new OptimerError('TRANSPORT', `cannot connect to NATS at ${opts.natsUrl}: ${(e as Error).message}`, {
+          cause: e,
+          retryable: true,
+        });
       }
       cleanup.push(() => nc.close());
       const jsm = await nc.jetstreamManager();
       const js = nc.jetstream();
-      await ensureStream(jsm, { name: TRIALS_STREAM, subjects: [subjects.allTrials], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: nanos(120_000) });
-      await ensureStream(jsm, { name: RESULTS_STREAM, subjects: [subjects.allResults], retention: RetentionPolicy.Limits, storage: StorageType.File, duplicate_window: nanos(120_000), max_age: nanos(30 * 24 * 3600 * 1000) });
+      await ensureStream(jsm, {
+        name: TRIALS_STREAM,
+        subjects: [subjects.allTrials],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        duplicate_window: nanos(120_000),
+      });
+      await ensureStream(jsm, {
+        name: RESULTS_STREAM,
+        subjects: [subjects.allResults],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        duplicate_window: nanos(120_000),
+        max_age: nanos(30 * 24 * 3600 * 1000),
+      });
       await ensureConsumer(jsm, TRIALS_STREAM, {
         durable_name: WORKERS_CONSUMER,
         ack_policy: AckPolicy.Explicit,
@@ -301,7 +355,16 @@ export class Coordinator {
       params = Object.fromEntries(this.study.vectors.map((v) => [v, proposed[v] as number])); // merge weights: float params
     }
     const now = new Date().toISOString();
-    const job: JobRecord = { kind: 'TRIAL', number, label, params, state: 'running', attempt: 1, attempts: [{ attempt: 1, issuedAt: now }], createdAt: now };
+    const job: JobRecord = {
+      kind: 'TRIAL',
+      number,
+      label,
+      params,
+      state: 'running',
+      attempt: 1,
+      attempts: [{ attempt: 1, issuedAt: now }],
+      createdAt: now,
+    };
     this.trials.push(job);
     await this.opts.store.putJob(this.name, job);
     await this.publish(job);
@@ -360,7 +423,10 @@ export class Coordinator {
     const jobs = r.kind === 'TRIAL' ? this.trials : this.tests;
     const job = jobs[r.trial];
     if (job?.state !== 'running' || job.attempt !== r.attempt) {
-      this.log.info({ kind: r.kind, trial: r.trial, attempt: r.attempt, worker: r.worker, state: job?.state, current: job?.attempt }, 'dropping a result for an attempt that is no longer current');
+      this.log.info(
+        { kind: r.kind, trial: r.trial, attempt: r.attempt, worker: r.worker, state: job?.state, current: job?.attempt },
+        'dropping a result for an attempt that is no longer current',
+      );
       m.ack();
       return;
     }
@@ -382,8 +448,14 @@ export class Coordinator {
       m.ack();
       return;
     }
-    const names = r.scores.map((s) => s.name).sort().join(',');
-    const expected = sets.map((s) => s.name).sort().join(',');
+    const names = r.scores
+      .map((s) => s.name)
+      .sort()
+      .join(',');
+    const expected = sets
+      .map((s) => s.name)
+      .sort()
+      .join(',');
     const value = names === expected ? objectiveOf(r.scores, sets) : NaN;
     Object.assign(job, { worker: r.worker, provider: r.provider, timings: r.timings, scores: r.scores });
     if (Number.isFinite(value)) {
@@ -446,16 +518,18 @@ export class Coordinator {
       const pick = this.trials.filter((t) => t.state === 'complete' && labels.has(t.label));
       const best = this.bestTrial();
       const now = new Date().toISOString();
-      const jobs = [...pick, ...(best && !labels.has(best.label) ? [best] : [])].map((t, i): JobRecord => ({
-        kind: 'TEST',
-        number: i,
-        label: t === best && !labels.has(t.label) ? 'best' : t.label,
-        params: t.params,
-        state: 'running',
-        attempt: 1,
-        attempts: [{ attempt: 1, issuedAt: now }],
-        createdAt: now,
-      }));
+      const jobs = [...pick, ...(best && !labels.has(best.label) ? [best] : [])].map(
+        (t, i): JobRecord => ({
+          kind: 'TEST',
+          number: i,
+          label: t === best && !labels.has(t.label) ? 'best' : t.label,
+          params: t.params,
+          state: 'running',
+          attempt: 1,
+          attempts: [{ attempt: 1, issuedAt: now }],
+          createdAt: now,
+        }),
+      );
       for (const j of jobs) await this.opts.store.putJob(this.name, j);
       this.tests = jobs;
       for (const j of jobs) await this.publish(j);
@@ -471,7 +545,9 @@ export class Coordinator {
 
   private bestTrial(): JobRecord | undefined {
     const dir = this.opts.config.objective.direction;
-    return this.trials.filter((t) => t.state === 'complete').reduce<JobRecord | undefined>((b, t) => (!b || better(dir, t.value!, b.value!) ? t : b), undefined);
+    return this.trials
+      .filter((t) => t.state === 'complete')
+      .reduce<JobRecord | undefined>((b, t) => (!b || better(dir, t.value!, b.value!) ? t : b), undefined);
   }
 
   private progress(): void {
@@ -488,7 +564,12 @@ export class Coordinator {
 }
 
 /** Loads or creates the study record; --fresh starts a new generation with no trials. */
-async function prepareStudy(opts: CoordinatorOptions, vectors: string[], bounds: Record<string, [number, number]>, log: Logger): Promise<StudyRecord> {
+async function prepareStudy(
+  opts: CoordinatorOptions,
+  vectors: string[],
+  bounds: Record<string, [number, number]>,
+  log: Logger,
+): Promise<StudyRecord> {
   const { store, config: c } = opts;
   const now = new Date().toISOString();
   const old = await store.getStudy(c.name);
@@ -497,13 +578,25 @@ async function prepareStudy(opts: CoordinatorOptions, vectors: string[], bounds:
       log.info('--fresh: forgetting the earlier trials');
       await store.clearJobs(c.name);
     }
-    const study: StudyRecord = { name: c.name, config: c, generation: (old?.generation ?? 0) + 1, state: 'running', vectors, bounds, createdAt: now, updatedAt: now };
+    const study: StudyRecord = {
+      name: c.name,
+      config: c,
+      generation: (old?.generation ?? 0) + 1,
+      state: 'running',
+      vectors,
+      bounds,
+      createdAt: now,
+      updatedAt: now,
+    };
     await store.putStudy(study);
     return study;
   }
   const changed = firstDifference(withoutKeys(old.config, ['trials', 'lease']), withoutKeys(c, ['trials', 'lease']));
   if (changed) {
-    throw new OptimerError('BAD_CONFIG', `study '${c.name}' exists with a different ${changed}; run with --fresh to start it over, or give the study another name`);
+    throw new OptimerError(
+      'BAD_CONFIG',
+      `study '${c.name}' exists with a different ${changed}; run with --fresh to start it over, or give the study another name`,
+    );
   }
   const grew = c.trials > old.config.trials;
   if (grew) await store.clearJobs(c.name, 'TEST'); // the best may change: test again at the end
@@ -544,7 +637,11 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   }
 }
 
-async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  cfg: Partial<ConsumerConfig> & { durable_name: string },
+): Promise<void> {
   try {
     await jsm.consumers.info(stream, cfg.durable_name);
     const { durable_name: _d, deliver_policy: _p, filter_subject: _f, ...updatable } = cfg;

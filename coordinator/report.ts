@@ -77,7 +77,10 @@ export async function buildReport(store: StudyStore, name: string): Promise<Stud
       running: trials.filter((t) => t.state === 'running').length,
     },
     best: best
-      ? { ...summary(best, baselineLabels.has(best.label) ? best.label : 'best'), mixture: mixtureRatios(new Map(Object.entries(best.params)), study.vectors) }
+      ? {
+          ...summary(best, baselineLabels.has(best.label) ? best.label : 'best'),
+          mixture: mixtureRatios(new Map(Object.entries(best.params)), study.vectors),
+        }
       : null,
     baselines: complete.filter((t) => baselineLabels.has(t.label)).map((t) => summary(t, t.label)),
     compute,

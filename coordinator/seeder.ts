@@ -19,9 +19,13 @@ export class Seeder {
 
   async start(host: string, port = 0, advertiseHost?: string): Promise<string> {
     const server = new grpc.Server();
-    server.addService(shardServiceDefinition, { fetch: (call: grpc.ServerWritableStream<{ sha256: string; offset: number }, { data: Uint8Array }>) => void this.fetch(call) });
+    server.addService(shardServiceDefinition, {
+      fetch: (call: grpc.ServerWritableStream<{ sha256: string; offset: number }, { data: Uint8Array }>) => void this.fetch(call),
+    });
     const bound = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      );
     });
     this.server = server;
     this.address = `${advertiseHost ?? host}:${bound}`;
@@ -33,7 +37,8 @@ export class Seeder {
     const fail = (code: grpc.status, details: string): void => {
       call.emit('error', { code, details });
     };
-    if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) return fail(grpc.status.INVALID_ARGUMENT, 'sha256: expected a lowercase hex sha256');
+    if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256))
+      return fail(grpc.status.INVALID_ARGUMENT, 'sha256: expected a lowercase hex sha256');
     const path = this.blobs.get(sha256);
     if (!path) return fail(grpc.status.NOT_FOUND, `blob ${sha256} is not served here`);
     let size: number;
@@ -42,7 +47,8 @@ export class Seeder {
     } catch {
       return fail(grpc.status.NOT_FOUND, `blob ${sha256} is missing on the seeder`);
     }
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} outside a blob of ${size} bytes`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > size)
+      return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} outside a blob of ${size} bytes`);
     const stream = createReadStream(path, { start: offset, highWaterMark: CHUNK_BYTES });
     call.on('cancelled', () => stream.destroy());
     try {

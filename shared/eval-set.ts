@@ -23,7 +23,9 @@ export async function readEvalSet(path: string, limits: SequenceLimits): Promise
   try {
     await opened;
   } catch (e) {
-    throw new OptimerError('BAD_EVAL_SET', `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+    throw new OptimerError('BAD_EVAL_SET', `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
+      cause: e,
+    });
   }
   const lines = createInterface({ input: stream, crlfDelay: Infinity });
   let lineNo = 0;
@@ -61,8 +63,10 @@ function parseLine(line: string, where: string, limits: SequenceLimits): Int32Ar
   const out = new Int32Array(ids.length);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) bad(`input_ids[${i}] = ${JSON.stringify(id)} is not a token id (a non-negative integer)`);
-    if (limits.vocab !== null && (id as number) >= limits.vocab) bad(`input_ids[${i}] = ${id} is not below the vocabulary size ${limits.vocab}`);
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0)
+      bad(`input_ids[${i}] = ${JSON.stringify(id)} is not a token id (a non-negative integer)`);
+    if (limits.vocab !== null && (id as number) >= limits.vocab)
+      bad(`input_ids[${i}] = ${id} is not below the vocabulary size ${limits.vocab}`);
     out[i] = id as number;
   }
   return out;
@@ -91,7 +95,8 @@ export async function loadEvalSets(specs: EvalSetSpec[], limits: SequenceLimits)
     if (names.has(s.name)) throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}' is given twice`);
     names.add(s.name);
     const weight = s.weight ?? 1;
-    if (!Number.isFinite(weight) || weight < 0) throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}': weight ${weight} must be a finite number ≥ 0`);
+    if (!Number.isFinite(weight) || weight < 0)
+      throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}': weight ${weight} must be a finite number ≥ 0`);
     out.push({ name: s.name, path: s.path, weight, seqs: await readEvalSet(s.path, limits) });
   }
   if (out.every((s) => s.weight === 0)) throw new OptimerError('BAD_ARGUMENT', 'at least one evaluation set needs a weight above 0');

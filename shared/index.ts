@@ -20,7 +20,15 @@ export {
 } from './defaults.js';
 export { OptimerError, isOptimerError, type ErrorCode } from './errors.js';
 export { readEvalSet, loadEvalSets, type SequenceLimits, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
-export { buildFamily, writeFamilyVariant, loadFamilyParams, FAMILY_DOMAINS, DEFAULT_FAMILY_SHAPE, type FamilyFiles, type FamilyOptions } from './family/build.js';
+export {
+  buildFamily,
+  writeFamilyVariant,
+  loadFamilyParams,
+  FAMILY_DOMAINS,
+  DEFAULT_FAMILY_SHAPE,
+  type FamilyFiles,
+  type FamilyOptions,
+} from './family/build.js';
 export { CHUNK_BYTES, CLIENT_OPTIONS, ShardServiceClient, grpc, shardServiceDefinition } from './grpc.js';
 export { hashFile, sha256Hex } from './hash.js';
 export { createLogger, silentLogger, type Logger } from './logging.js';
@@ -28,7 +36,15 @@ export { connectNats, publishWithRetry } from './nats.js';
 export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
 export { objectiveOf, weightedMean, better, type Direction } from './objective.js';
 export { setExternal } from './onnx/build.js';
-export { bfloat16FromFloatBits, decodeFloats, dtypeBytes, encodeFloats, halfFromFloatBits, halfToFloatTable, type DtypeName } from './onnx/dtype.js';
+export {
+  bfloat16FromFloatBits,
+  decodeFloats,
+  dtypeBytes,
+  encodeFloats,
+  halfFromFloatBits,
+  halfToFloatTable,
+  type DtypeName,
+} from './onnx/dtype.js';
 export { openOnnxModel, type Initializer, type OnnxModelFile } from './onnx/model-file.js';
 export { decodeModel, encodeModel } from './onnx/proto.js';
 export { packageRoot } from './package-root.js';

@@ -68,7 +68,12 @@ function killOnExit(child: ChildProcess): void {
  * Starts a private nats-server with JetStream on a free loopback port, its store in `storeDir`.
  * Resolves once the server says it is ready; `stop()` ends it (SIGTERM, then SIGKILL).
  */
-export async function startNatsServer(options: { storeDir: string; host?: string; binary?: string; readyTimeoutMs?: number }): Promise<NatsServerHandle> {
+export async function startNatsServer(options: {
+  storeDir: string;
+  host?: string;
+  binary?: string;
+  readyTimeoutMs?: number;
+}): Promise<NatsServerHandle> {
   const binary = options.binary ?? findNatsServer();
   const host = options.host ?? '127.0.0.1';
   mkdirSync(options.storeDir, { recursive: true });
@@ -114,4 +119,3 @@ function waitReady(child: ChildProcess, timeoutMs: number): Promise<void> {
     });
   });
 }
-

@@ -77,7 +77,10 @@ function codec<T>(typeName: string, schema: z.ZodType<T>, nullable: string[] = [
     decode(bytes: Uint8Array, where: string): T {
       let obj: Record<string, unknown>;
       try {
-        obj = type.toObject(type.decode(bytes), { longs: Number, enums: String, defaults: true, arrays: true, objects: true }) as Record<string, unknown>;
+        obj = type.toObject(type.decode(bytes), { longs: Number, enums: String, defaults: true, arrays: true, objects: true }) as Record<
+          string,
+          unknown
+        >;
       } catch (e) {
         throw new OptimerError('BAD_MESSAGE', `${where}: not a ${typeName} (${(e as Error).message})`, { cause: e });
       }

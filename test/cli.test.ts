@@ -37,7 +37,17 @@ describe('optimer CLI', () => {
 
   it('cli - eval --json prints each set, the weights and the weighted mean', async () => {
     await optimer('pool', 'build', '--base', family.base, ...vectorArgs(), '--out', join(tmp, 'p2'));
-    const r = await optimer('eval', '--pool', join(tmp, 'p2'), '--weights', 'ja=0.4,code=0.3', ...setArgs(), '--set-weight', 'ja=2', '--json');
+    const r = await optimer(
+      'eval',
+      '--pool',
+      join(tmp, 'p2'),
+      '--weights',
+      'ja=0.4,code=0.3',
+      ...setArgs(),
+      '--set-weight',
+      'ja=2',
+      '--json',
+    );
     expect(r.stderr).toBe('');
     const j = JSON.parse(r.stdout);
     expect(j.weights).toEqual({ ja: 0.4, zh: 0, math: 0, code: 0.3 });
@@ -62,7 +72,16 @@ describe('optimer CLI', () => {
     expect(w.stderr).toMatch(/--weights: no vector 'fr' in the pool/);
     const p = await optimer('eval', '--pool', join(tmp, 'p3'), '--provider', 'tpu', '--set', `x=${family.dev.ja}`);
     expect(p.stderr).toMatch(/--provider 'tpu': expected one of cpu, cuda, webgpu/);
-    const m = await optimer('pool', 'build', '--base', family.base, '--vector', `ja=${join(tmp, 'missing.onnx')}`, '--out', join(tmp, 'p4'));
+    const m = await optimer(
+      'pool',
+      'build',
+      '--base',
+      family.base,
+      '--vector',
+      `ja=${join(tmp, 'missing.onnx')}`,
+      '--out',
+      join(tmp, 'p4'),
+    );
     expect(m.code).toBe(2);
     expect(m.stderr).toMatch(/missing\.onnx: cannot read \(ENOENT\)/);
   });
@@ -71,7 +90,19 @@ describe('optimer CLI', () => {
     await optimer('pool', 'build', '--base', family.base, ...vectorArgs(), '--out', join(tmp, 'p5'));
     const onnx = await optimer('export', '--pool', join(tmp, 'p5'), '--weights', 'ja=0.5,zh=0.5', '--out', join(tmp, 'm.onnx'), '--json');
     expect(JSON.parse(onnx.stdout)).toEqual({ format: 'onnx', files: [join(tmp, 'm.onnx')] });
-    const yaml = await optimer('export', '--pool', join(tmp, 'p5'), '--weights', 'ja=0.5,zh=-0.1', '--out', join(tmp, 'm.yaml'), '--format', 'mergekit', '--hf', 'ja=org/ja');
+    const yaml = await optimer(
+      'export',
+      '--pool',
+      join(tmp, 'p5'),
+      '--weights',
+      'ja=0.5,zh=-0.1',
+      '--out',
+      join(tmp, 'm.yaml'),
+      '--format',
+      'mergekit',
+      '--hf',
+      'ja=org/ja',
+    );
     expect(yaml.code).toBe(0);
     const text = await readFile(join(tmp, 'm.yaml'), 'utf8');
     expect(text).toMatch(/merge_method: task_arithmetic/);
@@ -108,8 +139,12 @@ describe('optimer CLI', () => {
     const cfg = join(tmp, 'ok-study.yaml');
     await writeFile(cfg, `name: s\npool: ${join(tmp, 'p6')}\nobjective:\n  sets: [{ name: ja, path: ${family.dev.ja} }]\ntrials: 5\n`);
     const missing = await new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile(process.execPath, [cli, 'run', cfg, '--store', join(tmp, 'st2')], { env: { ...process.env, OPTIMER_NATS_SERVER: join(tmp, 'no-nats-server') } }, (err, _out, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }));
+      execFile(
+        process.execPath,
+        [cli, 'run', cfg, '--store', join(tmp, 'st2')],
+        { env: { ...process.env, OPTIMER_NATS_SERVER: join(tmp, 'no-nats-server') } },
+        (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      );
     });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/is not an executable file; install it with 'sudo apt-get install nats-server'/);

@@ -24,7 +24,10 @@ let dev: LoadedEvalSet[];
 beforeAll(async () => {
   await buildFamilyPool(family, join(tmp, 'pool'));
   pool = await Pool.open(join(tmp, 'pool'));
-  dev = await loadEvalSets(Object.entries(family.dev).map(([name, path]) => ({ name, path })), pool.manifest.model);
+  dev = await loadEvalSets(
+    Object.entries(family.dev).map(([name, path]) => ({ name, path })),
+    pool.manifest.model,
+  );
   return () => pool.close();
 });
 
@@ -41,7 +44,7 @@ async function fileScores(path: string, sets: LoadedEvalSet[]): Promise<Record<s
 const scoresOf = (r: { scores: { name: string; score: number }[] }) => Object.fromEntries(r.scores.map((s) => [s.name, s.score]));
 
 describe('nll metric', () => {
-  it('nll - ONNX Runtime equals the family\'s own TypeScript forward pass within 1e-4', async () => {
+  it("nll - ONNX Runtime equals the family's own TypeScript forward pass within 1e-4", async () => {
     const weights = { ja: 0.7, zh: -0.3, math: 0.4, code: 1.1 };
     const r = await evaluateMerge(pool, new Map(Object.entries(weights)), dev);
     const ref = await referenceScores(family, await referenceMerge(family, weights));
@@ -54,7 +57,8 @@ describe('nll metric', () => {
     try {
       const seqs = dev[1]!.seqs;
       const results = [];
-      for (const batchTokens of [1, 64, 300, 1_000_000]) results.push((await evaluateNll(session, seqs, pool.manifest.model, batchTokens)).nll);
+      for (const batchTokens of [1, 64, 300, 1_000_000])
+        results.push((await evaluateNll(session, seqs, pool.manifest.model, batchTokens)).nll);
       for (const x of results) expect(Math.abs(x - results[0]!)).toBeLessThan(1e-6);
       expect(results[0]).toBeGreaterThan(1);
     } finally {
@@ -69,18 +73,24 @@ describe('nll metric', () => {
     const base = await loadFamilyParams(family.base);
     const r = await evaluateMerge(pool, new Map(), [set!]);
     expect(r.scores[0]!.tokens).toBe(1 + 7);
-    expect(r.scores[0]!.score).toBeCloseTo(referenceNll(DEFAULT_FAMILY_SHAPE, base, [[1, 2], [3, 4, 5, 6, 7, 8, 9, 10]]), 4);
+    expect(r.scores[0]!.score).toBeCloseTo(
+      referenceNll(DEFAULT_FAMILY_SHAPE, base, [
+        [1, 2],
+        [3, 4, 5, 6, 7, 8, 9, 10],
+      ]),
+      4,
+    );
   });
 });
 
 describe('eval of a merge', () => {
-  it('eval - weights (0,…,0) give the base model\'s NLL', async () => {
+  it("eval - weights (0,…,0) give the base model's NLL", async () => {
     const r = await evaluateMerge(pool, new Map(), dev);
     const direct = await fileScores(family.base, dev);
     for (const s of r.scores) expect(Math.abs(s.score - direct[s.name]!)).toBeLessThan(1e-5);
   });
 
-  it('eval - a one-hot weight gives that checkpoint\'s NLL, loaded directly from its ONNX file', async () => {
+  it("eval - a one-hot weight gives that checkpoint's NLL, loaded directly from its ONNX file", async () => {
     for (const name of Object.keys(family.checkpoints)) {
       const r = await evaluateMerge(pool, new Map([[name, 1]]), dev);
       const direct = await fileScores(family.checkpoints[name]!, dev);
@@ -103,9 +113,12 @@ describe('eval of a merge', () => {
     }
   });
 
-  it('eval - weights the mean by the sets\' weights', async () => {
+  it("eval - weights the mean by the sets' weights", async () => {
     const sets = await loadEvalSets(
-      [{ name: 'ja', path: family.dev.ja!, weight: 3 }, { name: 'zh', path: family.dev.zh!, weight: 1 }],
+      [
+        { name: 'ja', path: family.dev.ja!, weight: 3 },
+        { name: 'zh', path: family.dev.zh!, weight: 1 },
+      ],
       pool.manifest.model,
     );
     const r = await evaluateMerge(pool, new Map([['ja', 0.5]]), sets);
@@ -117,14 +130,19 @@ describe('evaluation sets', () => {
   const bad = async (content: string) => {
     const path = join(tmp, `bad-${Math.random()}.jsonl`);
     await writeFile(path, content);
-    return readEvalSet(path, limits).then(() => 'accepted', (e: Error) => e.message.replace(path, 'FILE'));
+    return readEvalSet(path, limits).then(
+      () => 'accepted',
+      (e: Error) => e.message.replace(path, 'FILE'),
+    );
   };
 
   it('eval set - refuses a bad line naming its number', async () => {
     const good = '{"input_ids": [1, 2, 3]}\n';
     expect(await bad(`${good + good}{"input_ids": [1, 64]}\n`)).toBe('FILE:3: input_ids[1] = 64 is not below the vocabulary size 64');
     expect(await bad(`${good}{"input_ids": [5]}\n`)).toBe('FILE:2: a sequence needs at least 2 tokens, this one has 1');
-    expect(await bad(`${good}{"input_ids": [${Array(65).fill(1).join(',')}]}\n`)).toBe("FILE:2: 65 tokens exceed the model's context length of 64");
+    expect(await bad(`${good}{"input_ids": [${Array(65).fill(1).join(',')}]}\n`)).toBe(
+      "FILE:2: 65 tokens exceed the model's context length of 64",
+    );
     expect(await bad(`${good}\n{"input_ids": [1, -2]}\n`)).toBe('FILE:3: input_ids[1] = -2 is not a token id (a non-negative integer)');
     expect(await bad('{"input_ids": [1, 2.5]}\n')).toBe('FILE:1: input_ids[1] = 2.5 is not a token id (a non-negative integer)');
     expect(await bad('{"tokens": [1, 2]}\n')).toBe('FILE:1: "input_ids" must be an array of token ids');
@@ -135,8 +153,13 @@ describe('evaluation sets', () => {
 });
 
 describe('export', () => {
-  it('export - the exported ONNX model reproduces eval\'s scores, inline and with external data', async () => {
-    const weights = new Map([['ja', 0.4], ['zh', 0.35], ['math', -0.2], ['code', 0.5]]);
+  it("export - the exported ONNX model reproduces eval's scores, inline and with external data", async () => {
+    const weights = new Map([
+      ['ja', 0.4],
+      ['zh', 0.35],
+      ['math', -0.2],
+      ['code', 0.5],
+    ]);
     const expected = scoresOf(await evaluateMerge(pool, weights, dev));
     const inline = join(tmp, 'merged.onnx');
     expect(await exportOnnx(pool, weights, inline)).toEqual([inline]);
@@ -150,7 +173,15 @@ describe('export', () => {
 
   it('export - writes a mergekit task_arithmetic config with the same weights', async () => {
     const out = join(tmp, 'merged.yaml');
-    await exportMergekit(pool, new Map([['ja', 0.4], ['code', -0.25]]), out, { models: new Map([['ja', 'org/ja-cpt']]), baseModel: 'org/base' });
+    await exportMergekit(
+      pool,
+      new Map([
+        ['ja', 0.4],
+        ['code', -0.25],
+      ]),
+      out,
+      { models: new Map([['ja', 'org/ja-cpt']]), baseModel: 'org/base' },
+    );
     const cfg = parse(await readFile(out, 'utf8'));
     expect(cfg).toEqual({
       merge_method: 'task_arithmetic',
@@ -190,7 +221,10 @@ describe('model family', () => {
     // …and the found weights are not uniform: which vector to trust more is the search's job
     expect(new Set(best.w).size).toBeGreaterThan(1);
     // the held-out test sets agree
-    const test = await loadEvalSets(Object.entries(family.test).map(([name, path]) => ({ name, path })), pool.manifest.model);
+    const test = await loadEvalSets(
+      Object.entries(family.test).map(([name, path]) => ({ name, path })),
+      pool.manifest.model,
+    );
     const t = async (w: number[]) => (await evaluateMerge(pool, new Map(names.map((n, i) => [n, w[i]!])), test)).mean;
     expect(await t(best.w)).toBeLessThan(await t(names.map(() => 0.25)));
   });

@@ -38,7 +38,10 @@ describe('pool build', () => {
     // float tensors merged, the int64 Slice/Pad constants copied
     expect(m.tensors.filter((t) => t.merged).map((t) => t.name)).toEqual([...paramNames]);
     expect(m.tensors.filter((t) => !t.merged).map((t) => [t.name, t.dtype])).toEqual([
-      ['slice_starts', 'int64'], ['slice_ends', 'int64'], ['slice_axes', 'int64'], ['prev_pads', 'int64'],
+      ['slice_starts', 'int64'],
+      ['slice_ends', 'int64'],
+      ['slice_axes', 'int64'],
+      ['prev_pads', 'int64'],
     ]);
     const pool = await Pool.open(out);
     try {
@@ -92,7 +95,9 @@ describe('pool build', () => {
   it('pool build - reads ONNX external data and builds the same pool as inline weights', async () => {
     const ext = await buildFamilyPool(familyExternal, join(tmp, 'ext'));
     const inline = await buildFamilyPool(family, join(tmp, 'inline'));
-    expect(ext.vectors.map((v) => v.blob.shards.map((s) => s.sha256))).toEqual(inline.vectors.map((v) => v.blob.shards.map((s) => s.sha256)));
+    expect(ext.vectors.map((v) => v.blob.shards.map((s) => s.sha256))).toEqual(
+      inline.vectors.map((v) => v.blob.shards.map((s) => s.sha256)),
+    );
     expect(ext.base.blob.shards).toEqual(inline.base.blob.shards);
   });
 
@@ -106,7 +111,9 @@ describe('pool build', () => {
     const ref = await buildFamilyPool(family, join(tmp, 'big-shards'));
     const other = await Pool.open(join(tmp, 'big-shards'));
     for (const t of m.tensors.filter((x) => x.merged)) {
-      expect(Buffer.from(await pool.readTensor(m.vectors[0]!.blob, t))).toEqual(Buffer.from(await other.readTensor(ref.vectors[0]!.blob, t)));
+      expect(Buffer.from(await pool.readTensor(m.vectors[0]!.blob, t))).toEqual(
+        Buffer.from(await other.readTensor(ref.vectors[0]!.blob, t)),
+      );
     }
     await pool.close();
     await other.close();
@@ -114,22 +121,40 @@ describe('pool build', () => {
 });
 
 describe('pool build refuses checkpoints that cannot share a pool', () => {
-  async function writeVariant(name: string, edit: (m: ReturnType<typeof familyToOnnx>) => void, shape = DEFAULT_FAMILY_SHAPE): Promise<string> {
+  async function writeVariant(
+    name: string,
+    edit: (m: ReturnType<typeof familyToOnnx>) => void,
+    shape = DEFAULT_FAMILY_SHAPE,
+  ): Promise<string> {
     const params = await loadFamilyParams(family.checkpoints.ja!);
     const dir = join(tmp, 'bad');
     await mkdir(dir, { recursive: true });
     const s = { ...shape };
-    const p = shape === DEFAULT_FAMILY_SHAPE ? params : {
-      ...params,
-      A: new Float64Array(s.dim * s.hidden), B: new Float64Array(s.dim * s.hidden), b: new Float64Array(s.hidden), U: new Float64Array(s.hidden * s.vocab),
-    };
+    const p =
+      shape === DEFAULT_FAMILY_SHAPE
+        ? params
+        : {
+            ...params,
+            A: new Float64Array(s.dim * s.hidden),
+            B: new Float64Array(s.dim * s.hidden),
+            b: new Float64Array(s.hidden),
+            U: new Float64Array(s.hidden * s.vocab),
+          };
     const model = familyToOnnx(s, p);
     edit(model);
     const path = join(dir, `${name}.onnx`);
     await writeModel(path, model);
     return path;
   }
-  const attempt = (path: string) => buildPool({ base: family.base, vectors: [{ name: 'ok', path: family.checkpoints.zh! }, { name: 'bad', path }], out: join(tmp, `refused-${Math.random()}`) });
+  const attempt = (path: string) =>
+    buildPool({
+      base: family.base,
+      vectors: [
+        { name: 'ok', path: family.checkpoints.zh! },
+        { name: 'bad', path },
+      ],
+      out: join(tmp, `refused-${Math.random()}`),
+    });
 
   it('pool build - names a tensor whose shape differs', async () => {
     const path = await writeVariant('hidden32', () => undefined, { ...DEFAULT_FAMILY_SHAPE, hidden: 32 });
@@ -168,12 +193,18 @@ describe('pool build refuses checkpoints that cannot share a pool', () => {
   });
 
   it('pool build - refuses a dtype change, a corrupt file, and leaves no manifest behind', async () => {
-    await expect(buildPool({ base: family.base, vectors: [{ name: 'h', path: familyFp16.checkpoints.ja! }], out: join(tmp, 'dtype') })).rejects.toThrow(/cpt-ja\.onnx: graph differs from the base at node #0 \(Gather 'Gather_emb'\): op Cast vs Gather/);
+    await expect(
+      buildPool({ base: family.base, vectors: [{ name: 'h', path: familyFp16.checkpoints.ja! }], out: join(tmp, 'dtype') }),
+    ).rejects.toThrow(/cpt-ja\.onnx: graph differs from the base at node #0 \(Gather 'Gather_emb'\): op Cast vs Gather/);
     const junk = join(tmp, 'junk.onnx');
     await writeFile(junk, 'this is not a model');
-    await expect(buildPool({ base: family.base, vectors: [{ name: 'j', path: junk }], out: join(tmp, 'junk') })).rejects.toThrow(/junk\.onnx: not an ONNX model|junk\.onnx: the model has no graph/);
+    await expect(buildPool({ base: family.base, vectors: [{ name: 'j', path: junk }], out: join(tmp, 'junk') })).rejects.toThrow(
+      /junk\.onnx: not an ONNX model|junk\.onnx: the model has no graph/,
+    );
     await expect(readFile(join(tmp, 'junk', 'manifest.json'))).rejects.toThrow();
-    await expect(buildPool({ base: family.base, vectors: [{ name: 'a b', path: family.checkpoints.ja! }], out: join(tmp, 'name') })).rejects.toThrow(/vector name 'a b'/);
+    await expect(
+      buildPool({ base: family.base, vectors: [{ name: 'a b', path: family.checkpoints.ja! }], out: join(tmp, 'name') }),
+    ).rejects.toThrow(/vector name 'a b'/);
   });
 });
 

@@ -43,8 +43,17 @@ describe('distributed study', () => {
     await js.publish(
       subjects.results('two-workers'),
       resultCodec.encode({
-        study: 'two-workers', generation: 1, kind: 'TRIAL', trial: 0, label: 'x', attempt: 7, worker: 'intruder', scores: [],
-        timings: { fetchMs: 0, mergeMs: 0, evalMs: 0 }, error: null, provider: 'cpu',
+        study: 'two-workers',
+        generation: 1,
+        kind: 'TRIAL',
+        trial: 0,
+        label: 'x',
+        attempt: 7,
+        worker: 'intruder',
+        scores: [],
+        timings: { fetchMs: 0, mergeMs: 0, evalMs: 0 },
+        error: null,
+        provider: 'cpu',
       }),
     );
     await coordinator.done();
@@ -72,7 +81,12 @@ describe('distributed study', () => {
     expect(info.num_ack_pending).toBe(0);
     await nc.close();
     await store.close();
-    await Promise.all(workers.map((w) => { w.kill('SIGTERM'); return exited(w, 20_000); }));
+    await Promise.all(
+      workers.map((w) => {
+        w.kill('SIGTERM');
+        return exited(w, 20_000);
+      }),
+    );
   }, 180_000);
 
   it('study - a coordinator killed mid-study resumes and ends with exactly the budgeted trials', async () => {
@@ -86,10 +100,14 @@ describe('distributed study', () => {
     // count recorded results through NATS (the store is locked by the running coordinator)
     const nc = await connect({ servers: nats.url });
     const jsm = await nc.jetstreamManager();
-    await waitFor(async () => {
-      const info = await jsm.consumers.info(RESULTS_STREAM, 'optimer-coordinator-resume').catch(() => undefined);
-      return (info?.ack_floor.stream_seq ?? 0) > 0 && (info?.num_pending ?? 0) + (info?.delivered.consumer_seq ?? 0) >= 10;
-    }, 60_000, '10 results');
+    await waitFor(
+      async () => {
+        const info = await jsm.consumers.info(RESULTS_STREAM, 'optimer-coordinator-resume').catch(() => undefined);
+        return (info?.ack_floor.stream_seq ?? 0) > 0 && (info?.num_pending ?? 0) + (info?.delivered.consumer_seq ?? 0) >= 10;
+      },
+      60_000,
+      '10 results',
+    );
     first.kill('SIGKILL');
     await exited(first);
     await nc.close();

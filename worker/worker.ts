@@ -2,7 +2,26 @@ import { hostname } from 'node:os';
 import { mkdir, readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { connect, type Consumer, type JetStreamClient, type JsMsg, type KV, type NatsConnection } from 'nats';
-import { announcementCodec, type ExecutionProvider, isOptimerError, type LoadedEvalSet, type Logger, OptimerError, parseManifest, Pool, type Proposal, proposalCodec, readEvalSet, type Result, resultCodec, STUDIES_BUCKET, type StudyAnnouncement, subjects, TRIALS_STREAM, WORKERS_CONSUMER } from '../shared/index.js';
+import {
+  announcementCodec,
+  type ExecutionProvider,
+  isOptimerError,
+  type LoadedEvalSet,
+  type Logger,
+  OptimerError,
+  parseManifest,
+  Pool,
+  type Proposal,
+  proposalCodec,
+  readEvalSet,
+  type Result,
+  resultCodec,
+  STUDIES_BUCKET,
+  type StudyAnnouncement,
+  subjects,
+  TRIALS_STREAM,
+  WORKERS_CONSUMER,
+} from '../shared/index.js';
 import { mergeInto } from './merge/merge.js';
 import { createMergedSession } from './eval/session.js';
 import { evaluateSession } from './eval/evaluate.js';
@@ -62,7 +81,10 @@ export class Worker {
     try {
       nc = await connect({ servers: opts.natsUrl, name: 'optimer-worker', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
     } catch (e) {
-      throw new OptimerError('TRANSPORT', `cannot connect to NATS at ${opts.natsUrl}: ${(e as Error).message}`, { cause: e, retryable: true });
+      throw new OptimerError('TRANSPORT', `cannot connect to NATS at ${opts.natsUrl}: ${(e as Error).message}`, {
+        cause: e,
+        retryable: true,
+      });
     }
     const w = new Worker(nc, nc.jetstream(), opts);
     w.loop = w.run();
@@ -159,7 +181,15 @@ export class Worker {
     const timings = { fetchMs: 0, mergeMs: 0, evalMs: 0 };
     const provider = this.opts.provider ?? ((ann.provider || 'cpu') as ExecutionProvider);
     const base: Omit<Result, 'scores' | 'error'> = {
-      study: p.study, generation: p.generation, kind: p.kind, trial: p.trial, label: p.label, attempt: p.attempt, worker: this.id, timings, provider,
+      study: p.study,
+      generation: p.generation,
+      kind: p.kind,
+      trial: p.trial,
+      label: p.label,
+      attempt: p.attempt,
+      worker: this.id,
+      timings,
+      provider,
     };
     let result: Result;
     try {

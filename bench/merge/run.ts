@@ -16,7 +16,9 @@ import { Rng } from '../../shared/rng.js';
 import { mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
 import { table } from '../../cli/output.js';
 
-const { values } = parseArgs({ options: { mb: { type: 'string', default: '256' }, vectors: { type: 'string', default: '4' }, repeat: { type: 'string', default: '3' } } });
+const { values } = parseArgs({
+  options: { mb: { type: 'string', default: '256' }, vectors: { type: 'string', default: '4' }, repeat: { type: 'string', default: '3' } },
+});
 const MB = Number(values.mb);
 const K = Number(values.vectors);
 const REPEAT = Number(values.repeat);
@@ -34,17 +36,21 @@ async function writeSynthetic(path: string, dtype: DtypeName, seed: number): Pro
     encodeFloats(dtype, vals, raw, n);
     inits.push(tensor(`layer${t}.weight`, dtype, [n], raw));
   }
-  await writeModel(path, {
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }],
-    graph: {
-      name: 'synthetic',
-      node: [node('Cast', ['input_ids'], ['logits'], [{ name: 'to', type: 2, i: 1 }])],
-      initializer: inits,
-      input: [valueInfo('input_ids', 'int64', ['batch', 'seq'])],
-      output: [valueInfo('logits', 'float32', ['batch', 'seq'])],
+  await writeModel(
+    path,
+    {
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'synthetic',
+        node: [node('Cast', ['input_ids'], ['logits'], [{ name: 'to', type: 2, i: 1 }])],
+        initializer: inits,
+        input: [valueInfo('input_ids', 'int64', ['batch', 'seq'])],
+        output: [valueInfo('logits', 'float32', ['batch', 'seq'])],
+      },
     },
-  }, { externalData: true });
+    { externalData: true },
+  );
 }
 
 function best(times: number[]): number {
@@ -89,7 +95,8 @@ try {
     });
     const scratch = new Uint8Array(M);
     const readS = await time(async () => {
-      for (const blob of [manifest.base.blob, ...manifest.vectors.map((v) => v.blob)]) await pool.read(blob, 0, Math.min(blob.bytes, M), scratch);
+      for (const blob of [manifest.base.blob, ...manifest.vectors.map((v) => v.blob)])
+        await pool.read(blob, 0, Math.min(blob.bytes, M), scratch);
     });
     const dest = new Uint8Array(M);
     await mergeInto(pool, weights, dest); // warm
@@ -97,7 +104,8 @@ try {
     const mergeFreshS = await time(() => mergeToBuffer(pool, weights));
     await pool.close();
     const gbs = (bytes: number, s: number) => bytes / s / 1e9;
-    const add = (op: string, bytes: number, s: number) => rows.push([dtype, op, `${(bytes / 2 ** 20).toFixed(0)} MiB`, s, gbs(bytes, s), (memcpyS / s).toFixed(2)]);
+    const add = (op: string, bytes: number, s: number) =>
+      rows.push([dtype, op, `${(bytes / 2 ** 20).toFixed(0)} MiB`, s, gbs(bytes, s), (memcpyS / s).toFixed(2)]);
     add('memcpy (Buffer.copy), same bytes', moved, memcpyS);
     add(`read ${K + 1} blobs from shards`, (K + 1) * M, readS);
     add(`merge base + ${K} vectors, reused buffer`, moved, mergeS);

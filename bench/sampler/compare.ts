@@ -31,7 +31,8 @@ const LAST = BUDGETS[BUDGETS.length - 1]!;
 const A = orExit(() => tpeOptions('--a', values.a!));
 const B = orExit(() => tpeOptions('--b', values.b!));
 orExit(() => {
-  if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || ![RUNNING, B_RUNNING].every((r) => Number.isInteger(r) && r >= 1)) throw new Error('--seeds must be an integer ≥ 2, --running and --b-running integers ≥ 1');
+  if (!(Number.isInteger(SEEDS) && SEEDS >= 2) || ![RUNNING, B_RUNNING].every((r) => Number.isInteger(r) && r >= 1))
+    throw new Error('--seeds must be an integer ≥ 2, --running and --b-running integers ≥ 1');
 });
 
 const t0 = performance.now();
@@ -39,17 +40,27 @@ const rows: string[][] = [['function', ...BUDGETS.map((b) => `B − A at ${b} (d
 for (const fn of ALL_FUNCTIONS) {
   const diffs = BUDGETS.map(() => [] as number[]);
   for (let seed = 1; seed <= SEEDS; seed++) {
-    const [ca, cb] = ([[A, RUNNING], [B, B_RUNNING]] as const).map(([o, running]) => curve(fn, runOurs(fn, createSampler(o), seed, LAST, running)));
+    const [ca, cb] = (
+      [
+        [A, RUNNING],
+        [B, B_RUNNING],
+      ] as const
+    ).map(([o, running]) => curve(fn, runOurs(fn, createSampler(o), seed, LAST, running)));
     BUDGETS.forEach((b, k) => {
       diffs[k]!.push(Math.log10(cb![b - 1]! + 1e-12) - Math.log10(ca![b - 1]! + 1e-12));
     });
   }
-  rows.push([fn.name, ...diffs.map((d) => {
-    const { mean, se } = meanAndError(d);
-    const verdict = mean < -2 * se ? ' B better' : mean > 2 * se ? ' B worse' : '';
-    return `${mean >= 0 ? '+' : '−'}${Math.abs(mean).toFixed(2)} ± ${se.toFixed(2)}${verdict}`;
-  })]);
+  rows.push([
+    fn.name,
+    ...diffs.map((d) => {
+      const { mean, se } = meanAndError(d);
+      const verdict = mean < -2 * se ? ' B better' : mean > 2 * se ? ' B worse' : '';
+      return `${mean >= 0 ? '+' : '−'}${Math.abs(mean).toFixed(2)} ± ${se.toFixed(2)}${verdict}`;
+    }),
+  ]);
 }
 const mode = (r: number): string => (r === 1 ? 'sequential' : `${r} trials always running`);
 process.stdout.write(`A = ${values.a}, ${mode(RUNNING)}; B = ${values.b}, ${mode(B_RUNNING)}; ${SEEDS} seeds\n`);
-process.stdout.write(`${table(rows)}\n(± one standard error over seeds; "better"/"worse" where the mean is beyond two)\ntotal ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+process.stdout.write(
+  `${table(rows)}\n(± one standard error over seeds; "better"/"worse" where the mean is beyond two)\ntotal ${((performance.now() - t0) / 1000).toFixed(0)} s\n`,
+);

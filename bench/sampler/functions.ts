@@ -15,28 +15,53 @@ export interface BenchFunction {
 const box = (d: number, lo: number, hi: number) => ({ dims: d, low: new Array<number>(d).fill(lo), high: new Array<number>(d).fill(hi) });
 
 const branin: BenchFunction = {
-  name: 'branin-2d', dims: 2, low: [-5, 0], high: [10, 15], min: 0.397887357729738,
+  name: 'branin-2d',
+  dims: 2,
+  low: [-5, 0],
+  high: [10, 15],
+  min: 0.397887357729738,
   f: ([x, y]) => {
-    const a = 1, b = 5.1 / (4 * Math.PI ** 2), c = 5 / Math.PI, r = 6, s = 10, t = 1 / (8 * Math.PI);
+    const a = 1,
+      b = 5.1 / (4 * Math.PI ** 2),
+      c = 5 / Math.PI,
+      r = 6,
+      s = 10,
+      t = 1 / (8 * Math.PI);
     return a * (y! - b * x! ** 2 + c * x! - r) ** 2 + s * (1 - t) * Math.cos(x!) + s;
   },
 };
 
-const H6A = [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]];
-const H6P = [[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991], [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]].map((r) => r.map((v) => v * 1e-4));
+const H6A = [
+  [10, 3, 17, 3.5, 1.7, 8],
+  [0.05, 10, 17, 0.1, 8, 14],
+  [3, 3.5, 1.7, 10, 17, 8],
+  [17, 8, 0.05, 10, 0.1, 14],
+];
+const H6P = [
+  [1312, 1696, 5569, 124, 8283, 5886],
+  [2329, 4135, 8307, 3736, 1004, 9991],
+  [2348, 1451, 3522, 2883, 3047, 6650],
+  [4047, 8828, 8732, 5743, 1091, 381],
+].map((r) => r.map((v) => v * 1e-4));
 const H6C = [1, 1.2, 3, 3.2];
 const hartmann6: BenchFunction = {
-  name: 'hartmann-6d', ...box(6, 0, 1), min: -3.32236801141551,
+  name: 'hartmann-6d',
+  ...box(6, 0, 1),
+  min: -3.32236801141551,
   f: (x) => -H6C.reduce((s, c, i) => s + c * Math.exp(-H6A[i]!.reduce((e, a, j) => e + a * (x[j]! - H6P[i]![j]!) ** 2, 0)), 0),
 };
 
 const rosenbrock: BenchFunction = {
-  name: 'rosenbrock-4d', ...box(4, -2, 2), min: 0,
+  name: 'rosenbrock-4d',
+  ...box(4, -2, 2),
+  min: 0,
   f: (x) => x.slice(0, -1).reduce((s, v, i) => s + 100 * (x[i + 1]! - v * v) ** 2 + (1 - v) ** 2, 0),
 };
 
 const ackley: BenchFunction = {
-  name: 'ackley-8d', ...box(8, -5, 10), min: 0,
+  name: 'ackley-8d',
+  ...box(8, -5, 10),
+  min: 0,
   f: (x) => {
     const d = x.length;
     const s1 = x.reduce((s, v) => s + v * v, 0);
@@ -46,12 +71,16 @@ const ackley: BenchFunction = {
 };
 
 const styblinski: BenchFunction = {
-  name: 'styblinski-tang-5d', ...box(5, -5, 5), min: -39.16616570377142 * 5,
+  name: 'styblinski-tang-5d',
+  ...box(5, -5, 5),
+  min: -39.16616570377142 * 5,
   f: (x) => x.reduce((s, v) => s + (v ** 4 - 16 * v * v + 5 * v) / 2, 0),
 };
 
 const levy: BenchFunction = {
-  name: 'levy-10d', ...box(10, -10, 10), min: 0,
+  name: 'levy-10d',
+  ...box(10, -10, 10),
+  min: 0,
   f: (x) => {
     const w = x.map((v) => 1 + (v - 1) / 4);
     const d = w.length;

@@ -7,7 +7,11 @@ import type { BenchFunction } from './functions.js';
 
 /** The function's box as a search space: one float parameter per dimension (x00, x01, …). */
 export function spaceOf(fn: BenchFunction): SearchSpace {
-  return { params: Object.fromEntries(fn.low.map((lo, i) => [`x${String(i).padStart(2, '0')}`, { type: 'float' as const, low: lo, high: fn.high[i]! }])) };
+  return {
+    params: Object.fromEntries(
+      fn.low.map((lo, i) => [`x${String(i).padStart(2, '0')}`, { type: 'float' as const, low: lo, high: fn.high[i]! }]),
+    ),
+  };
 }
 
 /** Best-so-far regret curve (noise-free value of the best point seen) of one run. */
@@ -31,7 +35,10 @@ export function runOurs(fn: BenchFunction, sampler: Sampler, seed: number, budge
   const tell = (n: number): void => {
     const t = trials[n]!;
     t.state = 'complete';
-    t.value = fn.f(names.map((k) => t.params[k] as number), noise);
+    t.value = fn.f(
+      names.map((k) => t.params[k] as number),
+      noise,
+    );
   };
   while (trials.length < budget) {
     const number = trials.length;

@@ -63,7 +63,9 @@ function runOptuna(fn: BenchFunction, mode: 'multivariate' | 'default', seed: nu
       xs.push(x);
       py.stdin!.write(`${fn.f(x, noise)}\n`);
     });
-    py.on('exit', (code) => (code === 0 && xs.length === BUDGET ? resolve(xs) : reject(new Error(`optuna peer exited ${code} after ${xs.length} trials`))));
+    py.on('exit', (code) =>
+      code === 0 && xs.length === BUDGET ? resolve(xs) : reject(new Error(`optuna peer exited ${code} after ${xs.length} trials`)),
+    );
     py.stdin!.write(`${JSON.stringify({ mode, seed, running, trials: BUDGET, space: fn.low.map((lo, i) => [lo, fn.high[i]]) })}\n`);
   });
 }
@@ -71,12 +73,14 @@ function runOptuna(fn: BenchFunction, mode: 'multivariate' | 'default', seed: nu
 async function pool<T>(jobs: (() => Promise<T>)[], n: number): Promise<T[]> {
   const out: T[] = new Array(jobs.length);
   let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < jobs.length) {
-      const i = next++;
-      out[i] = await jobs[i]!();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < jobs.length) {
+        const i = next++;
+        out[i] = await jobs[i]!();
+      }
+    }),
+  );
   return out;
 }
 
@@ -115,8 +119,14 @@ async function main(): Promise<void> {
     // the A/A control: the same sampler on as many other seeds; no real difference exists between
     // it and 'ours', so how far their medians part shows how much this many seeds can decide
     c['ours-other-seeds'] = seeds.map((s) => curve(fn, runOurs(fn, ourTpe(), s + SEEDS, BUDGET)));
-    const modes = [['optuna-mv', 'multivariate', 1], ['optuna-default', 'default', 1], ['optuna-mv-liar8', 'multivariate', RUNNING]] as const;
-    const jobs = seeds.flatMap((s) => modes.map(([method, mode, running]) => async () => ({ method, xs: await runOptuna(fn, mode, s, running) })));
+    const modes = [
+      ['optuna-mv', 'multivariate', 1],
+      ['optuna-default', 'default', 1],
+      ['optuna-mv-liar8', 'multivariate', RUNNING],
+    ] as const;
+    const jobs = seeds.flatMap((s) =>
+      modes.map(([method, mode, running]) => async () => ({ method, xs: await runOptuna(fn, mode, s, running) })),
+    );
     const res = await pool(jobs, PARALLEL);
     for (const [method] of modes) c[method] = res.filter((r) => r.method === method).map((r) => curve(fn, r.xs));
     curves[fn.name] = c;
@@ -124,7 +134,9 @@ async function main(): Promise<void> {
   }
 
   // ---- quality table ------------------------------------------------------------------------
-  const rows: (string | number)[][] = [['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval', 'Δ mean log10', 'A/A']];
+  const rows: (string | number)[][] = [
+    ['function', 'budget', 'ours', 'optuna-mv', 'optuna-default', 'random', 'ours / optuna-mv', '90% interval', 'Δ mean log10', 'A/A'],
+  ];
   let within = 0;
   let aaWithin = 0;
   let measurablyWorse = 0;
@@ -142,22 +154,51 @@ async function main(): Promise<void> {
       const [lo, hi] = ratioInterval(at('ours'), at('optuna-mv'));
       const diff = logDifference(at('ours'), at('optuna-mv'));
       if (standard.has(name) && diff.mean > 2 * diff.se) measurablyWorse++;
-      rows.push([name, b, fmtRegret(m('ours')), fmtRegret(m('optuna-mv')), fmtRegret(m('optuna-default')), fmtRegret(m('random')), ratio.toFixed(2), `${lo.toFixed(2)}–${hi.toFixed(2)}`, diff.text, aa.toFixed(2)]);
+      rows.push([
+        name,
+        b,
+        fmtRegret(m('ours')),
+        fmtRegret(m('optuna-mv')),
+        fmtRegret(m('optuna-default')),
+        fmtRegret(m('random')),
+        ratio.toFixed(2),
+        `${lo.toFixed(2)}–${hi.toFixed(2)}`,
+        diff.text,
+        aa.toFixed(2),
+      ]);
     }
     if (standard.has(name) && allBudgets) within++;
     if (standard.has(name) && aaAllBudgets) aaWithin++;
   }
   const out: string[] = [];
-  out.push(`median final regret over ${SEEDS} seeds (best noise-free value found − optimum), budget ${BUDGET}; our TPE options: ${values.tpe}`);
+  out.push(
+    `median final regret over ${SEEDS} seeds (best noise-free value found − optimum), budget ${BUDGET}; our TPE options: ${values.tpe}`,
+  );
   out.push(table(rows));
   out.push(`standard functions where ours ≤ 1.1 × optuna-mv at every budget: ${within} of ${STANDARD_FUNCTIONS.length} (goal: ≥ 5)`);
   out.push('(90% interval: bootstrap over the seeds of both; an interval across 1.1 means this many seeds cannot decide that cell)');
   out.push('(Δ mean log10: mean over seeds of log10 regret, ours − optuna-mv, in decades ± one standard error; +0.04 is 1.1×)');
-  out.push(`standard-function cells where ours is worse than optuna-mv by more than two standard errors of Δ mean log10: ${measurablyWorse} of ${STANDARD_FUNCTIONS.length * CHECKPOINTS.length}`);
-  out.push(`(A/A: ours on ${SEEDS} other seeds / ours, a pair with no real difference; within 1/1.1–1.1 at every budget on ${aaWithin} of ${STANDARD_FUNCTIONS.length})`);
+  out.push(
+    `standard-function cells where ours is worse than optuna-mv by more than two standard errors of Δ mean log10: ${measurablyWorse} of ${STANDARD_FUNCTIONS.length * CHECKPOINTS.length}`,
+  );
+  out.push(
+    `(A/A: ours on ${SEEDS} other seeds / ours, a pair with no real difference; within 1/1.1–1.1 at every budget on ${aaWithin} of ${STANDARD_FUNCTIONS.length})`,
+  );
 
   // ---- constant liar: 8 trials always running vs sequential --------------------------------
-  const liarRows: (string | number)[][] = [['function', 'ours: sequential', `${RUNNING} running`, 'difference', 'optuna-mv: sequential', `${RUNNING} running`, 'difference', 'A/A: other seeds', 'difference']];
+  const liarRows: (string | number)[][] = [
+    [
+      'function',
+      'ours: sequential',
+      `${RUNNING} running`,
+      'difference',
+      'optuna-mv: sequential',
+      `${RUNNING} running`,
+      'difference',
+      'A/A: other seeds',
+      'difference',
+    ],
+  ];
   let liarWithin = 0;
   let aaLiarWithin = 0;
   for (const [name, c] of Object.entries(curves)) {
@@ -168,14 +209,33 @@ async function main(): Promise<void> {
     const peer = diff(lr('optuna-mv'), lr('optuna-mv-liar8'));
     const aa = diff(lr('ours'), lr('ours-other-seeds'));
     if (Math.abs(aa) <= 10) aaLiarWithin++;
-    liarRows.push([name, lr('ours').toFixed(3), lr('ours-liar8').toFixed(3), `${ours.toFixed(1)}%`, lr('optuna-mv').toFixed(3), lr('optuna-mv-liar8').toFixed(3), `${peer.toFixed(1)}%`, lr('ours-other-seeds').toFixed(3), `${aa.toFixed(1)}%`]);
+    liarRows.push([
+      name,
+      lr('ours').toFixed(3),
+      lr('ours-liar8').toFixed(3),
+      `${ours.toFixed(1)}%`,
+      lr('optuna-mv').toFixed(3),
+      lr('optuna-mv-liar8').toFixed(3),
+      `${peer.toFixed(1)}%`,
+      lr('ours-other-seeds').toFixed(3),
+      `${aa.toFixed(1)}%`,
+    ]);
   }
   out.push('', `constant liar: median log10 regret after ${BUDGET} evaluations, sequential and with ${RUNNING} always running`);
   out.push(table(liarRows), `ours within 10% of sequential (worse by at most 10%): ${liarWithin} of ${Object.keys(curves).length}`);
-  out.push(`(A/A: our sequential run on ${SEEDS} other seeds, no real difference; within ±10% of the first on ${aaLiarWithin} of ${Object.keys(curves).length})`);
+  out.push(
+    `(A/A: our sequential run on ${SEEDS} other seeds, no real difference; within ±10% of the first on ${aaLiarWithin} of ${Object.keys(curves).length})`,
+  );
 
   // ---- ask time -----------------------------------------------------------------------------
-  const fn8: BenchFunction = { name: 'sphere-8d', dims: 8, low: new Array(8).fill(-5), high: new Array(8).fill(5), min: 0, f: (x) => x.reduce((s, v) => s + v * v, 0) };
+  const fn8: BenchFunction = {
+    name: 'sphere-8d',
+    dims: 8,
+    low: new Array(8).fill(-5),
+    high: new Array(8).fill(5),
+    min: 0,
+    f: (x) => x.reduce((s, v) => s + v * v, 0),
+  };
   const histories: Record<string, [number[], number][]> = {};
   const rng = new Rng(7);
   for (const n of [100, 300, 1000]) {
@@ -189,7 +249,12 @@ async function main(): Promise<void> {
   const names = Object.keys(space.params).sort();
   const tpe = ourTpe();
   for (const [n, h] of Object.entries(histories)) {
-    const trials: TrialView[] = h.map(([x, v], i) => ({ number: i, state: 'complete', params: Object.fromEntries(names.map((k, j) => [k, x[j]!])), value: v }));
+    const trials: TrialView[] = h.map(([x, v], i) => ({
+      number: i,
+      state: 'complete',
+      params: Object.fromEntries(names.map((k, j) => [k, x[j]!])),
+      value: v,
+    }));
     for (let w = 0; w < 5; w++) tpe.propose(space, trials, 'minimize', new Rng(w));
     const times: number[] = [];
     for (let r = 0; r < 30; r++) {
@@ -207,7 +272,8 @@ async function main(): Promise<void> {
     py.stdin!.write(`${JSON.stringify({ mode: 'asktime', space: fn8.low.map((lo, i) => [lo, fn8.high[i]]), histories, repeat: 15 })}\n`);
   });
   const speedRows: (string | number)[][] = [['completed trials', 'ours ms', 'optuna-mv ms', 'speed-up']];
-  for (const n of Object.keys(histories)) speedRows.push([n, ours[n]!.toFixed(2), optunaMs[n]!.toFixed(2), `${(optunaMs[n]! / ours[n]!).toFixed(1)}×`]);
+  for (const n of Object.keys(histories))
+    speedRows.push([n, ours[n]!.toFixed(2), optunaMs[n]!.toFixed(2), `${(optunaMs[n]! / ours[n]!).toFixed(1)}×`]);
   out.push('', 'time to ask one proposal, 8-D float space, median (goal: ≥ 20× at 1000)', table(speedRows));
 
   const plot = join(values.out!, 'regret.svg');

@@ -5,7 +5,16 @@ import { stringify } from 'yaml';
 import type { Command } from 'commander';
 import { loadStudyConfig } from '../../coordinator/index.js';
 import { createFileSession, evaluateSession, exportMergekit, exportOnnx } from '../../worker/index.js';
-import { buildFamily, buildPool, createLogger, FAMILY_DOMAINS, type FamilyFiles, loadEvalSets, Pool, weightedMean } from '../../shared/index.js';
+import {
+  buildFamily,
+  buildPool,
+  createLogger,
+  FAMILY_DOMAINS,
+  type FamilyFiles,
+  loadEvalSets,
+  Pool,
+  weightedMean,
+} from '../../shared/index.js';
 import { fmt, parseNumberOption, printJson, progress } from '../output.js';
 import { renderSummary, summarize } from './pool.js';
 import { runStudy } from './run.js';
@@ -27,7 +36,9 @@ export async function ensureFamily(dir: string, seed: number): Promise<FamilyFil
 export function registerDemo(program: Command, run: Run): void {
   program
     .command('demo')
-    .description('the whole job on the built-in model family: build it and a pool, run a TPE study on 2 local workers, export the best merge')
+    .description(
+      'the whole job on the built-in model family: build it and a pool, run a TPE study on 2 local workers, export the best merge',
+    )
     .option('--out <dir>', 'working directory (family, pool, study store, exports)', '.optimer/demo')
     .option('--seed <n>', 'seed of the model family and of the sampler', '1')
     .option('--trials <n>', 'trial budget, baselines included', '60')
@@ -62,7 +73,13 @@ export function registerDemo(program: Command, run: Run): void {
           bounds: [-0.5, 1],
           objective: {
             direction: 'minimize',
-            sets: FAMILY_DOMAINS.map((n) => ({ name: n, path: relative(out, family.dev[n]!), test: relative(out, family.test[n]!), metric: 'nll', weight: 1 })),
+            sets: FAMILY_DOMAINS.map((n) => ({
+              name: n,
+              path: relative(out, family.dev[n]!),
+              test: relative(out, family.test[n]!),
+              metric: 'nll',
+              weight: 1,
+            })),
           },
           trials,
           sampler: { name: 'tpe', seed },
@@ -90,7 +107,10 @@ export function registerDemo(program: Command, run: Run): void {
         try {
           await exportOnnx(pool, bestWeights, onnxPath);
           await exportMergekit(pool, bestWeights, yamlPath);
-          const dev = await loadEvalSets(FAMILY_DOMAINS.map((n) => ({ name: n, path: family.dev[n]! })), manifest.model);
+          const dev = await loadEvalSets(
+            FAMILY_DOMAINS.map((n) => ({ name: n, path: family.dev[n]! })),
+            manifest.model,
+          );
           const session = await createFileSession(onnxPath, 'cpu');
           reloaded = weightedMean(await evaluateSession(session, dev, manifest.model));
           await session.release();
@@ -98,7 +118,9 @@ export function registerDemo(program: Command, run: Run): void {
           await pool.close();
         }
         say(`\nexported ${onnxPath} (reloaded: dev objective ${fmt(reloaded)}) and ${yamlPath}`);
-        say(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s; read the record again with: optimer study best demo --store ${join(out, 'store')}`);
+        say(
+          `done in ${((performance.now() - t0) / 1000).toFixed(1)} s; read the record again with: optimer study best demo --store ${join(out, 'store')}`,
+        );
         if (o.json) printJson({ ...report, exported: { onnx: onnxPath, mergekit: yamlPath, reloadedDevObjective: reloaded } });
       }, o.json),
     );
@@ -114,9 +136,16 @@ export function registerDemo(program: Command, run: Run): void {
     .action((o) =>
       run(async () => {
         if (o.dtype !== 'float32' && o.dtype !== 'float16') throw new Error(`--dtype '${o.dtype}': expected float32 or float16`);
-        const files = await buildFamily(o.out, { seed: parseNumberOption(o.seed, '--seed', { min: 0, integer: true }), dtype: o.dtype, externalData: Boolean(o.externalData) });
+        const files = await buildFamily(o.out, {
+          seed: parseNumberOption(o.seed, '--seed', { min: 0, integer: true }),
+          dtype: o.dtype,
+          externalData: Boolean(o.externalData),
+        });
         if (o.json) printJson(files);
-        else process.stdout.write(`wrote the model family to ${files.dir} (base.onnx, ${Object.keys(files.checkpoints).length} checkpoints, data/*.jsonl)\n`);
+        else
+          process.stdout.write(
+            `wrote the model family to ${files.dir} (base.onnx, ${Object.keys(files.checkpoints).length} checkpoints, data/*.jsonl)\n`,
+          );
       }, o.json),
     );
 }

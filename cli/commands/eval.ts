@@ -1,5 +1,15 @@
 import type { Command } from 'commander';
-import { DEFAULT_BATCH_TOKENS, type EvalSetSpec, EXECUTION_PROVIDERS, type ExecutionProvider, loadEvalSets, type MergeWeights, OptimerError, parseWeights, Pool } from '../../shared/index.js';
+import {
+  DEFAULT_BATCH_TOKENS,
+  type EvalSetSpec,
+  EXECUTION_PROVIDERS,
+  type ExecutionProvider,
+  loadEvalSets,
+  type MergeWeights,
+  OptimerError,
+  parseWeights,
+  Pool,
+} from '../../shared/index.js';
 import { evaluateMerge, exportMergekit, exportOnnx } from '../../worker/index.js';
 import { collect, fmt, parseNamed, parseNumberOption, printJson, table } from '../output.js';
 
@@ -26,7 +36,13 @@ export function parseSetSpecs(sets: string[] | undefined, setWeights: string[] |
 async function withPoolWeights<T>(dir: string, spec: string, fn: (pool: Pool, w: MergeWeights) => Promise<T>): Promise<T> {
   const pool = await Pool.open(dir);
   try {
-    return await fn(pool, parseWeights(spec, pool.manifest.vectors.map((v) => v.name)));
+    return await fn(
+      pool,
+      parseWeights(
+        spec,
+        pool.manifest.vectors.map((v) => v.name),
+      ),
+    );
   } finally {
     await pool.close();
   }
@@ -54,9 +70,14 @@ export function registerEval(program: Command, run: Run): void {
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
         if (o.json) return printJson({ metric: 'nll', ...report });
-        const rows: (string | number)[][] = [['set', 'nll', 'weight', 'tokens'], ...report.scores.map((s) => [s.name, s.score, s.weight, s.tokens])];
+        const rows: (string | number)[][] = [
+          ['set', 'nll', 'weight', 'tokens'],
+          ...report.scores.map((s) => [s.name, s.score, s.weight, s.tokens]),
+        ];
         process.stdout.write(
-          `weights ${Object.entries(report.weights).map(([k, v]) => `${k}=${v}`).join(', ')}\n${table(rows)}\nweighted mean nll ${fmt(report.mean)}\n`,
+          `weights ${Object.entries(report.weights)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(', ')}\n${table(rows)}\nweighted mean nll ${fmt(report.mean)}\n`,
         );
       }, o.json),
     );
@@ -69,12 +90,13 @@ export function registerEval(program: Command, run: Run): void {
     .requiredOption('--out <path>', 'output file (.onnx, or .yaml with --format mergekit)')
     .option('--format <fmt>', 'onnx or mergekit', 'onnx')
     .option('--external-data', 'onnx: write weights to <out>.data (default past 1 GiB)')
-    .option('--hf <NAME=REPO>', 'mergekit: Hugging Face repo or path of a vector\'s checkpoint (repeat)', collect)
+    .option('--hf <NAME=REPO>', "mergekit: Hugging Face repo or path of a vector's checkpoint (repeat)", collect)
     .option('--base-model <repo>', 'mergekit: Hugging Face repo or path of the base model')
     .option('--json', 'print the written files as JSON')
     .action((o) =>
       run(async () => {
-        if (o.format !== 'onnx' && o.format !== 'mergekit') throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
+        if (o.format !== 'onnx' && o.format !== 'mergekit')
+          throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
         const files = await withPoolWeights(o.pool, o.weights, (pool, weights) => {
           if (o.format === 'onnx') return exportOnnx(pool, weights, o.out, o.externalData ? { externalData: true } : {});
           const models = new Map(parseNamed(o.hf, '--hf').map(({ name, value }) => [name, value]));

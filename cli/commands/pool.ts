@@ -27,7 +27,9 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
           shardBytes: Math.round(parseNumberOption(o.shardMb, '--shard-mb', { min: 1 / 1024 }) * (1 << 20)),
           inputName: o.inputName,
           outputName: o.outputName,
-          ...(o.contextLength !== undefined ? { contextLength: parseNumberOption(o.contextLength, '--context-length', { min: 2, integer: true }) } : {}),
+          ...(o.contextLength !== undefined
+            ? { contextLength: parseNumberOption(o.contextLength, '--context-length', { min: 2, integer: true }) }
+            : {}),
           onProgress: (done, total, stage) => bar.update(done, total, stage),
         });
         bar.stop();

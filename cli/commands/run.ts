@@ -2,7 +2,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildReport, Coordinator, loadStudyConfig, type Progress, type StudyConfig, type StudyReport, StudyStore } from '../../coordinator/index.js';
+import {
+  buildReport,
+  Coordinator,
+  loadStudyConfig,
+  type Progress,
+  type StudyConfig,
+  type StudyReport,
+  StudyStore,
+} from '../../coordinator/index.js';
 import { Worker } from '../../worker/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
 import { parseNumberOption, printJson, progress } from '../output.js';
@@ -62,7 +70,18 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     stops.push(() => coordinator.close());
     const children: ChildProcess[] = [];
     for (let i = 0; i < o.workers; i++) {
-      const args = [CLI, 'worker', '--nats', url, '--cache', join(o.storeDir, 'cache'), '--id', `local-${i + 1}`, '--log-level', o.workerLogLevel ?? 'warn'];
+      const args = [
+        CLI,
+        'worker',
+        '--nats',
+        url,
+        '--cache',
+        join(o.storeDir, 'cache'),
+        '--id',
+        `local-${i + 1}`,
+        '--log-level',
+        o.workerLogLevel ?? 'warn',
+      ];
       if (o.provider) args.push('--provider', o.provider);
       children.push(spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
     }
@@ -80,7 +99,6 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     await stopAll();
   }
 }
-
 
 export function registerRun(program: Command, run: Run): void {
   program
@@ -147,7 +165,13 @@ export function registerRun(program: Command, run: Run): void {
     .action((o) =>
       run(async () => {
         const log = createLogger('worker', o.logLevel);
-        const worker = await Worker.start({ natsUrl: o.nats, cacheDir: o.cache, log, ...(o.id ? { id: o.id } : {}), ...(o.provider ? { provider: parseProvider(o.provider) } : {}) });
+        const worker = await Worker.start({
+          natsUrl: o.nats,
+          cacheDir: o.cache,
+          log,
+          ...(o.id ? { id: o.id } : {}),
+          ...(o.provider ? { provider: parseProvider(o.provider) } : {}),
+        });
         const stop = (): void => void worker.close();
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);

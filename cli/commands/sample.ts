@@ -18,7 +18,15 @@ const tellSchema = z.union([
  * proposal for every valid line read. Proposed trials are running (the sampler's constant liar
  * sees them) until told a value or a failure.
  */
-export async function askTell(opts: { spaceFile: string; sampler: (typeof SAMPLER_NAMES)[number]; seed: number; trials?: number; input: NodeJS.ReadableStream; write: (line: string) => void; error: (line: string) => void }): Promise<void> {
+export async function askTell(opts: {
+  spaceFile: string;
+  sampler: (typeof SAMPLER_NAMES)[number];
+  seed: number;
+  trials?: number;
+  input: NodeJS.ReadableStream;
+  write: (line: string) => void;
+  error: (line: string) => void;
+}): Promise<void> {
   let json: unknown;
   try {
     json = JSON.parse(await readFile(opts.spaceFile, 'utf8'));
@@ -26,7 +34,8 @@ export async function askTell(opts: { spaceFile: string; sampler: (typeof SAMPLE
     throw new OptimerError('BAD_ARGUMENT', `${opts.spaceFile}: cannot read a JSON search space (${(e as Error).message})`, { cause: e });
   }
   const direction = (json as { direction?: unknown })?.direction ?? 'minimize';
-  if (direction !== 'minimize' && direction !== 'maximize') throw new OptimerError('BAD_ARGUMENT', `${opts.spaceFile}: direction: expected 'minimize' or 'maximize'`);
+  if (direction !== 'minimize' && direction !== 'maximize')
+    throw new OptimerError('BAD_ARGUMENT', `${opts.spaceFile}: direction: expected 'minimize' or 'maximize'`);
   const { direction: _d, ...rest } = json as Record<string, unknown>;
   const space = parseSpace(rest, opts.spaceFile);
   const sampler = createSampler({ name: opts.sampler, seed: opts.seed });
@@ -88,7 +97,8 @@ export function registerSample(program: Command, run: Run): void {
     .option('--trials <n>', 'stop after this many proposals')
     .action((o) =>
       run(async () => {
-        if (!(SAMPLER_NAMES as readonly string[]).includes(o.sampler)) throw new OptimerError('BAD_ARGUMENT', `--sampler '${o.sampler}': expected one of ${SAMPLER_NAMES.join(', ')}`);
+        if (!(SAMPLER_NAMES as readonly string[]).includes(o.sampler))
+          throw new OptimerError('BAD_ARGUMENT', `--sampler '${o.sampler}': expected one of ${SAMPLER_NAMES.join(', ')}`);
         await askTell({
           spaceFile: o.space,
           sampler: o.sampler,

@@ -33,7 +33,14 @@ export function neighborBandwidths(mus: ArrayLike<number>, low: number, high: nu
  * rounding at cell edges) in O(m + cells) instead of a sort per dimension, which was a quarter
  * of a proposal at 1000 trials. Falls back to the sort when `min` is tiny (no magic clip).
  */
-export function clippedNeighborBandwidths(mus: ArrayLike<number>, low: number, high: number, endpoints: boolean, min: number, max: number): Float64Array {
+export function clippedNeighborBandwidths(
+  mus: ArrayLike<number>,
+  low: number,
+  high: number,
+  endpoints: boolean,
+  min: number,
+  max: number,
+): Float64Array {
   const m = mus.length;
   const out = new Float64Array(m);
   const cells = Math.ceil((high - low) / min);

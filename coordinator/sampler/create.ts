@@ -10,7 +10,9 @@ export const SAMPLER_NAMES = ['tpe', 'random', 'qmc'] as const;
  * A sampler as a study config or `optimer sample` names it: TPE options pass through, except the
  * split, which is given as Optuna's factor (`gammaFactor` 0.1 is its default_gamma).
  */
-export type SamplerSpec = { name: (typeof SAMPLER_NAMES)[number]; seed: number; gammaFactor?: number } & Partial<Omit<TpeOptions, 'gamma' | 'weights'>>;
+export type SamplerSpec = { name: (typeof SAMPLER_NAMES)[number]; seed: number; gammaFactor?: number } & Partial<
+  Omit<TpeOptions, 'gamma' | 'weights'>
+>;
 
 /** The sampler a study config or `optimer sample` names. */
 export function createSampler(spec: SamplerSpec): Sampler {

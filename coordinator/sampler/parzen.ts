@@ -127,12 +127,14 @@ export class ParzenEstimator {
     const out: number[][] = [];
     for (let s = 0; s < n; s++) {
       const k = rng.categorical(probs);
-      out.push(this.dims.map((d, j) => {
-        if (d.kind === 'categorical') return rng.categorical(Array.from(this.logRows[j]![k]!, Math.exp));
-        const mu = this.mus[j]![k]!;
-        const sigma = this.sigmas[j]![k]!;
-        return mu + sigma * truncnormPpf(rng.uniform(), (d.t.low - mu) / sigma, (d.t.high - mu) / sigma);
-      }));
+      out.push(
+        this.dims.map((d, j) => {
+          if (d.kind === 'categorical') return rng.categorical(Array.from(this.logRows[j]![k]!, Math.exp));
+          const mu = this.mus[j]![k]!;
+          const sigma = this.sigmas[j]![k]!;
+          return mu + sigma * truncnormPpf(rng.uniform(), (d.t.low - mu) / sigma, (d.t.high - mu) / sigma);
+        }),
+      );
     }
     return out;
   }

@@ -32,14 +32,35 @@ export interface SearchSpace {
 }
 
 const paramSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('float'), low: z.number().finite(), high: z.number().finite(), log: z.boolean().optional(), step: z.number().finite().positive().optional() }).strict(),
-  z.object({ type: z.literal('int'), low: z.number().int(), high: z.number().int(), log: z.boolean().optional(), step: z.number().int().positive().optional() }).strict(),
-  z.object({ type: z.literal('categorical'), choices: z.array(z.union([z.string(), z.number().finite(), z.boolean(), z.null()])) }).strict(),
+  z
+    .object({
+      type: z.literal('float'),
+      low: z.number().finite(),
+      high: z.number().finite(),
+      log: z.boolean().optional(),
+      step: z.number().finite().positive().optional(),
+    })
+    .strict(),
+  z
+    .object({
+      type: z.literal('int'),
+      low: z.number().int(),
+      high: z.number().int(),
+      log: z.boolean().optional(),
+      step: z.number().int().positive().optional(),
+    })
+    .strict(),
+  z
+    .object({ type: z.literal('categorical'), choices: z.array(z.union([z.string(), z.number().finite(), z.boolean(), z.null()])) })
+    .strict(),
 ]);
 
 /** Validates a space; errors name the parameter and what is wrong with it. */
 export function parseSpace(json: unknown, where: string): SearchSpace {
-  const r = z.object({ params: z.record(z.string().min(1), paramSchema) }).strict().safeParse(json);
+  const r = z
+    .object({ params: z.record(z.string().min(1), paramSchema) })
+    .strict()
+    .safeParse(json);
   if (!r.success) throw new OptimerError('BAD_ARGUMENT', formatIssues(where, r.error));
   const names = Object.keys(r.data.params);
   if (names.length === 0) throw new OptimerError('BAD_ARGUMENT', `${where}: params: the space has no parameters`);

@@ -111,9 +111,19 @@ export class TpeSampler implements Sampler {
     const nBelow = Math.min(this.options.gamma(complete.length), complete.length);
     for (let r = 0; r < nBelow; r++) good[order[r]!] = 1;
     const below = complete.filter((_, i) => good[i]);
-    const above = complete.filter((_, i) => !good[i]).concat(running).sort(byNumber);
+    const above = complete
+      .filter((_, i) => !good[i])
+      .concat(running)
+      .sort(byNumber);
 
-    if (this.options.multivariate) return this.proposeJoint(model, model.dims.map((_, j) => j), below, above, rng);
+    if (this.options.multivariate)
+      return this.proposeJoint(
+        model,
+        model.dims.map((_, j) => j),
+        below,
+        above,
+        rng,
+      );
     const out: Params = {};
     for (let j = 0; j < names.length; j++) Object.assign(out, this.proposeJoint(model, [j], below, above, rng));
     return out;
@@ -185,7 +195,9 @@ function modelOf(space: SearchSpace, names: string[]): Model {
     const param = space.params[n]!;
     return param.type === 'categorical' ? { kind: 'categorical', param } : { kind: 'numeric', param, t: transformParam(param) };
   });
-  const dims = coded.map((c): Dim => (c.kind === 'categorical' ? { kind: 'categorical', choices: c.param.choices.length } : { kind: 'numeric', t: c.t }));
+  const dims = coded.map(
+    (c): Dim => (c.kind === 'categorical' ? { kind: 'categorical', choices: c.param.choices.length } : { kind: 'numeric', t: c.t }),
+  );
   const internal = (values: Params): number[] | undefined => {
     const x = new Array<number>(names.length);
     for (let j = 0; j < names.length; j++) {

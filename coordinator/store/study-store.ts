@@ -8,7 +8,10 @@ import type { JobRecord, StudyRecord } from './records.js';
  * fsynced) before the coordinator acts on it: after a crash, the record says where things stand.
  */
 export class StudyStore {
-  private constructor(private readonly db: Level<string, unknown>, readonly path: string) {}
+  private constructor(
+    private readonly db: Level<string, unknown>,
+    readonly path: string,
+  ) {}
 
   static async open(path: string): Promise<StudyStore> {
     const db = new Level<string, unknown>(path, { valueEncoding: 'json' });
@@ -19,7 +22,9 @@ export class StudyStore {
       const busy = /lock/i.test(cause);
       throw new OptimerError(
         'STORE',
-        busy ? `${path}: the study store is in use by another optimer process (a running coordinator?)` : `${path}: cannot open the study store: ${cause}`,
+        busy
+          ? `${path}: the study store is in use by another optimer process (a running coordinator?)`
+          : `${path}: cannot open the study store: ${cause}`,
         { cause: e },
       );
     }
@@ -60,7 +65,10 @@ export class StudyStore {
     const prefix = kind ? `job!${study}!${kind}!` : `job!${study}!`;
     const keys: string[] = [];
     for await (const k of this.db.keys({ gte: prefix, lt: `${prefix}\xff` })) keys.push(k);
-    await this.db.batch(keys.map((key) => ({ type: 'del' as const, key })), { sync: true } as never);
+    await this.db.batch(
+      keys.map((key) => ({ type: 'del' as const, key })),
+      { sync: true } as never,
+    );
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,16 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
-import { DEFAULT_ACK_WAIT_SECONDS, DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_TRIAL_TIMEOUT_SECONDS, EXECUTION_PROVIDERS, formatIssues, OptimerError, studyNameSchema } from '../../shared/index.js';
+import {
+  DEFAULT_ACK_WAIT_SECONDS,
+  DEFAULT_BATCH_TOKENS,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_TRIAL_TIMEOUT_SECONDS,
+  EXECUTION_PROVIDERS,
+  formatIssues,
+  OptimerError,
+  studyNameSchema,
+} from '../../shared/index.js';
 
 /**
  * The study config (YAML or JSON), validated once at start and frozen. Unknown keys are errors
@@ -77,7 +86,11 @@ const configSchema = z
         maxAttempts: z.number().int().positive().default(DEFAULT_MAX_ATTEMPTS),
       })
       .strict()
-      .default({ ackWaitSeconds: DEFAULT_ACK_WAIT_SECONDS, trialTimeoutSeconds: DEFAULT_TRIAL_TIMEOUT_SECONDS, maxAttempts: DEFAULT_MAX_ATTEMPTS }),
+      .default({
+        ackWaitSeconds: DEFAULT_ACK_WAIT_SECONDS,
+        trialTimeoutSeconds: DEFAULT_TRIAL_TIMEOUT_SECONDS,
+        maxAttempts: DEFAULT_MAX_ATTEMPTS,
+      }),
   })
   .strict();
 
@@ -107,15 +120,20 @@ export function parseStudyConfig(json: unknown, where: string, baseDir: string):
     if (names.has(s.name)) throw new OptimerError('BAD_CONFIG', `${where}: objective.sets[${i}].name: '${s.name}' is used twice`);
     names.add(s.name);
   }
-  if (c.objective.sets.every((s) => s.weight === 0)) throw new OptimerError('BAD_CONFIG', `${where}: objective.sets: at least one set needs a weight above 0`);
-  if (c.vectors && new Set(c.vectors).size !== c.vectors.length) throw new OptimerError('BAD_CONFIG', `${where}: vectors: a vector is listed twice`);
+  if (c.objective.sets.every((s) => s.weight === 0))
+    throw new OptimerError('BAD_CONFIG', `${where}: objective.sets: at least one set needs a weight above 0`);
+  if (c.vectors && new Set(c.vectors).size !== c.vectors.length)
+    throw new OptimerError('BAD_CONFIG', `${where}: vectors: a vector is listed twice`);
   const abs = (p: string): string => resolve(baseDir, p);
   return {
     ...c,
     pool: abs(c.pool),
     vectors: c.vectors ?? null,
     baselines: c.baselines === true ? [...BASELINE_KINDS] : c.baselines === false ? [] : c.baselines,
-    objective: { ...c.objective, sets: c.objective.sets.map((s) => ({ ...s, path: abs(s.path), ...(s.test ? { test: abs(s.test) } : {}) })) },
+    objective: {
+      ...c.objective,
+      sets: c.objective.sets.map((s) => ({ ...s, path: abs(s.path), ...(s.test ? { test: abs(s.test) } : {}) })),
+    },
   };
 }
 
@@ -124,33 +142,46 @@ export async function loadStudyConfig(path: string): Promise<StudyConfig> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new OptimerError('BAD_CONFIG', `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+    throw new OptimerError('BAD_CONFIG', `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, {
+      cause: e,
+    });
   }
   let json: unknown;
   try {
     json = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text, { prettyErrors: true });
   } catch (e) {
     const pos = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
-    throw new OptimerError('BAD_CONFIG', `${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}${pos}: ${(e as Error).message.split('\n')[0]}`, { cause: e });
+    throw new OptimerError(
+      'BAD_CONFIG',
+      `${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}${pos}: ${(e as Error).message.split('\n')[0]}`,
+      { cause: e },
+    );
   }
   return parseStudyConfig(json, path, dirname(resolve(path)));
 }
 
 /** The vectors a study searches over and each one's bounds, checked against the pool. */
-export function resolveVectors(config: StudyConfig, poolVectors: string[], where: string): { vectors: string[]; bounds: Record<string, [number, number]> } {
+export function resolveVectors(
+  config: StudyConfig,
+  poolVectors: string[],
+  where: string,
+): { vectors: string[]; bounds: Record<string, [number, number]> } {
   const vectors = config.vectors ?? poolVectors;
   for (const v of vectors) {
-    if (!poolVectors.includes(v)) throw new OptimerError('BAD_CONFIG', `${where}: vectors: '${v}' is not in the pool (it has: ${poolVectors.join(', ')})`);
+    if (!poolVectors.includes(v))
+      throw new OptimerError('BAD_CONFIG', `${where}: vectors: '${v}' is not in the pool (it has: ${poolVectors.join(', ')})`);
   }
   const bounds: Record<string, [number, number]> = {};
   if (Array.isArray(config.bounds)) for (const v of vectors) bounds[v] = config.bounds;
   else {
     for (const key of Object.keys(config.bounds)) {
-      if (!vectors.includes(key)) throw new OptimerError('BAD_CONFIG', `${where}: bounds.${key}: not one of the study's vectors (${vectors.join(', ')})`);
+      if (!vectors.includes(key))
+        throw new OptimerError('BAD_CONFIG', `${where}: bounds.${key}: not one of the study's vectors (${vectors.join(', ')})`);
     }
     for (const v of vectors) {
       const b = config.bounds[v];
-      if (!b) throw new OptimerError('BAD_CONFIG', `${where}: bounds.${v}: missing (give bounds for every vector, or one [low, high] for all)`);
+      if (!b)
+        throw new OptimerError('BAD_CONFIG', `${where}: bounds.${v}: missing (give bounds for every vector, or one [low, high] for all)`);
       bounds[v] = b;
     }
   }

@@ -71,7 +71,12 @@ export async function buildFamily(dir: string, options: FamilyOptions): Promise<
   return files;
 }
 
-async function writeModels(files: FamilyFiles, base: FamilyParams, checkpoints: Record<string, FamilyParams>, options: Omit<FamilyOptions, 'seed'>): Promise<void> {
+async function writeModels(
+  files: FamilyFiles,
+  base: FamilyParams,
+  checkpoints: Record<string, FamilyParams>,
+  options: Omit<FamilyOptions, 'seed'>,
+): Promise<void> {
   const write = (path: string, p: FamilyParams, label: string): Promise<void> =>
     writeModel(path, familyToOnnx(files.shape, p, options.dtype ?? 'float32', label), { externalData: options.externalData ?? false });
   await write(files.base, base, 'base');

@@ -52,9 +52,7 @@ export function makeSources(shape: CorporaShape, seed: number): { general: Corpu
     // the rest stays the general source's. So its CPT vector lives mostly in its own subspace.
     const mix = (base: Float32Array): Float32Array => {
       const own = table();
-      return base.map((v, i) =>
-        inBand(Math.floor(i / V)) || inBand(i % V) ? Math.sqrt(shared) * v + Math.sqrt(1 - shared) * own[i]! : v,
-      );
+      return base.map((v, i) => (inBand(Math.floor(i / V)) || inBand(i % V) ? Math.sqrt(shared) * v + Math.sqrt(1 - shared) * own[i]! : v));
     };
     const bias = generalBias.slice();
     bias.fill(1.5, lo, hi);

@@ -32,19 +32,29 @@ export type ParamName = (typeof paramNames)[number];
 
 export function paramShape(s: FamilyShape, name: ParamName): number[] {
   switch (name) {
-    case 'E': return [s.vocab, s.dim];
-    case 'A': return [s.dim, s.hidden];
-    case 'B': return [s.dim, s.hidden];
-    case 'b': return [s.hidden];
-    case 'U': return [s.hidden, s.vocab];
-    case 'c': return [s.vocab];
+    case 'E':
+      return [s.vocab, s.dim];
+    case 'A':
+      return [s.dim, s.hidden];
+    case 'B':
+      return [s.dim, s.hidden];
+    case 'b':
+      return [s.hidden];
+    case 'U':
+      return [s.hidden, s.vocab];
+    case 'c':
+      return [s.vocab];
   }
 }
 
 export function zerosLike(p: FamilyParams): FamilyParams {
   return {
-    E: new Float64Array(p.E.length), A: new Float64Array(p.A.length), B: new Float64Array(p.B.length),
-    b: new Float64Array(p.b.length), U: new Float64Array(p.U.length), c: new Float64Array(p.c.length),
+    E: new Float64Array(p.E.length),
+    A: new Float64Array(p.A.length),
+    B: new Float64Array(p.B.length),
+    b: new Float64Array(p.b.length),
+    U: new Float64Array(p.U.length),
+    c: new Float64Array(p.c.length),
   };
 }
 

@@ -13,7 +13,12 @@ function int64s(values: number[]): Uint8Array {
  * cast to float32 inside the graph. The int64 constants of Slice and Pad are initializers too,
  * as torch.onnx.export leaves them, so pools must copy (not merge) non-float tensors.
  */
-export function familyToOnnx(s: FamilyShape, p: FamilyParams, dtype: 'float32' | 'float16' = 'float32', name = 'optimer-family'): ModelProto {
+export function familyToOnnx(
+  s: FamilyShape,
+  p: FamilyParams,
+  dtype: 'float32' | 'float16' = 'float32',
+  name = 'optimer-family',
+): ModelProto {
   const initializer: TensorProto[] = [];
   const nodes: NodeProto[] = [];
   const w: Record<string, string> = {};

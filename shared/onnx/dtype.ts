@@ -20,8 +20,19 @@ export const DataType = {
 
 /** Dtype names used in manifests and messages (numpy / torch spelling). */
 export type DtypeName =
-  | 'float32' | 'float16' | 'bfloat16' | 'float64'
-  | 'uint8' | 'int8' | 'uint16' | 'int16' | 'int32' | 'int64' | 'bool' | 'uint32' | 'uint64';
+  | 'float32'
+  | 'float16'
+  | 'bfloat16'
+  | 'float64'
+  | 'uint8'
+  | 'int8'
+  | 'uint16'
+  | 'int16'
+  | 'int32'
+  | 'int64'
+  | 'bool'
+  | 'uint32'
+  | 'uint64';
 
 const byCode = new Map<number, { name: DtypeName; bytes: number }>([
   [DataType.FLOAT, { name: 'float32', bytes: 4 }],
@@ -42,7 +53,11 @@ const byName = new Map([...byCode].map(([code, d]) => [d.name, { code, bytes: d.
 
 export function dtypeOf(code: number, where: string): DtypeName {
   const d = byCode.get(code);
-  if (!d) throw new OptimerError('BAD_ONNX', `${where}: unsupported ONNX data type ${code} (string, complex and 8-bit float tensors cannot be pooled)`);
+  if (!d)
+    throw new OptimerError(
+      'BAD_ONNX',
+      `${where}: unsupported ONNX data type ${code} (string, complex and 8-bit float tensors cannot be pooled)`,
+    );
   return d.name;
 }
 
@@ -84,7 +99,10 @@ export function halfToFloatTable(): Float32Array {
         // subnormal half: normalise
         let e = -1;
         let f = frac;
-        do { f <<= 1; e++; } while ((f & 0x400) === 0);
+        do {
+          f <<= 1;
+          e++;
+        } while ((f & 0x400) === 0);
         bits = sign | ((127 - 15 - e) << 23) | ((f & 0x3ff) << 13);
       }
     } else if (exp === 31) bits = sign | 0x7f800000 | (frac << 13);
@@ -116,12 +134,12 @@ export function halfFromFloatBits(b: number): number {
     let h = m >>> shift;
     const rem = m & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
+    if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
   let h = (e << 10) | (frac >>> 13);
   const rem = frac & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // may carry into the exponent: correct
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // may carry into the exponent: correct
   return sign | h;
 }
 
@@ -132,7 +150,7 @@ export function floatToBfloat16(x: number): number {
 }
 
 export function bfloat16FromFloatBits(b: number): number {
-  if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff)) return (b >>> 16) | 0x40; // keep NaN a NaN
+  if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) return (b >>> 16) | 0x40; // keep NaN a NaN
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
 

@@ -77,7 +77,10 @@ function describeInitializer(
     read = externalReader(t, where, dir, bytes, handles);
   } else if (t.rawData && t.rawData.length > 0) {
     if (t.rawData.length !== bytes) {
-      throw new OptimerError('BAD_ONNX', `${where}: raw_data holds ${t.rawData.length} bytes, shape [${shape.join(', ')}] of ${dtype} needs ${bytes}`);
+      throw new OptimerError(
+        'BAD_ONNX',
+        `${where}: raw_data holds ${t.rawData.length} bytes, shape [${shape.join(', ')}] of ${dtype} needs ${bytes}`,
+      );
     }
     const raw = t.rawData;
     read = async () => raw;
@@ -103,7 +106,8 @@ function externalReader(
   }
   const offset = Number(info.get('offset') ?? '0');
   const length = info.has('length') ? Number(info.get('length')) : bytes;
-  if (!Number.isSafeInteger(offset) || offset < 0) throw new OptimerError('BAD_ONNX', `${where}: bad external data offset '${info.get('offset')}'`);
+  if (!Number.isSafeInteger(offset) || offset < 0)
+    throw new OptimerError('BAD_ONNX', `${where}: bad external data offset '${info.get('offset')}'`);
   if (length !== bytes) {
     throw new OptimerError('BAD_ONNX', `${where}: external data length ${length} does not match its shape (${bytes} bytes)`);
   }
@@ -126,7 +130,10 @@ function externalReader(
     }
     const size = (await fh.stat()).size;
     if (offset + bytes > size) {
-      throw new OptimerError('BAD_ONNX', `${where}: external data [${offset}, ${offset + bytes}) runs past the end of ${location} (${size} bytes)`);
+      throw new OptimerError(
+        'BAD_ONNX',
+        `${where}: external data [${offset}, ${offset + bytes}) runs past the end of ${location} (${size} bytes)`,
+      );
     }
     const out = new Uint8Array(bytes);
     let done = 0;

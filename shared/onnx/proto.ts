@@ -14,7 +14,10 @@ const GraphType = root.lookupType('onnx.GraphProto');
 
 type Int64 = number | Long;
 
-export interface StringStringEntry { key: string; value: string }
+export interface StringStringEntry {
+  key: string;
+  value: string;
+}
 
 export interface TensorProto {
   name?: string;
@@ -33,12 +36,19 @@ export interface TensorProto {
   docString?: string;
 }
 
-export interface TensorShapeDim { dimValue?: Int64; dimParam?: string }
+export interface TensorShapeDim {
+  dimValue?: Int64;
+  dimParam?: string;
+}
 export interface ValueInfoProto {
   name?: string;
   type?: { tensorType?: { elemType?: number; shape?: { dim?: TensorShapeDim[] } } };
 }
-export interface AttributeProto { name?: string; type?: number; [k: string]: unknown }
+export interface AttributeProto {
+  name?: string;
+  type?: number;
+  [k: string]: unknown;
+}
 export interface NodeProto {
   input?: string[];
   output?: string[];

@@ -5,7 +5,15 @@ import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dty
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel, toNumber } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
-import { MANIFEST_FILE, SHARDS_DIR, WEIGHTS_LOCATION, parseManifest, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
+import {
+  MANIFEST_FILE,
+  SHARDS_DIR,
+  WEIGHTS_LOCATION,
+  parseManifest,
+  vectorNameSchema,
+  type PoolManifest,
+  type TensorEntry,
+} from './manifest.js';
 import { DEFAULT_SHARD_BYTES } from '../defaults.js';
 import { sha256Hex } from '../hash.js';
 import { ShardWriter } from './shard-writer.js';
@@ -146,14 +154,25 @@ function describeModel(base: OnnxModelFile, opts: BuildPoolOptions): PoolManifes
   const input = opts.inputName ?? 'input_ids';
   const output = opts.outputName ?? 'logits';
   const inp = inputs.find((i) => i.name === input);
-  if (!inp) throw new OptimerError('BAD_ONNX', `${base.path}: no graph input '${input}' (inputs: ${inputs.map((i) => i.name).join(', ')}); name it with --input-name`);
+  if (!inp)
+    throw new OptimerError(
+      'BAD_ONNX',
+      `${base.path}: no graph input '${input}' (inputs: ${inputs.map((i) => i.name).join(', ')}); name it with --input-name`,
+    );
   const out = (g.output ?? []).find((o) => o.name === output);
-  if (!out) throw new OptimerError('BAD_ONNX', `${base.path}: no graph output '${output}' (outputs: ${(g.output ?? []).map((o) => o.name).join(', ')}); name it with --output-name`);
+  if (!out)
+    throw new OptimerError(
+      'BAD_ONNX',
+      `${base.path}: no graph output '${output}' (outputs: ${(g.output ?? []).map((o) => o.name).join(', ')}); name it with --output-name`,
+    );
   const others = inputs.filter((i) => i.name !== input);
   const mask = others.find((i) => i.name === 'attention_mask');
   const unknown = others.filter((i) => i !== mask);
   if (unknown.length > 0) {
-    throw new OptimerError('BAD_ONNX', `${base.path}: graph input '${unknown[0]!.name}' is neither '${input}' nor 'attention_mask'; optimer feeds only those two`);
+    throw new OptimerError(
+      'BAD_ONNX',
+      `${base.path}: graph input '${unknown[0]!.name}' is neither '${input}' nor 'attention_mask'; optimer feeds only those two`,
+    );
   }
   const outDims = out.type?.tensorType?.shape?.dim ?? [];
   const vocabDim = outDims[outDims.length - 1];
@@ -174,11 +193,19 @@ async function graphWithoutWeights(base: OnnxModelFile, tensors: TensorEntry[]):
   const inits = await Promise.all(
     (model.graph!.initializer ?? []).map(async (t, i) => {
       const e = tensors[i]!;
-      const { floatData: _f, int32Data: _i, int64Data: _l, doubleData: _d, uint64Data: _u, externalData: _x, dataLocation: _dl, ...rest } = t;
+      const {
+        floatData: _f,
+        int32Data: _i,
+        int64Data: _l,
+        doubleData: _d,
+        uint64Data: _u,
+        externalData: _x,
+        dataLocation: _dl,
+        ...rest
+      } = t;
       if (e.offset === null) return { ...rest, rawData: await base.initializers[i]!.read() };
       return setExternal(rest, WEIGHTS_LOCATION, e.offset, e.bytes);
     }),
   );
   return encodeModel({ ...model, graph: { ...model.graph, initializer: inits } });
 }
-

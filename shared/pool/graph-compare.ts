@@ -7,12 +7,18 @@ import { dtypeBytes, isMergeable } from '../onnx/dtype.js';
  * Checks that a checkpoint can share a pool with the base: the same computation graph and the
  * same initializers (names, dtypes, shapes). Throws naming the first thing that differs and how.
  */
-export function compareModels(base: { path: string; model: ModelProto; initializers: Initializer[] }, ckpt: { path: string; model: ModelProto; initializers: Initializer[] }): void {
+export function compareModels(
+  base: { path: string; model: ModelProto; initializers: Initializer[] },
+  ckpt: { path: string; model: ModelProto; initializers: Initializer[] },
+): void {
   const fail = (what: string): never => {
     throw new OptimerError('POOL_MISMATCH', `${ckpt.path}: ${what} (checkpoints must come from the base's architecture and export)`);
   };
   const opset = (m: ModelProto): string =>
-    (m.opsetImport ?? []).map((o) => `${o.domain || 'ai.onnx'}:${toNumber(o.version)}`).sort().join(', ');
+    (m.opsetImport ?? [])
+      .map((o) => `${o.domain || 'ai.onnx'}:${toNumber(o.version)}`)
+      .sort()
+      .join(', ');
   if (opset(base.model) !== opset(ckpt.model)) fail(`opset imports [${opset(ckpt.model)}] differ from the base's [${opset(base.model)}]`);
 
   const bg = base.model.graph!;
@@ -42,7 +48,8 @@ export function compareModels(base: { path: string; model: ModelProto; initializ
     const c = byName.get(t.name);
     if (!c) fail(`initializer '${t.name}' of the base is missing`);
     if (c!.dtype !== t.dtype) fail(`initializer '${t.name}' is ${c!.dtype}, the base's is ${t.dtype}`);
-    if (c!.shape.join(',') !== t.shape.join(',')) fail(`initializer '${t.name}' has shape [${c!.shape.join(', ')}], the base's is [${t.shape.join(', ')}]`);
+    if (c!.shape.join(',') !== t.shape.join(','))
+      fail(`initializer '${t.name}' has shape [${c!.shape.join(', ')}], the base's is [${t.shape.join(', ')}]`);
     byName.delete(t.name);
   }
   const extra = [...byName.keys()][0];

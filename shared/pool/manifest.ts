@@ -20,7 +20,21 @@ export const WEIGHTS_LOCATION = 'weights.bin';
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a lowercase hex sha256');
 const count = z.number().int().nonnegative();
-const dtype = z.enum(['float32', 'float16', 'bfloat16', 'float64', 'uint8', 'int8', 'uint16', 'int16', 'int32', 'int64', 'bool', 'uint32', 'uint64']);
+const dtype = z.enum([
+  'float32',
+  'float16',
+  'bfloat16',
+  'float64',
+  'uint8',
+  'int8',
+  'uint16',
+  'int16',
+  'int32',
+  'int64',
+  'bool',
+  'uint32',
+  'uint64',
+]);
 const vectorName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, ".", "_" or "-"');
 
 const shardRef = z.object({ sha256, offset: count, bytes: count }).strict();

@@ -90,9 +90,12 @@ export class Pool {
   /** Re-hashes every shard; throws naming the first one that is missing or altered. */
   async verify(): Promise<void> {
     for (const { sha256 } of this.allShards()) {
-      const got = await hashFile(join(this.shardsDir, sha256)).then((h) => h.sha256, (e: unknown) => {
-        throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
-      });
+      const got = await hashFile(join(this.shardsDir, sha256)).then(
+        (h) => h.sha256,
+        (e: unknown) => {
+          throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
+        },
+      );
       if (got !== sha256) throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is corrupt (its content hashes to ${got})`);
     }
   }

@@ -4,7 +4,6 @@ import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobRef, ShardRef } from './manifest.js';
 
-
 /**
  * Appends a blob's bytes and cuts them into shards of at most `shardBytes`, each stored once
  * under its sha256 (an existing identical shard is reused). Tensors may span shards.
@@ -16,7 +15,10 @@ export class ShardWriter {
   private position = 0;
   private file: { handle: FileHandle; path: string; hash: Hash; bytes: number } | undefined;
 
-  constructor(private readonly shardsDir: string, private readonly shardBytes = DEFAULT_SHARD_BYTES) {}
+  constructor(
+    private readonly shardsDir: string,
+    private readonly shardBytes = DEFAULT_SHARD_BYTES,
+  ) {}
 
   async addTensor(name: string, bytes: Uint8Array): Promise<void> {
     this.tensors[name] = this.position;
@@ -49,7 +51,10 @@ export class ShardWriter {
     await f.handle.close();
     const sha256 = f.hash.digest('hex');
     const final = join(this.shardsDir, sha256);
-    const exists = await stat(final).then((s) => s.size === f.bytes, () => false);
+    const exists = await stat(final).then(
+      (s) => s.size === f.bytes,
+      () => false,
+    );
     if (exists) await rm(f.path);
     else await rename(f.path, final);
     this.shards.push({ sha256, offset: this.position - f.bytes, bytes: f.bytes });

@@ -28,7 +28,11 @@ export async function referenceMerge(f: FamilyFiles, weights: Record<string, num
   return out;
 }
 
-export async function referenceScores(f: FamilyFiles, params: FamilyParams, split: 'dev' | 'test' = 'dev'): Promise<Record<string, number>> {
+export async function referenceScores(
+  f: FamilyFiles,
+  params: FamilyParams,
+  split: 'dev' | 'test' = 'dev',
+): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const [name, path] of Object.entries(f[split])) out[name] = referenceNll(DEFAULT_FAMILY_SHAPE, params, await readSeqs(path));
   return out;

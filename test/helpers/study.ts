@@ -5,7 +5,12 @@ import type { FamilyFiles } from '../../shared/family/build.js';
 import { stopProcess } from '../../shared/process.js';
 
 /** Writes a study config over the family's pool (already built at `poolDir`). */
-export async function writeStudyConfig(path: string, f: FamilyFiles, poolDir: string, extra: Record<string, unknown> = {}): Promise<string> {
+export async function writeStudyConfig(
+  path: string,
+  f: FamilyFiles,
+  poolDir: string,
+  extra: Record<string, unknown> = {},
+): Promise<string> {
   const config = {
     name: 'family',
     pool: poolDir,
@@ -37,7 +42,9 @@ export class Processes {
   }
 
   startWorkers(cli: string, natsUrl: string, cacheDir: string, n: number): ChildProcess[] {
-    return Array.from({ length: n }, (_, i) => this.start(cli, ['worker', '--nats', natsUrl, '--cache', join(cacheDir, `w${i}`), '--id', `test-${i + 1}`, '--log-level', 'warn']));
+    return Array.from({ length: n }, (_, i) =>
+      this.start(cli, ['worker', '--nats', natsUrl, '--cache', join(cacheDir, `w${i}`), '--id', `test-${i + 1}`, '--log-level', 'warn']),
+    );
   }
 
   async stopAll(): Promise<void> {
@@ -59,4 +66,3 @@ export function exited(child: ChildProcess, timeoutMs = 120_000): Promise<number
 export function outputOf(child: ChildProcess): { out: string; err: string } {
   return (child as unknown as { output: () => { out: string; err: string } }).output();
 }
-

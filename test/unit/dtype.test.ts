@@ -4,8 +4,19 @@ import { decodeFloats, encodeFloats, floatToBfloat16, floatToHalf } from '../../
 describe('float16 and bfloat16 conversion', () => {
   it('dtype - float16 encodes known values with round-to-nearest-even', () => {
     const cases: [number, number][] = [
-      [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [65520, 0x7c00], [Infinity, 0x7c00],
-      [2 ** -24, 0x0001], [2 ** -25, 0x0000], [3 * 2 ** -25, 0x0002], [0.1, 0x2e66], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02],
+      [0, 0x0000],
+      [-0, 0x8000],
+      [1, 0x3c00],
+      [-2, 0xc000],
+      [65504, 0x7bff],
+      [65520, 0x7c00],
+      [Infinity, 0x7c00],
+      [2 ** -24, 0x0001],
+      [2 ** -25, 0x0000],
+      [3 * 2 ** -25, 0x0002],
+      [0.1, 0x2e66],
+      [1 + 2 ** -11, 0x3c00],
+      [1 + 3 * 2 ** -11, 0x3c02],
     ];
     for (const [x, bits] of cases) expect([x, floatToHalf(x)]).toEqual([x, bits]);
     expect(floatToHalf(NaN) & 0x7c00).toBe(0x7c00);

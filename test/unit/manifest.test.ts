@@ -15,7 +15,21 @@ function manifest(): PoolManifest {
     ],
     weightsBytes: 16,
     base: { source: 'base.onnx', blob: { bytes: 24, shards: [{ sha256: sha('b'), offset: 0, bytes: 24 }], tensors: { w: 0, k: 16 } } },
-    vectors: [{ name: 'ja', source: 'ja.onnx', l2: 1, blob: { bytes: 16, shards: [{ sha256: sha('c'), offset: 0, bytes: 10 }, { sha256: sha('d'), offset: 10, bytes: 6 }], tensors: { w: 0 } } }],
+    vectors: [
+      {
+        name: 'ja',
+        source: 'ja.onnx',
+        l2: 1,
+        blob: {
+          bytes: 16,
+          shards: [
+            { sha256: sha('c'), offset: 0, bytes: 10 },
+            { sha256: sha('d'), offset: 10, bytes: 6 },
+          ],
+          tensors: { w: 0 },
+        },
+      },
+    ],
     gram: [[1]],
   };
 }
@@ -27,15 +41,60 @@ describe('pool manifest validation', () => {
 
   it('manifest - refuses inconsistencies, naming the field', () => {
     const cases: [(m: PoolManifest) => void, RegExp][] = [
-      [(m) => { m.vectors[0]!.blob.shards[1]!.offset = 9; }, /m\.json: vectors\[0\]\.blob\.shards\[1\] starts at 9, expected 10/],
-      [(m) => { m.vectors[0]!.blob.tensors = {}; }, /vectors\[0\]\.blob: tensor 'w' is missing/],
-      [(m) => { m.base.blob.tensors.k = 20; }, /base\.blob: tensor 'k' runs past the end of the blob/],
-      [(m) => { m.gram = []; }, /gram must be 1×1/],
-      [(m) => { m.tensors[1]!.offset = 0; }, /tensor 'k': merged tensors, and only they, have a layout offset/],
-      [(m) => { m.vectors[0]!.name = '../evil'; }, /vectors\[0\]\.name: expected 1-64 letters/],
-      [(m) => { (m as unknown as { extra: number }).extra = 1; }, /\(top level\): Unrecognized key/],
-      [(m) => { (m.tensors[0] as { dtype: string }).dtype = 'complex64'; }, /tensors\[0\]\.dtype/],
-      [(m) => { m.weightsBytes = 8; }, /tensor 'w' runs past weightsBytes/],
+      [
+        (m) => {
+          m.vectors[0]!.blob.shards[1]!.offset = 9;
+        },
+        /m\.json: vectors\[0\]\.blob\.shards\[1\] starts at 9, expected 10/,
+      ],
+      [
+        (m) => {
+          m.vectors[0]!.blob.tensors = {};
+        },
+        /vectors\[0\]\.blob: tensor 'w' is missing/,
+      ],
+      [
+        (m) => {
+          m.base.blob.tensors.k = 20;
+        },
+        /base\.blob: tensor 'k' runs past the end of the blob/,
+      ],
+      [
+        (m) => {
+          m.gram = [];
+        },
+        /gram must be 1×1/,
+      ],
+      [
+        (m) => {
+          m.tensors[1]!.offset = 0;
+        },
+        /tensor 'k': merged tensors, and only they, have a layout offset/,
+      ],
+      [
+        (m) => {
+          m.vectors[0]!.name = '../evil';
+        },
+        /vectors\[0\]\.name: expected 1-64 letters/,
+      ],
+      [
+        (m) => {
+          (m as unknown as { extra: number }).extra = 1;
+        },
+        /\(top level\): Unrecognized key/,
+      ],
+      [
+        (m) => {
+          (m.tensors[0] as { dtype: string }).dtype = 'complex64';
+        },
+        /tensors\[0\]\.dtype/,
+      ],
+      [
+        (m) => {
+          m.weightsBytes = 8;
+        },
+        /tensor 'w' runs past weightsBytes/,
+      ],
     ];
     for (const [edit, message] of cases) {
       const m = manifest();

@@ -11,10 +11,17 @@ import type { Sampler, TrialView } from '../../coordinator/sampler/sampler.js';
 
 const dims = [{ kind: 'numeric' as const, t: { low: -1, high: 1, halfStep: undefined, log: false } }];
 const sigmasOf = (mus: number[], endpoints: boolean, magic: boolean, minBandwidthFactor = 0.01) =>
-  Array.from(new ParzenEstimator(dims, [mus], mus.map(() => 1), { priorWeight: 1, magicClip: magic, minBandwidthFactor, endpoints, bandwidth: 'neighbor' }).sigmas[0]!);
+  Array.from(
+    new ParzenEstimator(
+      dims,
+      [mus],
+      mus.map(() => 1),
+      { priorWeight: 1, magicClip: magic, minBandwidthFactor, endpoints, bandwidth: 'neighbor' },
+    ).sigmas[0]!,
+  );
 
 describe('TPE building blocks', () => {
-  it('tpe - neighbour bandwidths match Optuna\'s golden values', () => {
+  it("tpe - neighbour bandwidths match Optuna's golden values", () => {
     expect(sigmasOf([], false, true)).toEqual([2]);
     expect(sigmasOf([0.4], true, false)).toEqual([expect.closeTo(1.4, 12), 2]);
     expect(sigmasOf([-0.3, 0.3], true, false).map((x) => +x.toFixed(12))).toEqual([0.7, 0.7, 2]);
@@ -24,7 +31,7 @@ describe('TPE building blocks', () => {
     expect(neighborBandwidths([0.5, 0.1], 0, 1, false)).toEqual([expect.closeTo(0.4, 12), expect.closeTo(0.4, 12)]);
   });
 
-  it('tpe - the bandwidth floor is max(range / (K + 1), factor × range): Optuna\'s with 0.01, 3% by default', () => {
+  it("tpe - the bandwidth floor is max(range / (K + 1), factor × range): Optuna's with 0.01, 3% by default", () => {
     const mus = Array.from({ length: 60 }, (_, i) => -0.9 + (1.8 * i) / 59); // gaps 0.0305
     const optuna = sigmasOf(mus, false, true, 0.01); // K = 61: floor 2 / 62
     const ours = sigmasOf(mus, false, true, 0.03); // floor 0.06 (2 / 33.3)
@@ -60,7 +67,10 @@ describe('TPE building blocks', () => {
     }
     expect(compared).toBeGreaterThan(30000);
     // a floor too narrow for cells falls back to the sort
-    expect(Array.from(clippedNeighborBandwidths([0.1, 0.5], 0, 1, false, 1e-12, 1))).toEqual([expect.closeTo(0.4, 12), expect.closeTo(0.4, 12)]);
+    expect(Array.from(clippedNeighborBandwidths([0.1, 0.5], 0, 1, false, 1e-12, 1))).toEqual([
+      expect.closeTo(0.4, 12),
+      expect.closeTo(0.4, 12),
+    ]);
   });
 
   it('tpe - argsort orders by value, ties by index, at every size', () => {
@@ -89,8 +99,13 @@ describe('TPE building blocks', () => {
     expect(ndtr(-5) / 2.866515718791939e-7).toBeCloseTo(1, 6);
     expect(ndtr(-20) / 2.753624118606233e-89).toBeCloseTo(1, 6);
     for (const p of [1e-12, 1e-6, 0.01, 0.3, 0.5, 0.9, 0.999999]) expect(ndtr(ndtri(p)) / p).toBeCloseTo(1, 5);
-    expect(logGaussMass(-40, -39)).toBeCloseTo(-1 * (39 * 39) / 2 - Math.log(39) - 0.5 * Math.log(2 * Math.PI), 2);
-    for (const [a, b] of [[-1, 1], [0, 0.001], [5, 8], [-8, -5]] as const) {
+    expect(logGaussMass(-40, -39)).toBeCloseTo((-1 * (39 * 39)) / 2 - Math.log(39) - 0.5 * Math.log(2 * Math.PI), 2);
+    for (const [a, b] of [
+      [-1, 1],
+      [0, 0.001],
+      [5, 8],
+      [-8, -5],
+    ] as const) {
       for (const q of [0, 0.1, 0.5, 0.9, 1]) {
         const x = truncnormPpf(q, a, b);
         expect(x).toBeGreaterThanOrEqual(a);
@@ -100,7 +115,9 @@ describe('TPE building blocks', () => {
   });
 });
 
-const space8: SearchSpace = { params: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`x${i}`, { type: 'float' as const, low: -5, high: 5 }])) };
+const space8: SearchSpace = {
+  params: Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`x${i}`, { type: 'float' as const, low: -5, high: 5 }])),
+};
 const sphere = (p: Record<string, unknown>) => Object.values(p).reduce((a: number, x) => a + ((x as number) - 1) ** 2, 0);
 
 function optimise(sampler: Sampler, space: SearchSpace, f: (p: Record<string, unknown>) => number, n: number, seed: number): number {
@@ -120,13 +137,18 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 describe('TPE sampler', () => {
   it('tpe - proposals are inside the bounds, on the grid and of the right type', () => {
-    const space = parseSpace({ params: {
-      x: { type: 'float', low: -1, high: 2 },
-      lr: { type: 'float', low: 1e-5, high: 1e-1, log: true },
-      n: { type: 'int', low: 1, high: 8, step: 1 },
-      s: { type: 'float', low: 0, high: 1, step: 0.25 },
-      m: { type: 'categorical', choices: ['a', 'b', 'c'] },
-    } }, 'space');
+    const space = parseSpace(
+      {
+        params: {
+          x: { type: 'float', low: -1, high: 2 },
+          lr: { type: 'float', low: 1e-5, high: 1e-1, log: true },
+          n: { type: 'int', low: 1, high: 8, step: 1 },
+          s: { type: 'float', low: 0, high: 1, step: 0.25 },
+          m: { type: 'categorical', choices: ['a', 'b', 'c'] },
+        },
+      },
+      'space',
+    );
     const trials: TrialView[] = [];
     const tpe = new TpeSampler();
     const rng = new Rng(3);
@@ -142,7 +164,12 @@ describe('TPE sampler', () => {
       const q = p as Record<string, number>;
       expect(['a', 'b', 'c']).toContain(p.m);
       if (i >= 30 && p.m === 'b') goodChoice++;
-      trials.push({ number: i, state: 'complete', params: p, value: (q.x! - 0.5) ** 2 + Math.log10(q.lr!) ** 2 + q.n! + q.s! + (p.m === 'b' ? 0 : 1) });
+      trials.push({
+        number: i,
+        state: 'complete',
+        params: p,
+        value: (q.x! - 0.5) ** 2 + Math.log10(q.lr!) ** 2 + q.n! + q.s! + (p.m === 'b' ? 0 : 1),
+      });
     }
     // the categorical kernel learns which choice is good (random would pick 'b' a third of the time)
     expect(goodChoice).toBeGreaterThan(15);
@@ -169,13 +196,19 @@ describe('TPE sampler', () => {
     const space: SearchSpace = { params: { x: { type: 'float', low: 0, high: 1 } } };
     const done = (number: number, x: number, value: number): TrialView => ({ number, state: 'complete', params: { x }, value });
     // trials 0 and 1 tie for best at `older` and `newer`; eight worse ones lie between them
-    const history = (older: number, newer: number, sign = 1): TrialView[] =>
-      [done(0, older, 0), done(1, newer, 0), ...Array.from({ length: 8 }, (_, i) => done(2 + i, 0.3 + 0.05 * i, sign))];
+    const history = (older: number, newer: number, sign = 1): TrialView[] => [
+      done(0, older, 0),
+      done(1, newer, 0),
+      ...Array.from({ length: 8 }, (_, i) => done(2 + i, 0.3 + 0.05 * i, sign)),
+    ];
     const near = (xs: number[], c: number) => xs.filter((x) => Math.abs(x - c) < 0.15).length;
     const oneGood = new TpeSampler({ gamma: () => 1 }); // the good group is a single trial
     const proposals = (trials: TrialView[], direction: 'minimize' | 'maximize') =>
       Array.from({ length: 100 }, (_, s) => oneGood.propose(space, trials, direction, new Rng(s)).x as number);
-    for (const [older, newer] of [[0.1, 0.9], [0.9, 0.1]] as const) {
+    for (const [older, newer] of [
+      [0.1, 0.9],
+      [0.9, 0.1],
+    ] as const) {
       const min = proposals(history(older, newer), 'minimize');
       expect(near(min, older)).toBeGreaterThan(2 * near(min, newer));
       const max = proposals(history(older, newer, -1), 'maximize');
@@ -183,7 +216,12 @@ describe('TPE sampler', () => {
     }
     const withRunning = [...history(0.1, 0.9), { number: 10, state: 'running' as const, params: { x: 0.12 } }];
     const unchanged = (sampler: TpeSampler) =>
-      Array.from({ length: 100 }, (_, s) => sampler.propose(space, withRunning, 'minimize', new Rng(s)).x === sampler.propose(space, history(0.1, 0.9), 'minimize', new Rng(s)).x).every(Boolean);
+      Array.from(
+        { length: 100 },
+        (_, s) =>
+          sampler.propose(space, withRunning, 'minimize', new Rng(s)).x ===
+          sampler.propose(space, history(0.1, 0.9), 'minimize', new Rng(s)).x,
+      ).every(Boolean);
     expect(unchanged(new TpeSampler({ gamma: () => 1, constantLiar: false }))).toBe(true);
     expect(unchanged(oneGood)).toBe(false);
   });
@@ -204,7 +242,12 @@ describe('TPE sampler', () => {
         trials.push({ number: 30 + i, state: 'running', params });
       }
       let min = Infinity;
-      for (let i = 0; i < 8; i++) for (let j = 0; j < i; j++) min = Math.min(min, Math.sqrt(sphere(Object.fromEntries(Object.keys(running[i]!).map((k) => [k, running[i]![k]! - running[j]![k]! + 1])))));
+      for (let i = 0; i < 8; i++)
+        for (let j = 0; j < i; j++)
+          min = Math.min(
+            min,
+            Math.sqrt(sphere(Object.fromEntries(Object.keys(running[i]!).map((k) => [k, running[i]![k]! - running[j]![k]! + 1])))),
+          );
       return min;
     };
     const seeds = Array.from({ length: 10 }, (_, i) => i + 100);
@@ -212,8 +255,12 @@ describe('TPE sampler', () => {
   });
 
   it('tpe - an invalid space is refused naming the parameter', () => {
-    expect(() => parseSpace({ params: { w: { type: 'float', low: 2, high: 1 } } }, 'space.json')).toThrow('space.json: params.w: empty range [2, 1]');
-    expect(() => parseSpace({ params: { lr: { type: 'float', low: 0, high: 1, log: true } } }, 'space.json')).toThrow('space.json: params.lr: log scale needs low > 0');
+    expect(() => parseSpace({ params: { w: { type: 'float', low: 2, high: 1 } } }, 'space.json')).toThrow(
+      'space.json: params.w: empty range [2, 1]',
+    );
+    expect(() => parseSpace({ params: { lr: { type: 'float', low: 0, high: 1, log: true } } }, 'space.json')).toThrow(
+      'space.json: params.lr: log scale needs low > 0',
+    );
     expect(() => parseSpace({ params: { k: { type: 'complex', low: 0, high: 1 } } }, 'space.json')).toThrow(/space\.json: params\.k\.type/);
   });
 });

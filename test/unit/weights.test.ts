@@ -6,7 +6,11 @@ const names = ['ja', 'zh', 'math', 'code'];
 
 describe('merge weights', () => {
   it('weights - parse NAME=WEIGHT lists; unnamed vectors weigh 0', () => {
-    expect([...parseWeights('ja=0.5, zh=-0.2,code=1e-1', names)]).toEqual([['ja', 0.5], ['zh', -0.2], ['code', 0.1]]);
+    expect([...parseWeights('ja=0.5, zh=-0.2,code=1e-1', names)]).toEqual([
+      ['ja', 0.5],
+      ['zh', -0.2],
+      ['code', 0.1],
+    ]);
     expect(parseWeights('', names).size).toBe(0);
   });
 
@@ -19,7 +23,16 @@ describe('merge weights', () => {
   });
 
   it('weights - mixture ratios are over the positive weights; negative ones are removed', () => {
-    expect(mixtureRatios(new Map([['ja', 1.5], ['zh', 0.5], ['math', -0.3]]), names)).toEqual({ ja: 0.75, zh: 0.25, math: 'removed', code: 0 });
+    expect(
+      mixtureRatios(
+        new Map([
+          ['ja', 1.5],
+          ['zh', 0.5],
+          ['math', -0.3],
+        ]),
+        names,
+      ),
+    ).toEqual({ ja: 0.75, zh: 0.25, math: 'removed', code: 0 });
   });
 
   it('baselines - base, each vector alone, and averaging', () => {

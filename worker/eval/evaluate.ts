@@ -1,5 +1,12 @@
 import type ort from 'onnxruntime-node';
-import { DEFAULT_BATCH_TOKENS, type ExecutionProvider, type LoadedEvalSet, type MergeWeights, type Pool, weightedMean } from '../../shared/index.js';
+import {
+  DEFAULT_BATCH_TOKENS,
+  type ExecutionProvider,
+  type LoadedEvalSet,
+  type MergeWeights,
+  type Pool,
+  weightedMean,
+} from '../../shared/index.js';
 import { mergeToBuffer } from '../merge/merge.js';
 import { evaluateNll, type LmIo } from './nll.js';
 import { createMergedSession } from './session.js';
@@ -26,7 +33,12 @@ export interface EvalOptions {
 }
 
 /** Scores one session (a merge or a model file) on every set. */
-export async function evaluateSession(session: ort.InferenceSession, sets: LoadedEvalSet[], io: LmIo, batchTokens = DEFAULT_BATCH_TOKENS): Promise<SetScore[]> {
+export async function evaluateSession(
+  session: ort.InferenceSession,
+  sets: LoadedEvalSet[],
+  io: LmIo,
+  batchTokens = DEFAULT_BATCH_TOKENS,
+): Promise<SetScore[]> {
   const scores: SetScore[] = [];
   for (const s of sets) {
     const r = await evaluateNll(session, s.seqs, io, batchTokens);
@@ -36,7 +48,12 @@ export async function evaluateSession(session: ort.InferenceSession, sets: Loade
 }
 
 /** Merges θ(w) from the pool and evaluates it on every set. */
-export async function evaluateMerge(pool: Pool, weights: MergeWeights, sets: LoadedEvalSet[], options: EvalOptions = {}): Promise<EvalReport> {
+export async function evaluateMerge(
+  pool: Pool,
+  weights: MergeWeights,
+  sets: LoadedEvalSet[],
+  options: EvalOptions = {},
+): Promise<EvalReport> {
   const t0 = performance.now();
   const merged = await mergeToBuffer(pool, weights);
   const t1 = performance.now();

@@ -14,14 +14,19 @@ export interface NllResult {
   sequences: number;
 }
 
-
 /**
  * Metric `nll`: over all sequences s and positions t = 1..len(s)−1, the token-weighted mean of
  * −ln softmax(logits[s, t−1])[ids[s, t]]. Sequences are sorted by length and packed into
  * right-padded batches (a causal LM never looks right, and the mask hides the padding);
  * per-sequence sums are added in file order, so the result does not depend on the batching.
  */
-export async function evaluateNll(session: ort.InferenceSession, seqs: Int32Array[], io: LmIo, batchTokens = DEFAULT_BATCH_TOKENS, onBatch?: (done: number) => void): Promise<NllResult> {
+export async function evaluateNll(
+  session: ort.InferenceSession,
+  seqs: Int32Array[],
+  io: LmIo,
+  batchTokens = DEFAULT_BATCH_TOKENS,
+  onBatch?: (done: number) => void,
+): Promise<NllResult> {
   const sums = new Float64Array(seqs.length);
   const order = seqs.map((_, i) => i).sort((a, b) => seqs[b]!.length - seqs[a]!.length || a - b);
   let done = 0;
@@ -43,7 +48,14 @@ export async function evaluateNll(session: ort.InferenceSession, seqs: Int32Arra
   return { nll: total / tokens, tokens, sequences: seqs.length };
 }
 
-async function runBatch(session: ort.InferenceSession, seqs: Int32Array[], batch: number[], len: number, io: LmIo, sums: Float64Array): Promise<void> {
+async function runBatch(
+  session: ort.InferenceSession,
+  seqs: Int32Array[],
+  batch: number[],
+  len: number,
+  io: LmIo,
+  sums: Float64Array,
+): Promise<void> {
   const B = batch.length;
   const ids = new BigInt64Array(B * len);
   const mask = io.attentionMask ? new BigInt64Array(B * len) : undefined;
@@ -65,7 +77,10 @@ async function runBatch(session: ort.InferenceSession, seqs: Int32Array[], batch
   const logits = out[io.output]!;
   const dims = logits.dims;
   if (logits.type !== 'float32' || dims.length !== 3 || dims[0] !== B || dims[1] !== len) {
-    throw new OptimerError('RUNTIME', `output '${io.output}' is ${logits.type} [${dims.join(', ')}], expected float32 [${B}, ${len}, vocab]`);
+    throw new OptimerError(
+      'RUNTIME',
+      `output '${io.output}' is ${logits.type} [${dims.join(', ')}], expected float32 [${B}, ${len}, vocab]`,
+    );
   }
   const V = dims[2]!;
   const data = logits.data as Float32Array;

@@ -1,7 +1,6 @@
 import ort from 'onnxruntime-node';
 import { type ExecutionProvider, OptimerError, WEIGHTS_LOCATION } from '../../shared/index.js';
 
-
 const CUDA_HINT =
   "the CUDA provider is not installed: on a GPU worker run 'ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node' " +
   '(or copy the provider libraries in; see README, GPU workers)';
@@ -10,7 +9,11 @@ const CUDA_HINT =
  * An inference session for the pool's graph with merged weights supplied from memory as its
  * external data: no model file is written per trial.
  */
-export async function createMergedSession(graph: Uint8Array, weights: Uint8Array, provider: ExecutionProvider): Promise<ort.InferenceSession> {
+export async function createMergedSession(
+  graph: Uint8Array,
+  weights: Uint8Array,
+  provider: ExecutionProvider,
+): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(graph, {
       executionProviders: [provider],
@@ -29,6 +32,8 @@ export async function createFileSession(path: string, provider: ExecutionProvide
   try {
     return await ort.InferenceSession.create(path, { executionProviders: [provider], graphOptimizationLevel: 'all' });
   } catch (e) {
-    throw new OptimerError('RUNTIME', `${path}: cannot create an ONNX Runtime session on ${provider}: ${(e as Error).message}`, { cause: e });
+    throw new OptimerError('RUNTIME', `${path}: cannot create an ONNX Runtime session on ${provider}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
 }

@@ -11,7 +11,12 @@ export const INLINE_LIMIT_BYTES = 1 << 30;
  * Writes θ(w) as an ONNX model onnxruntime loads: one file when small, else the graph plus
  * `<out>.data` external data (streamed: the merged weights are never all in memory).
  */
-export async function exportOnnx(pool: Pool, weights: MergeWeights, out: string, options: { externalData?: boolean } = {}): Promise<string[]> {
+export async function exportOnnx(
+  pool: Pool,
+  weights: MergeWeights,
+  out: string,
+  options: { externalData?: boolean } = {},
+): Promise<string[]> {
   const model = decodeModel(await pool.graphBytes(), `${pool.label}: graph`);
   const tensors = pool.manifest.tensors;
   const external = options.externalData ?? pool.manifest.weightsBytes > INLINE_LIMIT_BYTES;

@@ -1,4 +1,11 @@
-import { bfloat16FromFloatBits, decodeFloats, type DtypeName, encodeFloats, halfFromFloatBits, halfToFloatTable } from '../../shared/index.js';
+import {
+  bfloat16FromFloatBits,
+  decodeFloats,
+  type DtypeName,
+  encodeFloats,
+  halfFromFloatBits,
+  halfToFloatTable,
+} from '../../shared/index.js';
 
 /**
  * out = base + Σ_k w_k·delta_k for one chunk of `n` elements, fp32 accumulation, every buffer in
@@ -6,13 +13,27 @@ import { bfloat16FromFloatBits, decodeFloats, type DtypeName, encodeFloats, half
  * aligned and chunk buffers are fresh allocations). Vectors are taken four at a time with a
  * specialised loop: a generic loop over an array of vectors runs ~2.7× slower in V8.
  */
-export function mergeChunk(dtype: DtypeName, base: Uint8Array, deltas: Uint8Array[], w: number[], out: Uint8Array, n: number, acc: Float32Array, tmp: Float32Array[]): void {
+export function mergeChunk(
+  dtype: DtypeName,
+  base: Uint8Array,
+  deltas: Uint8Array[],
+  w: number[],
+  out: Uint8Array,
+  n: number,
+  acc: Float32Array,
+  tmp: Float32Array[],
+): void {
   switch (dtype) {
     case 'float32': {
       const a = f32view(out, n);
       a.set(f32view(base, n));
       for (let k = 0; k < deltas.length; k += 4) {
-        axpy4(a, n, deltas.slice(k, k + 4).map((d) => f32view(d, n)), w.slice(k, k + 4));
+        axpy4(
+          a,
+          n,
+          deltas.slice(k, k + 4).map((d) => f32view(d, n)),
+          w.slice(k, k + 4),
+        );
       }
       return;
     }

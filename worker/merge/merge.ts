@@ -56,7 +56,8 @@ export function mergeWeights(pool: Pool, weights: MergeWeights, sink: MergeSink)
 
 /** Merges into `dest` (reused across trials to avoid page faults), which must hold the layout. */
 export async function mergeInto(pool: Pool, weights: MergeWeights, dest: Uint8Array): Promise<Uint8Array> {
-  if (dest.length < pool.manifest.weightsBytes || dest.byteOffset % 8 !== 0) throw new RangeError('mergeInto: destination too small or misaligned');
+  if (dest.length < pool.manifest.weightsBytes || dest.byteOffset % 8 !== 0)
+    throw new RangeError('mergeInto: destination too small or misaligned');
   await merge(pool, weights, dest, undefined);
   return dest.subarray(0, pool.manifest.weightsBytes);
 }

@@ -13,14 +13,20 @@ export class BlobCache {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly clients = new Map<string, grpc.Client>();
 
-  constructor(readonly dir: string, private readonly fetchTimeoutMs = 10 * 60_000) {}
+  constructor(
+    readonly dir: string,
+    private readonly fetchTimeoutMs = 10 * 60_000,
+  ) {}
 
   path(sha256: string): string {
     return join(this.dir, sha256);
   }
 
   async has(sha256: string, bytes: number): Promise<boolean> {
-    return stat(this.path(sha256)).then((s) => s.size === bytes, () => false);
+    return stat(this.path(sha256)).then(
+      (s) => s.size === bytes,
+      () => false,
+    );
   }
 
   /** Makes sure the blob is in the cache, fetching it from the first seeder that has it. */
@@ -45,7 +51,9 @@ export class BlobCache {
         errors.push(`${address}: ${(e as Error).message}`);
       }
     }
-    throw new OptimerError('TRANSPORT', `blob ${sha256}: no seeder delivered it (${errors.join('; ') || 'no seeders'})`, { retryable: true });
+    throw new OptimerError('TRANSPORT', `blob ${sha256}: no seeder delivered it (${errors.join('; ') || 'no seeders'})`, {
+      retryable: true,
+    });
   }
 
   private client(address: string): grpc.Client {
@@ -63,7 +71,9 @@ export class BlobCache {
     const hash = createHash('sha256');
     let got = 0;
     try {
-      const client = this.client(address) as grpc.Client & { fetch(req: unknown, opts: unknown): grpc.ClientReadableStream<{ data: Buffer }> };
+      const client = this.client(address) as grpc.Client & {
+        fetch(req: unknown, opts: unknown): grpc.ClientReadableStream<{ data: Buffer }>;
+      };
       const call = client.fetch({ sha256, offset: 0 }, { deadline: Date.now() + this.fetchTimeoutMs });
       for await (const chunk of call as AsyncIterable<{ data: Buffer }>) {
         got += chunk.data.length;
@@ -76,7 +86,10 @@ export class BlobCache {
       }
       await fh.close();
       const digest = hash.digest('hex');
-      if (got !== bytes || digest !== sha256) throw new Error(`received ${got} bytes hashing to ${digest.slice(0, 12)}…, expected ${bytes} bytes hashing to ${sha256.slice(0, 12)}…`);
+      if (got !== bytes || digest !== sha256)
+        throw new Error(
+          `received ${got} bytes hashing to ${digest.slice(0, 12)}…, expected ${bytes} bytes hashing to ${sha256.slice(0, 12)}…`,
+        );
       await rename(tmp, this.path(sha256));
     } catch (e) {
       await fh.close().catch(() => undefined);
