@@ -1,6 +1,8 @@
 // The public entry of coordinator/: what cli/ may use.
 export { baselineMerges, type NamedWeights } from './baselines.js';
-export { Coordinator, type CoordinatorOptions, type Progress } from './coordinator.js';
+export { Coordinator, type CoordinatorOptions } from './coordinator.js';
+export { StudyEvents, type StudyEvent, type StudyEventListener, type StudyPhase } from './events.js';
+export { TrialBook, type BookSettings, type Effect, type Progress, type Transition } from './trial-book.js';
 export { buildReport, type StudyReport, type MergeSummary } from './report.js';
 export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig } from './study/config.js';
 export { StudyStore } from './store/study-store.js';

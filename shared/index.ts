@@ -31,6 +31,7 @@ export {
 } from './family/build.js';
 export { CHUNK_BYTES, CLIENT_OPTIONS, ShardServiceClient, grpc, shardServiceDefinition } from './grpc.js';
 export { hashFile, sha256Hex } from './hash.js';
+export { runAll } from './lifecycle.js';
 export { createLogger, silentLogger, type Logger } from './logging.js';
 export { connectNats, publishWithRetry } from './nats.js';
 export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
@@ -79,9 +80,12 @@ export {
   RESULTS_STREAM,
   STUDIES_BUCKET,
   TRIALS_STREAM,
-  WORKERS_CONSUMER,
+  LEGACY_WORK_CONSUMER,
+  workConsumer,
+  workerStatusCodec,
   type JobKind,
   type Proposal,
   type Result,
   type StudyAnnouncement,
+  type WorkerStatus,
 } from './wire.js';

@@ -61,7 +61,20 @@ const resultSchema = jobAttempt.extend({
   provider: z.string(),
 });
 
+const workerStatusSchema = z.object({
+  worker: z.string().min(1).max(256),
+  state: z.enum(['idle', 'busy', 'stopped']),
+  provider: z.string().max(64),
+  study: z.union([studyNameSchema, z.literal('')]),
+  generation: z.number().int().nonnegative(),
+  kind,
+  trial: z.number().int().nonnegative(),
+  attempt: z.number().int().nonnegative(),
+  heartbeatMs: z.number().int().positive(),
+});
+
 export type StudyAnnouncement = z.infer<typeof announcementSchema>;
+export type WorkerStatus = z.infer<typeof workerStatusSchema>;
 export type Proposal = z.infer<typeof proposalSchema>;
 export type Result = z.infer<typeof resultSchema>;
 export type JobKind = z.infer<typeof kind>;
@@ -95,6 +108,7 @@ function codec<T>(typeName: string, schema: z.ZodType<T>, nullable: string[] = [
 export const announcementCodec = codec('optimer.v1.StudyAnnouncement', announcementSchema);
 export const proposalCodec = codec('optimer.v1.Proposal', proposalSchema);
 export const resultCodec = codec('optimer.v1.Result', resultSchema, ['error']);
+export const workerStatusCodec = codec('optimer.v1.WorkerStatus', workerStatusSchema);
 
 /** NATS subjects and JetStream names, versioned so a v2 protocol can run beside v1. */
 export const subjects = {
@@ -102,9 +116,14 @@ export const subjects = {
   allTrials: 'optimer.v1.trials.>',
   results: (study: string) => `optimer.v1.results.${study}`,
   allResults: 'optimer.v1.results.>',
+  /** worker status messages (core NATS: a lost one is replaced by the next) */
+  workers: 'optimer.v1.workers',
 };
 export const TRIALS_STREAM = 'OPTIMER_TRIALS';
 export const RESULTS_STREAM = 'OPTIMER_RESULTS';
-export const WORKERS_CONSUMER = 'optimer-workers';
 export const STUDIES_BUCKET = 'optimer_studies';
+/** The durable consumer workers pull a study's proposals from: one per study, with its own lease. */
+export const workConsumer = (study: string) => `optimer-workers-${study}`;
+/** Before studies had their own: one consumer over every study's proposals (removed on sight). */
+export const LEGACY_WORK_CONSUMER = 'optimer-workers';
 export const resultsConsumer = (study: string) => `optimer-coordinator-${study}`;

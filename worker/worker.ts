@@ -1,31 +1,36 @@
-import { hostname } from 'node:os';
-import { mkdir, readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { connect, type Consumer, type JetStreamClient, type JsMsg, type KV, type NatsConnection } from 'nats';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import type { Consumer, JetStreamClient, JsMsg, KV, NatsConnection } from 'nats';
 import {
   announcementCodec,
+  Backoff,
+  connectNats,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_PULL_EXPIRES_MS,
   type ExecutionProvider,
   isOptimerError,
-  type LoadedEvalSet,
   type Logger,
-  OptimerError,
-  parseManifest,
-  Pool,
   type Proposal,
   proposalCodec,
-  readEvalSet,
+  publishWithRetry,
   type Result,
   resultCodec,
+  runAll,
   STUDIES_BUCKET,
   type StudyAnnouncement,
+  sleep,
   subjects,
   TRIALS_STREAM,
-  WORKERS_CONSUMER,
+  type WorkerStatus,
+  workConsumer,
+  workerStatusCodec,
 } from '../shared/index.js';
-import { mergeInto } from './merge/merge.js';
-import { createMergedSession } from './eval/session.js';
 import { evaluateSession } from './eval/evaluate.js';
+import { createMergedSession } from './eval/session.js';
+import { mergeInto } from './merge/merge.js';
 import { BlobCache } from './shards/fetch.js';
+import { StudyContexts } from './study-contexts.js';
 
 export interface WorkerOptions {
   natsUrl: string;
@@ -35,36 +40,41 @@ export interface WorkerOptions {
   /** overrides the study's preferred execution provider */
   provider?: ExecutionProvider;
   log: Logger;
+  /** how often the worker says what it is doing, ms */
+  heartbeatMs?: number;
 }
 
-/** Everything a worker prepares once per study (and generation): pool, sets, merge buffer. */
-interface StudyContext {
-  key: string;
-  announcement: StudyAnnouncement;
-  pool: Pool;
-  graph: Uint8Array;
-  dev: LoadedEvalSet[];
-  test: LoadedEvalSet[];
-  buffer: Uint8Array;
+/** A study the worker pulls proposals for: its own work consumer and lease. */
+interface StudyQueue {
+  study: string;
+  consumer: Consumer;
+  /** in-progress acks this often keep the lease (a third of the study's ack wait) */
+  leaseRenewMs: number;
 }
 
-/** Error codes that no retry can fix: the proposal or the study's inputs are wrong. */
-const PERMANENT = new Set(['BAD_POOL', 'BAD_EVAL_SET', 'BAD_ARGUMENT', 'BAD_MESSAGE', 'BAD_ONNX']);
+/** How long the list of announced studies is trusted before it is read again, ms. */
+const STUDY_LIST_MS = 2000;
 
 /**
- * A worker: pulls proposals from the JetStream work queue, fetches what it lacks over gRPC
- * (verified by sha256), merges, evaluates with ONNX Runtime, publishes the result, then acks.
- * While it works it keeps its lease with in-progress acks; if it dies, JetStream redelivers the
- * proposal to another worker after the lease runs out.
+ * A worker: pulls proposals from the work queues of every announced study in turn, fetches what
+ * it lacks over gRPC (verified by sha256), merges, evaluates with ONNX Runtime, publishes the
+ * result, then acks. While it works it keeps the lease with in-progress acks; if it dies,
+ * JetStream redelivers the proposal to another worker after the lease runs out. It tells the
+ * mesh what it is doing (idle, busy with which trial, stopped) on `optimer.v1.workers`.
  */
 export class Worker {
   readonly id: string;
   private closing = false;
   private loop: Promise<void> | undefined;
-  private context: StudyContext | undefined;
-  private current: JsMsg | undefined;
+  private current: { msg: JsMsg; abort: AbortController } | undefined;
   private closePromise: Promise<void> | undefined;
   private readonly cache: BlobCache;
+  private readonly contexts: StudyContexts;
+  private readonly queues = new Map<string, StudyQueue>();
+  private listedAt = 0;
+  private status: WorkerStatus;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly stopping = new AbortController();
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -73,20 +83,16 @@ export class Worker {
   ) {
     this.id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
     this.cache = new BlobCache(opts.cacheDir);
+    this.contexts = new StudyContexts(this.cache);
+    this.status = idle(this.id, opts.provider ?? '', opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
   }
 
   static async start(opts: WorkerOptions): Promise<Worker> {
     await mkdir(opts.cacheDir, { recursive: true });
-    let nc: NatsConnection;
-    try {
-      nc = await connect({ servers: opts.natsUrl, name: 'optimer-worker', maxReconnectAttempts: -1, reconnectTimeWait: 500 });
-    } catch (e) {
-      throw new OptimerError('TRANSPORT', `cannot connect to NATS at ${opts.natsUrl}: ${(e as Error).message}`, {
-        cause: e,
-        retryable: true,
-      });
-    }
+    const nc = await connectNats(opts.natsUrl, 'optimer-worker');
     const w = new Worker(nc, nc.jetstream(), opts);
+    w.say(w.status);
+    w.heartbeat = setInterval(() => w.say(w.status), w.status.heartbeatMs);
     w.loop = w.run();
     return w;
   }
@@ -96,59 +102,108 @@ export class Worker {
     return this.loop ?? Promise.resolve();
   }
 
-  /** Stops taking work, gives an unfinished proposal back to the queue, disconnects. Idempotent. */
+  /**
+   * Stops taking work, abandons the job in hand (its evaluation stops; the proposal goes back to
+   * the queue at once, not after the lease), says it stopped, disconnects. Idempotent; every
+   * step runs even when one fails.
+   */
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.closing = true;
-      const msg = this.current;
-      if (msg) msg.nak(); // redeliver now rather than after the lease
-      await this.loop?.catch(() => undefined);
-      await this.context?.pool.close().catch(() => undefined);
-      this.cache.close();
-      await this.nc.drain().catch(() => undefined);
+      this.stopping.abort();
+      const job = this.current;
+      job?.abort.abort();
+      job?.msg.nak(); // redeliver now rather than after the lease
+      await runAll(
+        [
+          () => this.loop,
+          () => clearInterval(this.heartbeat),
+          () => this.say({ ...idle(this.id, this.status.provider, this.status.heartbeatMs), state: 'stopped' }),
+          () => this.contexts.close(),
+          () => this.cache.close(),
+          () => this.nc.drain(),
+        ],
+        (e) => this.opts.log.debug({ err: (e as Error).message }, 'worker: a close step failed'),
+      );
     })();
     return this.closePromise;
   }
 
   private async run(): Promise<void> {
     const log = this.opts.log.child({ worker: this.id });
-    let consumer: Consumer | undefined;
+    const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
     let kv: KV | undefined;
-    let heartbeatMs = 5000;
-    let backoff = 250;
+    let waiting = false;
     while (!this.closing) {
       try {
-        if (!consumer || !kv) {
-          consumer = await this.js.consumers.get(TRIALS_STREAM, WORKERS_CONSUMER);
-          const info = await consumer.info(true);
-          heartbeatMs = Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3);
-          kv = await this.js.views.kv(STUDIES_BUCKET, { bindOnly: true });
-          log.info({ heartbeatMs }, 'worker ready');
+        kv ??= await this.js.views.kv(STUDIES_BUCKET, { bindOnly: true });
+        const queues = await this.studyQueues(kv, log);
+        if (queues.length === 0) {
+          if (!waiting) log.info('waiting for a study to be announced');
+          waiting = true;
+          await sleep(backoff.next(), this.stopping.signal);
+          continue;
         }
-        const msg = await consumer.next({ expires: 1000 });
-        if (!msg) continue;
-        if (this.closing) {
-          msg.nak();
-          break;
+        if (waiting) log.info({ studies: queues.map((q) => q.study) }, 'worker ready');
+        waiting = false;
+        backoff.reset();
+        // one pull per study in turn: every announced study gets this worker's time
+        for (const q of queues) {
+          if (this.closing) break;
+          let msg: JsMsg | null;
+          try {
+            msg = await q.consumer.next({ expires: DEFAULT_PULL_EXPIRES_MS });
+          } catch (e) {
+            // this study's queue went away (the study ended): forget it, keep the others
+            this.queues.delete(q.study);
+            log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
+            continue;
+          }
+          if (!msg) continue;
+          if (this.closing) {
+            msg.nak();
+            break;
+          }
+          const abort = new AbortController();
+          this.current = { msg, abort };
+          await this.handle(msg, kv, q.leaseRenewMs, abort.signal, log);
+          this.current = undefined;
         }
-        this.current = msg;
-        await this.handle(msg, kv, heartbeatMs, log);
-        this.current = undefined;
-        backoff = 250;
       } catch (e) {
         this.current = undefined;
         if (this.closing) break;
-        // the queue or the bucket does not exist yet (no coordinator so far), or NATS hiccuped
-        consumer = undefined;
+        // no coordinator so far (no bucket), or NATS hiccuped
         kv = undefined;
-        log.debug({ err: (e as Error).message }, 'waiting for a coordinator');
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, 5000);
+        this.queues.clear();
+        if (!waiting) log.info({ err: (e as Error).message }, 'waiting for a coordinator');
+        waiting = true;
+        await sleep(backoff.next(), this.stopping.signal);
       }
     }
   }
 
-  private async handle(msg: JsMsg, kv: KV, heartbeatMs: number, log: Logger): Promise<void> {
+  /** The work queues of the announced studies, the list re-read every few seconds. */
+  private async studyQueues(kv: KV, log: Logger): Promise<StudyQueue[]> {
+    if (Date.now() - this.listedAt < STUDY_LIST_MS && this.queues.size > 0) return [...this.queues.values()];
+    const names = new Set<string>();
+    for await (const k of await kv.keys()) names.add(k);
+    for (const study of this.queues.keys()) if (!names.has(study)) this.queues.delete(study);
+    for (const study of names) {
+      if (this.queues.has(study)) continue;
+      try {
+        const consumer = await this.js.consumers.get(TRIALS_STREAM, workConsumer(study));
+        const info = await consumer.info(true);
+        this.queues.set(study, { study, consumer, leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3) });
+        log.debug({ study }, 'serving a study');
+      } catch (e) {
+        log.debug({ study, err: (e as Error).message }, 'a study has no work queue yet');
+      }
+    }
+    this.listedAt = Date.now();
+    return [...this.queues.values()];
+  }
+
+  private async handle(msg: JsMsg, kv: KV, leaseRenewMs: number, signal: AbortSignal, log: Logger): Promise<void> {
     let p: Proposal;
     try {
       p = proposalCodec.decode(msg.data, `proposal ${msg.subject}#${msg.seq}`);
@@ -177,9 +232,10 @@ export class Worker {
       msg.term();
       return;
     }
-    const heartbeat = setInterval(() => msg.working(), heartbeatMs);
-    const timings = { fetchMs: 0, mergeMs: 0, evalMs: 0 };
     const provider = this.opts.provider ?? ((ann.provider || 'cpu') as ExecutionProvider);
+    this.setStatus({ ...this.status, state: 'busy', study: p.study, generation: p.generation, kind: p.kind, trial: p.trial, attempt: p.attempt });
+    const renew = setInterval(() => msg.working(), leaseRenewMs);
+    const timings = { fetchMs: 0, mergeMs: 0, evalMs: 0 };
     const base: Omit<Result, 'scores' | 'error'> = {
       study: p.study,
       generation: p.generation,
@@ -194,11 +250,13 @@ export class Worker {
     let result: Result;
     try {
       const t0 = performance.now();
-      const ctx = await this.prepare(ann);
+      const ctx = await this.contexts.get(ann, signal);
+      signal.throwIfAborted();
       const t1 = performance.now();
       const weights = new Map(Object.entries(p.weights));
       for (const name of weights.keys()) ctx.pool.vector(name); // unknown vector → BAD_ARGUMENT
       const merged = await mergeInto(ctx.pool, weights, ctx.buffer);
+      signal.throwIfAborted();
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);
       let scores: Awaited<ReturnType<typeof evaluateSession>>;
@@ -212,67 +270,40 @@ export class Worker {
       result = { ...base, scores: scores.map((s) => ({ name: s.name, score: s.score, tokens: s.tokens })), error: null };
       plog.info({ timings, scores: result.scores.map((s) => s.score) }, 'evaluated');
     } catch (e) {
+      if (signal.aborted) return; // close() gave the proposal back; a result now would only be dropped
       const code = isOptimerError(e) ? e.code : 'RUNTIME';
-      const retryable = !PERMANENT.has(code);
+      // what a retry can fix is the error's to say: an unexpected exception may be transient
+      const retryable = isOptimerError(e) ? e.retryable : true;
       plog.warn({ err: (e as Error).message, code, retryable }, 'evaluation failed');
       result = { ...base, scores: [], error: { code, message: (e as Error).message, retryable } };
     } finally {
-      clearInterval(heartbeat);
+      clearInterval(renew);
+      this.setStatus(idle(this.id, this.status.provider, this.status.heartbeatMs));
     }
     if (this.closing) return; // close() gave the proposal back; a late result would only be dropped
-    await this.publishResult(result, p, msg.seq);
+    // one result per proposal message and worker: a retried publish is de-duplicated by JetStream
+    await publishWithRetry(this.js, subjects.results(p.study), resultCodec.encode(result), {
+      msgID: `${p.study}.${msg.seq}.${this.id}`,
+      signal: this.stopping.signal,
+    });
     msg.ack();
   }
 
-  private async publishResult(r: Result, p: Proposal, proposalSeq: number): Promise<void> {
-    const data = resultCodec.encode(r);
-    // one result per proposal message and worker: a retried publish is de-duplicated by JetStream
-    const msgID = `${p.study}.${proposalSeq}.${this.id}`;
-    for (let i = 0; ; i++) {
-      try {
-        await this.js.publish(subjects.results(p.study), data, { msgID, timeout: 5000 });
-        return;
-      } catch (e) {
-        if (i >= 10 || this.closing) throw e;
-        await sleep(Math.min(5000, 200 * 2 ** i)); // NATS restarting: a publish is not buffered
-      }
-    }
+  private setStatus(s: WorkerStatus): void {
+    this.status = s;
+    this.say(s);
   }
 
-  /** Fetches (once) what a study needs: manifest, pool shards, evaluation sets. */
-  private async prepare(ann: StudyAnnouncement): Promise<StudyContext> {
-    const key = `${ann.study}:${ann.generation}:${ann.manifest.sha256}`;
-    if (this.context?.key === key) return this.context;
-    await this.context?.pool.close();
-    this.context = undefined;
-    const seeders = ann.seeders;
-    const manifestPath = await this.cache.ensure(ann.manifest.sha256, ann.manifest.bytes, seeders);
-    const manifest = parseManifest(JSON.parse(await readFile(manifestPath, 'utf8')), `manifest ${ann.manifest.sha256.slice(0, 12)}`);
-    const pool = new Pool(manifest, this.cache.dir, `pool ${ann.manifest.sha256.slice(0, 12)}`);
-    for (const s of pool.allShards()) await this.cache.ensure(s.sha256, s.bytes, seeders);
-    const loadSets = async (which: 'dev' | 'test'): Promise<LoadedEvalSet[]> => {
-      const out: LoadedEvalSet[] = [];
-      for (const s of ann.sets) {
-        const ref = s[which];
-        if (!ref.sha256) continue;
-        const path = await this.cache.ensure(ref.sha256, ref.bytes, seeders);
-        out.push({ name: s.name, path, weight: s.weight, seqs: await readEvalSet(path, manifest.model) });
-      }
-      return out;
-    };
-    this.context = {
-      key,
-      announcement: ann,
-      pool,
-      graph: await pool.graphBytes(),
-      dev: await loadSets('dev'),
-      test: await loadSets('test'),
-      buffer: new Uint8Array(manifest.weightsBytes),
-    };
-    return this.context;
+  /** Tells the mesh what this worker does (core NATS: a lost message is replaced by the next). */
+  private say(s: WorkerStatus): void {
+    try {
+      this.nc.publish(subjects.workers, workerStatusCodec.encode(s));
+    } catch {
+      // closed or reconnecting: the next heartbeat says it again
+    }
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+function idle(worker: string, provider: string, heartbeatMs: number): WorkerStatus {
+  return { worker, state: 'idle', provider, study: '', generation: 0, kind: 'TRIAL', trial: 0, attempt: 0, heartbeatMs };
 }

@@ -93,7 +93,7 @@ export function registerDemo(program: Command, run: Run): void {
           workers,
           fresh: true,
           log: createLogger('coordinator', 'warn'),
-          onProgress: (p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
+          onEvent: (_e, p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
         });
         bar.stop();
         if (interrupted || !report.best) throw new Error('the demo study did not complete');

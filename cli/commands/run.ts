@@ -7,6 +7,7 @@ import {
   Coordinator,
   loadStudyConfig,
   type Progress,
+  type StudyEvent,
   type StudyConfig,
   type StudyReport,
   StudyStore,
@@ -32,7 +33,8 @@ export interface RunStudyOptions {
   advertiseHost?: string;
   log: Logger;
   workerLogLevel?: string;
-  onProgress?: (p: Progress) => void;
+  /** the study's events, each with where the study stands after it (the progress display) */
+  onEvent?: (e: StudyEvent, progress: Progress) => void;
   /** aborting stops everything cleanly; the study resumes on the next run */
   signal?: AbortSignal;
 }
@@ -57,6 +59,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       stops.push(() => nats.stop());
       url = nats.url;
     }
+    let started: Coordinator | undefined;
     const coordinator = await Coordinator.start({
       config: o.config,
       store,
@@ -65,8 +68,11 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       log: o.log,
       ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
       ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      onEvent: (e) => {
+        if (started) o.onEvent?.(e, started.progress());
+      },
     });
+    started = coordinator;
     stops.push(() => coordinator.close());
     const children: ChildProcess[] = [];
     for (let i = 0; i < o.workers; i++) {
@@ -139,7 +145,7 @@ export function registerRun(program: Command, run: Run): void {
             advertiseHost: o.advertiseHost,
             log: createLogger('coordinator', o.logLevel),
             workerLogLevel: o.logLevel,
-            onProgress: (p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
+            onEvent: (_e, p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
             signal: abort.signal,
           });
           bar.stop();

@@ -33,6 +33,8 @@ export interface AttemptRecord {
   /** JetStream sequence of the proposal, to withdraw it when the attempt is superseded */
   seq?: number;
   worker?: string;
+  /** when a worker said it took this attempt */
+  startedAt?: string;
   finishedAt?: string;
   outcome?: 'complete' | 'failed' | 'error' | 'superseded';
   error?: { code: string; message: string; retryable: boolean };

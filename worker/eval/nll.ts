@@ -72,7 +72,8 @@ async function runBatch(
   try {
     out = await session.run(feeds, [io.output]);
   } catch (e) {
-    throw new OptimerError('RUNTIME', `ONNX Runtime failed on a batch of ${B}×${len}: ${(e as Error).message}`, { cause: e });
+    // out of memory on a shared GPU, for one: another attempt (maybe elsewhere) may succeed
+    throw new OptimerError('RUNTIME', `ONNX Runtime failed on a batch of ${B}×${len}: ${(e as Error).message}`, { cause: e, retryable: true });
   }
   const logits = out[io.output]!;
   const dims = logits.dims;

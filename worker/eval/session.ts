@@ -23,7 +23,8 @@ export async function createMergedSession(
   } catch (e) {
     const msg = (e as Error).message;
     const hint = provider === 'cuda' && /cuda|provider|shared library/i.test(msg) ? ` (${CUDA_HINT})` : '';
-    throw new OptimerError('RUNTIME', `cannot create an ONNX Runtime session on ${provider}: ${msg}${hint}`, { cause: e });
+    // a missing CUDA provider is this machine's problem, not the trial's: another worker may run it
+    throw new OptimerError('RUNTIME', `cannot create an ONNX Runtime session on ${provider}: ${msg}${hint}`, { cause: e, retryable: true });
   }
 }
 

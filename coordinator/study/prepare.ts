@@ -1,0 +1,68 @@
+import { type Logger, OptimerError } from '../../shared/index.js';
+import type { StudyRecord } from '../store/records.js';
+import type { StudyStore } from '../store/study-store.js';
+import type { StudyConfig } from './config.js';
+
+/** Fields a rerun may change: the budget (the study grows) and the lease (a mesh setting). */
+const CHANGEABLE: (keyof StudyConfig)[] = ['trials', 'lease'];
+
+/**
+ * Loads or creates the study record. --fresh starts a new generation with no trials; a rerun
+ * with a larger budget reopens a complete study (its tests run again, the best may change); any
+ * other change of the config is refused, naming the field.
+ */
+export async function prepareStudy(
+  store: StudyStore,
+  c: StudyConfig,
+  o: { fresh: boolean; vectors: string[]; bounds: Record<string, [number, number]>; log: Logger },
+): Promise<StudyRecord> {
+  const now = new Date().toISOString();
+  const old = await store.getStudy(c.name);
+  if (!old || o.fresh) {
+    if (old) {
+      o.log.info('--fresh: forgetting the earlier trials');
+      await store.clearJobs(c.name);
+    }
+    const study: StudyRecord = {
+      name: c.name,
+      config: c,
+      generation: (old?.generation ?? 0) + 1,
+      state: 'running',
+      vectors: o.vectors,
+      bounds: o.bounds,
+      createdAt: now,
+      updatedAt: now,
+    };
+    await store.putStudy(study);
+    return study;
+  }
+  const changed = firstDifference(withoutKeys(old.config, CHANGEABLE), withoutKeys(c, CHANGEABLE));
+  if (changed) {
+    throw new OptimerError(
+      'BAD_CONFIG',
+      `study '${c.name}' exists with a different ${changed}; run with --fresh to start it over, or give the study another name`,
+    );
+  }
+  const grew = c.trials > old.config.trials;
+  if (grew) await store.clearJobs(c.name, 'TEST'); // the best may change: test again at the end
+  const study: StudyRecord = { ...old, config: c, state: grew || old.state === 'running' ? 'running' : old.state, updatedAt: now };
+  await store.putStudy(study);
+  return study;
+}
+
+function withoutKeys<T extends object>(o: T, keys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([k]) => !keys.includes(k)));
+}
+
+/** The dotted path of the first field that differs between two JSON values, if any. */
+function firstDifference(a: unknown, b: unknown, path = ''): string | undefined {
+  if (JSON.stringify(a) === JSON.stringify(b)) return undefined;
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b)) {
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
+    for (const k of keys) {
+      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+  }
+  return path || 'config';
+}

@@ -1,0 +1,157 @@
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type KV,
+  type NatsConnection,
+  nanos,
+  RetentionPolicy,
+  type StreamConfig,
+  StorageType,
+  type Subscription,
+} from 'nats';
+import {
+  announcementCodec,
+  connectNats,
+  DEFAULT_DUPLICATE_WINDOW_MS,
+  DEFAULT_RESULT_BATCH,
+  DEFAULT_RESULTS_MAX_AGE_MS,
+  LEGACY_WORK_CONSUMER,
+  type Proposal,
+  proposalCodec,
+  publishWithRetry,
+  RESULTS_STREAM,
+  resultsConsumer,
+  STUDIES_BUCKET,
+  type StudyAnnouncement,
+  subjects,
+  TRIALS_STREAM,
+  workConsumer,
+} from '../shared/index.js';
+
+/**
+ * One study's side of NATS: the shared streams (created or updated on start), the study's own
+ * work consumer (its lease; the count of workers waiting for its proposals), its results
+ * consumer, and its announcement in the key-value bucket. Nothing here knows about trials.
+ */
+export class StudyTransport {
+  private constructor(
+    readonly study: string,
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly kv: KV,
+  ) {}
+
+  /** Connects and sets up the streams, the study's consumers and the announcement bucket. */
+  static async open(o: { natsUrl: string; study: string; ackWaitSeconds: number; fresh: boolean }): Promise<StudyTransport> {
+    const nc = await connectNats(o.natsUrl, `optimer-coordinator-${o.study}`);
+    try {
+      const jsm = await nc.jetstreamManager();
+      const js = nc.jetstream();
+      const dup = nanos(DEFAULT_DUPLICATE_WINDOW_MS);
+      const file = StorageType.File;
+      await ensureStream(jsm, { name: TRIALS_STREAM, subjects: [subjects.allTrials], retention: RetentionPolicy.Workqueue, storage: file, duplicate_window: dup });
+      await ensureStream(jsm, {
+        name: RESULTS_STREAM,
+        subjects: [subjects.allResults],
+        retention: RetentionPolicy.Limits,
+        storage: file,
+        duplicate_window: dup,
+        max_age: nanos(DEFAULT_RESULTS_MAX_AGE_MS),
+      });
+      // a work queue takes no overlapping consumers: the old all-studies one must go
+      await jsm.consumers.delete(TRIALS_STREAM, LEGACY_WORK_CONSUMER).catch(() => false);
+      await ensureConsumer(jsm, TRIALS_STREAM, {
+        durable_name: workConsumer(o.study),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(o.ackWaitSeconds * 1000),
+        max_deliver: -1, // the coordinator's attempts and timeouts bound the work, not JetStream
+        filter_subject: subjects.trials(o.study),
+      });
+      if (o.fresh) {
+        await jsm.streams.purge(TRIALS_STREAM, { filter: subjects.trials(o.study) });
+        await jsm.streams.purge(RESULTS_STREAM, { filter: subjects.results(o.study) });
+      }
+      await ensureConsumer(jsm, RESULTS_STREAM, {
+        durable_name: resultsConsumer(o.study),
+        ack_policy: AckPolicy.Explicit,
+        // short: results a crashed coordinator had fetched come back soon; a repeat is dropped anyway
+        ack_wait: nanos(10_000),
+        deliver_policy: DeliverPolicy.All,
+        filter_subject: subjects.results(o.study),
+      });
+      const kv = await js.views.kv(STUDIES_BUCKET, { history: 1 });
+      return new StudyTransport(o.study, nc, js, jsm, kv);
+    } catch (e) {
+      await nc.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Tells workers what the study needs (sets, seeders, provider); they read it per proposal. */
+  async announce(a: StudyAnnouncement): Promise<void> {
+    await this.kv.put(this.study, announcementCodec.encode(a));
+  }
+
+  /** A complete study is taken off the board: workers stop pulling its (empty) queue. */
+  async withdrawAnnouncement(): Promise<void> {
+    await this.kv.delete(this.study);
+  }
+
+  /** Proposals in the study's queue not yet taken, and workers waiting for one. */
+  async queue(): Promise<{ pending: number; waiting: number }> {
+    const info = await this.jsm.consumers.info(TRIALS_STREAM, workConsumer(this.study));
+    return { pending: info.num_pending, waiting: info.num_waiting };
+  }
+
+  /** Publishes a proposal; `msgID` makes a repeat (after a crash or a retry) a no-op. */
+  async publish(p: Proposal, msgID: string, signal?: AbortSignal): Promise<{ seq: number; duplicate: boolean }> {
+    const ack = await publishWithRetry(this.js, subjects.trials(this.study), proposalCodec.encode(p), { msgID, ...(signal ? { signal } : {}) });
+    return { seq: ack.seq, duplicate: ack.duplicate };
+  }
+
+  /** Deletes a superseded proposal from the queue; gone already is fine. */
+  async withdraw(seq: number): Promise<void> {
+    await this.jsm.streams.deleteMessage(TRIALS_STREAM, seq, false).catch(() => false);
+  }
+
+  /** The study's results, in order, until stopped. */
+  async results(): Promise<ConsumerMessages> {
+    const consumer = await this.js.consumers.get(RESULTS_STREAM, resultsConsumer(this.study));
+    return consumer.consume({ max_messages: DEFAULT_RESULT_BATCH });
+  }
+
+  /** Worker status messages of the whole mesh. */
+  workerStatuses(): Subscription {
+    return this.nc.subscribe(subjects.workers);
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => undefined);
+  }
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.info(cfg.name);
+    await jsm.streams.update(cfg.name, cfg);
+  } catch (e) {
+    if (!/not found/i.test((e as Error).message)) throw e;
+    await jsm.streams.add(cfg);
+  }
+}
+
+async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  try {
+    await jsm.consumers.info(stream, cfg.durable_name);
+    const { durable_name: _d, deliver_policy: _p, filter_subject: _f, ...updatable } = cfg;
+    await jsm.consumers.update(stream, cfg.durable_name, updatable);
+  } catch (e) {
+    if (!/not found/i.test((e as Error).message)) throw e;
+    await jsm.consumers.add(stream, cfg);
+  }
+}

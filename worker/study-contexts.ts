@@ -1,0 +1,91 @@
+import { readFile } from 'node:fs/promises';
+import { DEFAULT_STUDY_CONTEXTS, type LoadedEvalSet, parseManifest, Pool, readEvalSet, runAll, type StudyAnnouncement } from '../shared/index.js';
+import type { BlobCache } from './shards/fetch.js';
+
+/** Everything a worker prepares once per study (and generation): pool, sets, merge buffer. */
+export interface StudyContext {
+  key: string;
+  announcement: StudyAnnouncement;
+  pool: Pool;
+  graph: Uint8Array;
+  dev: LoadedEvalSet[];
+  test: LoadedEvalSet[];
+  buffer: Uint8Array;
+}
+
+/**
+ * The studies a worker is ready for, most recently used first: a worker serving several studies
+ * keeps each one's pool open and sets loaded instead of reloading them whenever the studies
+ * alternate. Beyond `limit` the least recently used is closed (a worker runs one job at a time,
+ * so the one in use is never the one evicted).
+ */
+export class StudyContexts {
+  private readonly contexts: StudyContext[] = [];
+
+  constructor(
+    private readonly cache: BlobCache,
+    private readonly limit = DEFAULT_STUDY_CONTEXTS,
+  ) {}
+
+  /** The study's context, fetching (once) what it needs: manifest, pool shards, evaluation sets. */
+  async get(ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
+    const key = `${ann.study}:${ann.generation}:${ann.manifest.sha256}`;
+    const at = this.contexts.findIndex((c) => c.key === key);
+    if (at >= 0) {
+      const [hit] = this.contexts.splice(at, 1);
+      this.contexts.unshift(hit!);
+      return hit!;
+    }
+    // an older generation of the same study is never asked for again
+    await this.evict((c) => c.announcement.study === ann.study);
+    const ctx = await this.load(key, ann, signal);
+    this.contexts.unshift(ctx);
+    await this.evict((_, i) => i >= this.limit);
+    return ctx;
+  }
+
+  private async load(key: string, ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
+    const seeders = ann.seeders;
+    const manifestPath = await this.cache.ensure(ann.manifest.sha256, ann.manifest.bytes, seeders);
+    const manifest = parseManifest(JSON.parse(await readFile(manifestPath, 'utf8')), `manifest ${ann.manifest.sha256.slice(0, 12)}`);
+    const pool = new Pool(manifest, this.cache.dir, `pool ${ann.manifest.sha256.slice(0, 12)}`);
+    try {
+      for (const s of pool.allShards()) {
+        signal?.throwIfAborted();
+        await this.cache.ensure(s.sha256, s.bytes, seeders);
+      }
+      const loadSets = async (which: 'dev' | 'test'): Promise<LoadedEvalSet[]> => {
+        const out: LoadedEvalSet[] = [];
+        for (const s of ann.sets) {
+          const ref = s[which];
+          if (!ref.sha256) continue;
+          const path = await this.cache.ensure(ref.sha256, ref.bytes, seeders);
+          out.push({ name: s.name, path, weight: s.weight, seqs: await readEvalSet(path, manifest.model) });
+        }
+        return out;
+      };
+      return {
+        key,
+        announcement: ann,
+        pool,
+        graph: await pool.graphBytes(),
+        dev: await loadSets('dev'),
+        test: await loadSets('test'),
+        buffer: new Uint8Array(manifest.weightsBytes),
+      };
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+  }
+
+  private async evict(which: (c: StudyContext, index: number) => boolean): Promise<void> {
+    const gone = this.contexts.filter(which);
+    for (const c of gone) this.contexts.splice(this.contexts.indexOf(c), 1);
+    await runAll(gone.map((c) => () => c.pool.close()));
+  }
+
+  async close(): Promise<void> {
+    await this.evict(() => true);
+  }
+}
