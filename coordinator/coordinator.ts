@@ -82,10 +82,14 @@ export class Coordinator {
     private readonly transport: StudyTransport,
   ) {
     this.log = opts.log.child({ study: study.name });
-    this.events = new StudyEvents((e, event) => this.log.warn({ err: (e as Error).message, event: event.type }, 'a study event listener failed'));
+    this.events = new StudyEvents((e, event) =>
+      this.log.warn({ err: (e as Error).message, event: event.type }, 'a study event listener failed'),
+    );
     if (opts.onEvent) this.events.subscribe(opts.onEvent);
     this.space = {
-      params: Object.fromEntries(study.vectors.map((v) => [v, { type: 'float' as const, low: study.bounds[v]![0], high: study.bounds[v]![1] }])),
+      params: Object.fromEntries(
+        study.vectors.map((v) => [v, { type: 'float' as const, low: study.bounds[v]![0], high: study.bounds[v]![1] }]),
+      ),
     };
     this.sampler = createSampler(opts.config.sampler);
   }
@@ -132,7 +136,12 @@ export class Coordinator {
       const address = await seeder.start(opts.grpcHost ?? '127.0.0.1', 0, opts.advertiseHost);
       log.info({ seeder: address }, 'serving shards');
 
-      const transport = await StudyTransport.open({ natsUrl: opts.natsUrl, study: c.name, ackWaitSeconds: c.lease.ackWaitSeconds, fresh: opts.fresh ?? false });
+      const transport = await StudyTransport.open({
+        natsUrl: opts.natsUrl,
+        study: c.name,
+        ackWaitSeconds: c.lease.ackWaitSeconds,
+        fresh: opts.fresh ?? false,
+      });
       cleanup.push(() => transport.close());
       await transport.announce({
         study: c.name,
@@ -180,9 +189,8 @@ export class Coordinator {
     this.closePromise ??= (async () => {
       this.closing = true;
       this.abort.abort();
-      await runAll(
-        [() => this.loop, () => this.seeder.close(), () => this.transport.close(), () => this.pool.close()],
-        (e) => this.log.warn({ err: (e as Error).message }, 'coordinator: a close step failed'),
+      await runAll([() => this.loop, () => this.seeder.close(), () => this.transport.close(), () => this.pool.close()], (e) =>
+        this.log.warn({ err: (e as Error).message }, 'coordinator: a close step failed'),
       );
     })();
     return this.closePromise;
@@ -273,7 +281,12 @@ export class Coordinator {
     if (b) return { label: b.label, params: Object.fromEntries(this.study.vectors.map((v) => [v, b.weights.get(v) ?? 0])) };
     const c = this.opts.config;
     // a random stream per trial number: the same record always gives the same proposal
-    const proposed = this.sampler.propose(this.space, this.book.samplerView(), c.objective.direction, new Rng(seedFor(c.sampler.seed, number)));
+    const proposed = this.sampler.propose(
+      this.space,
+      this.book.samplerView(),
+      c.objective.direction,
+      new Rng(seedFor(c.sampler.seed, number)),
+    );
     return { label: this.sampler.name, params: Object.fromEntries(this.study.vectors.map((v) => [v, proposed[v] as number])) }; // merge weights: float params
   }
 
@@ -291,14 +304,16 @@ export class Coordinator {
       return;
     }
     const t = this.book.onResult(r, new Date());
-    if (t.disposition === 'stale') this.log.info({ generation: r.generation, trial: r.trial }, 'dropping a result of an earlier run of the study');
+    if (t.disposition === 'stale')
+      this.log.info({ generation: r.generation, trial: r.trial }, 'dropping a result of an earlier run of the study');
     if (t.disposition === 'not-current') {
       this.log.info(
         { kind: r.kind, trial: r.trial, attempt: r.attempt, worker: r.worker },
         'dropping a result for an attempt that is no longer current',
       );
     }
-    if (t.disposition === 'reissued') this.log.warn({ trial: r.trial, worker: r.worker, err: r.error?.message }, 'attempt failed; issuing the trial again');
+    if (t.disposition === 'reissued')
+      this.log.warn({ trial: r.trial, worker: r.worker, err: r.error?.message }, 'attempt failed; issuing the trial again');
     if (t.disposition === 'failed' && r.error) this.log.warn({ trial: r.trial, worker: r.worker, err: r.error.message }, 'trial failed');
     await this.apply(t);
     m.ack();
@@ -331,7 +346,9 @@ export class Coordinator {
       else {
         this.study = { ...this.study, state: 'complete', updatedAt: new Date().toISOString() };
         await this.opts.store.putStudy(this.study);
-        await this.transport.withdrawAnnouncement().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not withdraw the announcement'));
+        await this.transport
+          .withdrawAnnouncement()
+          .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not withdraw the announcement'));
         this.log.info({ best: this.book.best()?.value }, 'study complete');
       }
     }

@@ -54,7 +54,13 @@ export class StudyTransport {
       const js = nc.jetstream();
       const dup = nanos(DEFAULT_DUPLICATE_WINDOW_MS);
       const file = StorageType.File;
-      await ensureStream(jsm, { name: TRIALS_STREAM, subjects: [subjects.allTrials], retention: RetentionPolicy.Workqueue, storage: file, duplicate_window: dup });
+      await ensureStream(jsm, {
+        name: TRIALS_STREAM,
+        subjects: [subjects.allTrials],
+        retention: RetentionPolicy.Workqueue,
+        storage: file,
+        duplicate_window: dup,
+      });
       await ensureStream(jsm, {
         name: RESULTS_STREAM,
         subjects: [subjects.allResults],
@@ -110,7 +116,10 @@ export class StudyTransport {
 
   /** Publishes a proposal; `msgID` makes a repeat (after a crash or a retry) a no-op. */
   async publish(p: Proposal, msgID: string, signal?: AbortSignal): Promise<{ seq: number; duplicate: boolean }> {
-    const ack = await publishWithRetry(this.js, subjects.trials(this.study), proposalCodec.encode(p), { msgID, ...(signal ? { signal } : {}) });
+    const ack = await publishWithRetry(this.js, subjects.trials(this.study), proposalCodec.encode(p), {
+      msgID,
+      ...(signal ? { signal } : {}),
+    });
     return { seq: ack.seq, duplicate: ack.duplicate };
   }
 
@@ -145,7 +154,11 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   }
 }
 
-async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  cfg: Partial<ConsumerConfig> & { durable_name: string },
+): Promise<void> {
   try {
     await jsm.consumers.info(stream, cfg.durable_name);
     const { durable_name: _d, deliver_policy: _p, filter_subject: _f, ...updatable } = cfg;

@@ -70,7 +70,8 @@ export class TrialBook {
     for (const [i, j] of [...trials, ...tests].entries()) {
       const list = i < trials.length ? 'trial' : 'test';
       const at = i < trials.length ? i : i - trials.length;
-      if (j.number !== at) throw new Error(`study '${settings.study}': ${list} record #${at} has number ${j.number}; the record is not contiguous`);
+      if (j.number !== at)
+        throw new Error(`study '${settings.study}': ${list} record #${at} has number ${j.number}; the record is not contiguous`);
     }
     // a study recorded complete whose budget has since grown has trials to run again
     return new TrialBook(settings, trials, tests, complete && trials.length >= settings.budget);
@@ -104,7 +105,12 @@ export class TrialBook {
 
   /** What the sampler sees: every trial's state, weights and objective. */
   samplerView(): TrialView[] {
-    return this.trials.map((t) => ({ number: t.number, state: t.state, params: t.params, ...(t.value !== undefined ? { value: t.value } : {}) }));
+    return this.trials.map((t) => ({
+      number: t.number,
+      state: t.state,
+      params: t.params,
+      ...(t.value !== undefined ? { value: t.value } : {}),
+    }));
   }
 
   best(): JobRecord | undefined {
@@ -139,7 +145,13 @@ export class TrialBook {
       createdAt: at,
     };
     this.trials.push(job);
-    return { effects: [{ type: 'record', jobs: [job] }, { type: 'publish', job }], events: [this.event('trial.created', job, { params })] };
+    return {
+      effects: [
+        { type: 'record', jobs: [job] },
+        { type: 'publish', job },
+      ],
+      events: [this.event('trial.created', job, { params })],
+    };
   }
 
   /** The proposal of a job's attempt is in the queue at `seq` (kept to withdraw it later). */
@@ -230,7 +242,10 @@ export class TrialBook {
       } else {
         const message = `no result after ${job.attempt} attempts of ${this.s.trialTimeoutMs / 1000} s`;
         this.fail(job, 'TIMEOUT', message, now.toISOString());
-        merge(out, { effects: [{ type: 'record', jobs: [job] }], events: [this.event('trial.failed', job, { error: { code: 'TIMEOUT', message } })] });
+        merge(out, {
+          effects: [{ type: 'record', jobs: [job] }],
+          events: [this.event('trial.failed', job, { error: { code: 'TIMEOUT', message } })],
+        });
       }
     }
     return out;
@@ -249,7 +264,10 @@ export class TrialBook {
         this.tests = jobs;
         return {
           effects: [{ type: 'record', jobs }, ...jobs.map((job) => ({ type: 'publish' as const, job }))],
-          events: [{ type: 'phase', study: this.s.study, phase: 'tests' }, ...jobs.map((j) => this.event('trial.created', j, { params: j.params }))],
+          events: [
+            { type: 'phase', study: this.s.study, phase: 'tests' },
+            ...jobs.map((j) => this.event('trial.created', j, { params: j.params })),
+          ],
         };
       }
     }
@@ -289,7 +307,11 @@ export class TrialBook {
     job.attempt += 1;
     job.attempts.push({ attempt: job.attempt, issuedAt: now.toISOString() });
     return {
-      effects: [...(old.seq !== undefined ? [{ type: 'withdraw' as const, seq: old.seq }] : []), { type: 'record', jobs: [job] }, { type: 'publish', job }],
+      effects: [
+        ...(old.seq !== undefined ? [{ type: 'withdraw' as const, seq: old.seq }] : []),
+        { type: 'record', jobs: [job] },
+        { type: 'publish', job },
+      ],
       events: [
         this.event('trial.reissued', job, {
           reason,
@@ -317,7 +339,15 @@ export class TrialBook {
     job: JobRecord,
     extra: Omit<Extract<StudyEvent, { type: T }>, 'type' | 'study' | 'kind' | 'trial' | 'attempt' | 'label'>,
   ): StudyEvent {
-    return { type, study: this.s.study, kind: job.kind, trial: job.number, attempt: job.attempt, label: job.label, ...extra } as unknown as StudyEvent;
+    return {
+      type,
+      study: this.s.study,
+      kind: job.kind,
+      trial: job.number,
+      attempt: job.attempt,
+      label: job.label,
+      ...extra,
+    } as unknown as StudyEvent;
   }
 }
 

@@ -24,7 +24,14 @@ export class WorkerTracker {
 
   heard(s: WorkerStatus, nowMs: number): WorkerChange[] {
     const known = this.workers.get(s.worker);
-    const w: TrackedWorker = { worker: s.worker, provider: s.provider, state: s.state, lastSeenMs: nowMs, heartbeatMs: s.heartbeatMs, lost: false };
+    const w: TrackedWorker = {
+      worker: s.worker,
+      provider: s.provider,
+      state: s.state,
+      lastSeenMs: nowMs,
+      heartbeatMs: s.heartbeatMs,
+      lost: false,
+    };
     this.workers.set(s.worker, w);
     if (s.state === 'stopped') {
       w.lost = true;

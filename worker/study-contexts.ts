@@ -1,5 +1,14 @@
 import { readFile } from 'node:fs/promises';
-import { DEFAULT_STUDY_CONTEXTS, type LoadedEvalSet, parseManifest, Pool, readEvalSet, runAll, type StudyAnnouncement } from '../shared/index.js';
+import {
+  DEFAULT_STUDY_CONTEXTS,
+  type LoadedEvalSet,
+  type Logger,
+  parseManifest,
+  Pool,
+  readEvalSet,
+  runAll,
+  type StudyAnnouncement,
+} from '../shared/index.js';
 import type { BlobCache } from './shards/fetch.js';
 
 /** Everything a worker prepares once per study (and generation): pool, sets, merge buffer. */
@@ -24,6 +33,7 @@ export class StudyContexts {
 
   constructor(
     private readonly cache: BlobCache,
+    private readonly log: Logger,
     private readonly limit = DEFAULT_STUDY_CONTEXTS,
   ) {}
 
@@ -38,7 +48,9 @@ export class StudyContexts {
     }
     // an older generation of the same study is never asked for again
     await this.evict((c) => c.announcement.study === ann.study);
+    const t0 = performance.now();
     const ctx = await this.load(key, ann, signal);
+    this.log.info({ study: ann.study, generation: ann.generation, ms: Math.round(performance.now() - t0) }, 'study ready');
     this.contexts.unshift(ctx);
     await this.evict((_, i) => i >= this.limit);
     return ctx;

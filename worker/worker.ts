@@ -83,7 +83,7 @@ export class Worker {
   ) {
     this.id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
     this.cache = new BlobCache(opts.cacheDir);
-    this.contexts = new StudyContexts(this.cache);
+    this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
     this.status = idle(this.id, opts.provider ?? '', opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
   }
 
@@ -233,7 +233,15 @@ export class Worker {
       return;
     }
     const provider = this.opts.provider ?? ((ann.provider || 'cpu') as ExecutionProvider);
-    this.setStatus({ ...this.status, state: 'busy', study: p.study, generation: p.generation, kind: p.kind, trial: p.trial, attempt: p.attempt });
+    this.setStatus({
+      ...this.status,
+      state: 'busy',
+      study: p.study,
+      generation: p.generation,
+      kind: p.kind,
+      trial: p.trial,
+      attempt: p.attempt,
+    });
     const renew = setInterval(() => msg.working(), leaseRenewMs);
     const timings = { fetchMs: 0, mergeMs: 0, evalMs: 0 };
     const base: Omit<Result, 'scores' | 'error'> = {

@@ -41,9 +41,9 @@ export class Processes {
     return child;
   }
 
-  startWorkers(cli: string, natsUrl: string, cacheDir: string, n: number): ChildProcess[] {
+  startWorkers(cli: string, natsUrl: string, cacheDir: string, n: number, logLevel = 'warn'): ChildProcess[] {
     return Array.from({ length: n }, (_, i) =>
-      this.start(cli, ['worker', '--nats', natsUrl, '--cache', join(cacheDir, `w${i}`), '--id', `test-${i + 1}`, '--log-level', 'warn']),
+      this.start(cli, ['worker', '--nats', natsUrl, '--cache', join(cacheDir, `w${i}`), '--id', `test-${i + 1}`, '--log-level', logLevel]),
     );
   }
 

@@ -73,7 +73,10 @@ async function runBatch(
     out = await session.run(feeds, [io.output]);
   } catch (e) {
     // out of memory on a shared GPU, for one: another attempt (maybe elsewhere) may succeed
-    throw new OptimerError('RUNTIME', `ONNX Runtime failed on a batch of ${B}×${len}: ${(e as Error).message}`, { cause: e, retryable: true });
+    throw new OptimerError('RUNTIME', `ONNX Runtime failed on a batch of ${B}×${len}: ${(e as Error).message}`, {
+      cause: e,
+      retryable: true,
+    });
   }
   const logits = out[io.output]!;
   const dims = logits.dims;

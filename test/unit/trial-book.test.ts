@@ -1,0 +1,274 @@
+import { describe, expect, it } from 'vitest';
+import type { JobRecord } from '../../coordinator/store/records.js';
+import { type BookSettings, type Effect, type Transition, TrialBook } from '../../coordinator/trial-book.js';
+import type { Result } from '../../shared/index.js';
+
+const T0 = new Date('2026-12-01T00:00:00Z');
+const at = (s: number) => new Date(T0.getTime() + s * 1000);
+
+function settings(over: Partial<BookSettings> = {}): BookSettings {
+  return {
+    study: 's',
+    generation: 1,
+    budget: 3,
+    maxAttempts: 2,
+    trialTimeoutMs: 60_000,
+    direction: 'minimize',
+    devSets: [
+      { name: 'a', weight: 1 },
+      { name: 'b', weight: 3 },
+    ],
+    testSets: [],
+    baselineLabels: new Set(['base']),
+    ...over,
+  };
+}
+
+function result(trial: number, over: Partial<Result> = {}): Result {
+  return {
+    study: 's',
+    generation: 1,
+    kind: 'TRIAL',
+    trial,
+    label: 'tpe',
+    attempt: 1,
+    worker: 'w1',
+    scores: [
+      { name: 'a', score: 2, tokens: 10 },
+      { name: 'b', score: 4, tokens: 10 },
+    ],
+    timings: { fetchMs: 1, mergeMs: 2, evalMs: 3 },
+    error: null,
+    provider: 'cpu',
+    ...over,
+  };
+}
+
+const types = (t: Transition) => t.effects.map((e) => e.type);
+const recorded = (t: Transition): JobRecord[] => t.effects.flatMap((e: Effect) => (e.type === 'record' ? e.jobs : []));
+const events = (t: Transition) => t.events.map((e) => e.type);
+
+function bookWith(n: number, over: Partial<BookSettings> = {}): TrialBook {
+  const book = TrialBook.restore(settings(over), [], []);
+  for (let i = 0; i < n; i++) book.create(i === 0 ? 'base' : 'tpe', { x: i / 10 }, T0);
+  return book;
+}
+
+describe('trial book', () => {
+  it('trial book - a new trial is recorded before it is published, and the sampler sees it running', () => {
+    const book = bookWith(0);
+    const t = book.create('base', { x: 0 }, T0);
+    expect(types(t)).toEqual(['record', 'publish']);
+    expect(recorded(t)[0]).toMatchObject({
+      kind: 'TRIAL',
+      number: 0,
+      state: 'running',
+      attempt: 1,
+      attempts: [{ attempt: 1, issuedAt: T0.toISOString() }],
+    });
+    expect(events(t)).toEqual(['trial.created']);
+    expect(book.samplerView()).toEqual([{ number: 0, state: 'running', params: { x: 0 } }]);
+    expect(book.nextTrialNumber).toBe(1);
+    // the queue sequence is kept (to withdraw the proposal later), once
+    expect(types(book.published('TRIAL', 0, 1, 42))).toEqual(['record']);
+    expect(types(book.published('TRIAL', 0, 1, 42))).toEqual([]);
+    expect(recorded(book.published('TRIAL', 0, 1, 43))[0]!.attempts[0]!.seq).toBe(43);
+  });
+
+  it('trial book - a result completes the current attempt with the weighted objective; a duplicate changes nothing', () => {
+    const book = bookWith(1);
+    const t = book.onResult(result(0), at(5));
+    expect(t.disposition).toBe('recorded');
+    const job = recorded(t)[0]!;
+    expect(job).toMatchObject({ state: 'complete', value: (2 * 1 + 4 * 3) / 4, worker: 'w1', provider: 'cpu' });
+    expect(job.attempts[0]).toMatchObject({ outcome: 'complete', worker: 'w1', finishedAt: at(5).toISOString() });
+    expect(t.events).toEqual([
+      { type: 'trial.completed', study: 's', kind: 'TRIAL', trial: 0, attempt: 1, label: 'base', worker: 'w1', value: 3.5 },
+    ]);
+    const again = book.onResult(
+      result(0, {
+        worker: 'w2',
+        scores: [
+          { name: 'a', score: 0, tokens: 1 },
+          { name: 'b', score: 0, tokens: 1 },
+        ],
+      }),
+      at(6),
+    );
+    expect(again.disposition).toBe('not-current');
+    expect(again.effects).toEqual([]);
+    expect(book.samplerView()[0]).toEqual({ number: 0, state: 'complete', params: { x: 0 }, value: 3.5 });
+  });
+
+  it('trial book - results of another study or generation, of an unknown trial or of a superseded attempt are dropped', () => {
+    const book = bookWith(1);
+    expect(book.onResult(result(0, { generation: 2 }), T0).disposition).toBe('stale');
+    expect(book.onResult(result(0, { study: 'other' }), T0).disposition).toBe('stale');
+    expect(book.onResult(result(7), T0).disposition).toBe('not-current');
+    expect(book.onResult(result(0, { attempt: 2 }), T0).disposition).toBe('not-current');
+    // after a timeout the trial runs as attempt 2: attempt 1's late result no longer counts
+    book.expire(at(61));
+    expect(book.onResult(result(0, { attempt: 1 }), at(62)).disposition).toBe('not-current');
+    expect(book.onResult(result(0, { attempt: 2 }), at(63)).disposition).toBe('recorded');
+  });
+
+  it('trial book - a timeout issues the trial again, withdrawing the old proposal; after maxAttempts it fails', () => {
+    const book = bookWith(1);
+    book.published('TRIAL', 0, 1, 9);
+    expect(book.expire(at(59)).effects).toEqual([]);
+    const t = book.expire(at(60));
+    expect(types(t)).toEqual(['withdraw', 'record', 'publish']);
+    expect(t.effects[0]).toEqual({ type: 'withdraw', seq: 9 });
+    const job = recorded(t)[0]!;
+    expect(job.attempt).toBe(2);
+    expect(job.attempts.map((a) => a.outcome)).toEqual(['superseded', undefined]);
+    expect(t.events[0]).toMatchObject({ type: 'trial.reissued', reason: 'timeout', attempt: 2 });
+    // the second attempt's clock starts at its own issue time
+    expect(book.expire(at(119)).effects).toEqual([]);
+    const last = book.expire(at(120));
+    expect(types(last)).toEqual(['record']);
+    expect(recorded(last)[0]).toMatchObject({ state: 'failed', error: { code: 'TIMEOUT', message: 'no result after 2 attempts of 60 s' } });
+    expect(events(last)).toEqual(['trial.failed']);
+  });
+
+  it('trial book - a retryable error issues the trial again until maxAttempts; a permanent one fails it at once', () => {
+    const book = bookWith(2);
+    book.published('TRIAL', 0, 1, 5);
+    const transient = { code: 'TRANSPORT', message: 'seeder down', retryable: true };
+    const t = book.onResult(result(0, { error: transient, scores: [] }), at(1));
+    expect(t.disposition).toBe('reissued');
+    expect(types(t)).toEqual(['withdraw', 'record', 'publish']);
+    expect(recorded(t)[0]!.attempts[0]).toMatchObject({ outcome: 'error', error: transient, worker: 'w1' });
+    expect(t.events[0]).toMatchObject({ type: 'trial.reissued', reason: 'error', worker: 'w1', error: { code: 'TRANSPORT' } });
+    const second = book.onResult(result(0, { attempt: 2, error: transient, scores: [] }), at(2));
+    expect(second.disposition).toBe('failed'); // maxAttempts = 2
+    expect(recorded(second)[0]).toMatchObject({ state: 'failed', error: { code: 'TRANSPORT', message: 'seeder down' } });
+
+    const permanent = book.onResult(
+      result(1, { error: { code: 'BAD_POOL', message: 'corrupt shard', retryable: false }, scores: [] }),
+      at(3),
+    );
+    expect(permanent.disposition).toBe('failed');
+    expect(types(permanent)).toEqual(['record']);
+    expect(permanent.events[0]).toMatchObject({ type: 'trial.failed', error: { code: 'BAD_POOL', message: 'corrupt shard' } });
+    // failed trials are shown to the sampler as failed, without a value
+    expect(book.samplerView().map((v) => v.state)).toEqual(['failed', 'failed']);
+  });
+
+  it('trial book - a non-finite objective or a wrong score list fails the trial', () => {
+    const book = bookWith(2);
+    const nan = book.onResult(
+      result(0, {
+        scores: [
+          { name: 'a', score: Number.NaN, tokens: 1 },
+          { name: 'b', score: 1, tokens: 1 },
+        ],
+      }),
+      T0,
+    );
+    expect(recorded(nan)[0]).toMatchObject({
+      state: 'failed',
+      error: { code: 'BAD_SCORE', message: 'the objective is not a finite number' },
+    });
+    const wrong = book.onResult(result(1, { scores: [{ name: 'a', score: 1, tokens: 1 }] }), T0);
+    expect(recorded(wrong)[0]).toMatchObject({ state: 'failed', error: { code: 'BAD_SCORE', message: 'scores for [a], expected [a,b]' } });
+  });
+
+  it('trial book - a worker starting the current attempt is recorded once per worker', () => {
+    const book = bookWith(1);
+    const t = book.started('TRIAL', 0, 1, 'w1', at(1));
+    expect(recorded(t)[0]!.attempts[0]).toMatchObject({ worker: 'w1', startedAt: at(1).toISOString() });
+    expect(t.events).toEqual([{ type: 'trial.started', study: 's', kind: 'TRIAL', trial: 0, attempt: 1, label: 'base', worker: 'w1' }]);
+    expect(book.started('TRIAL', 0, 1, 'w1', at(2)).effects).toEqual([]);
+    expect(events(book.started('TRIAL', 0, 1, 'w2', at(3)))).toEqual(['trial.started']); // redelivered elsewhere
+    expect(book.started('TRIAL', 0, 2, 'w1', at(4)).effects).toEqual([]); // not the current attempt
+  });
+
+  it('trial book - the budget bounds creation; the study completes once every trial is answered', () => {
+    const book = bookWith(3);
+    expect(book.wantsTrial).toBe(false);
+    expect(() => book.create('tpe', { x: 1 }, T0)).toThrow(/budget of 3 trials is spent/);
+    book.onResult(result(0), T0);
+    book.onResult(result(1), T0);
+    expect(book.advance(T0).effects).toEqual([]);
+    expect(book.progress()).toEqual({ finished: 2, total: 3, running: 1, best: 3.5, phase: 'trials' });
+    book.onResult(
+      result(2, {
+        scores: [
+          { name: 'a', score: 1, tokens: 1 },
+          { name: 'b', score: 1, tokens: 1 },
+        ],
+      }),
+      T0,
+    );
+    const done = book.advance(T0);
+    expect(types(done)).toEqual(['complete']);
+    expect(done.events).toEqual([{ type: 'phase', study: 's', phase: 'complete' }]);
+    expect(book.phase).toBe('complete');
+    expect(book.best()!.number).toBe(2);
+    expect(book.advance(T0).effects).toEqual([]);
+  });
+
+  it('trial book - the tests phase evaluates the baselines and the best, then completes', () => {
+    const book = bookWith(3, { testSets: [{ name: 'a', weight: 1 }] });
+    book.onResult(result(0), T0); // 'base', 3.5
+    book.onResult(
+      result(1, {
+        scores: [
+          { name: 'a', score: 1, tokens: 1 },
+          { name: 'b', score: 1, tokens: 1 },
+        ],
+      }),
+      T0,
+    ); // best, 1
+    book.onResult(result(2, { error: { code: 'BAD_POOL', message: 'x', retryable: false }, scores: [] }), T0);
+    const t = book.advance(T0);
+    expect(types(t)).toEqual(['record', 'publish', 'publish']);
+    expect(recorded(t).map((j) => [j.kind, j.number, j.label, j.params])).toEqual([
+      ['TEST', 0, 'base', { x: 0 }],
+      ['TEST', 1, 'best', { x: 0.1 }],
+    ]);
+    expect(events(t)).toEqual(['phase', 'trial.created', 'trial.created']);
+    expect(book.phase).toBe('tests');
+    expect(book.progress()).toMatchObject({ finished: 3, total: 5, running: 2 });
+    const test = (n: number, score: number) => result(n, { kind: 'TEST', scores: [{ name: 'a', score, tokens: 1 }] });
+    expect(book.onResult(test(0, 3), T0).disposition).toBe('recorded');
+    expect(book.advance(T0).effects).toEqual([]);
+    book.onResult(test(1, 2), T0);
+    expect(types(book.advance(T0))).toEqual(['complete']);
+  });
+
+  it('trial book - with test sets but no complete trial the study completes instead of re-entering the tests phase', () => {
+    const book = bookWith(1, { budget: 1, testSets: [{ name: 'a', weight: 1 }] });
+    book.onResult(result(0, { error: { code: 'BAD_POOL', message: 'x', retryable: false }, scores: [] }), T0);
+    const t = book.advance(T0);
+    expect(types(t)).toEqual(['complete']);
+    expect(book.phase).toBe('complete');
+  });
+
+  it('trial book - resumed from a record, it knows what runs, and a grown budget reopens a complete study', () => {
+    // the records a book wrote, read back: trial 2 is still running and is what gets published again
+    const records: JobRecord[] = [];
+    const again = TrialBook.restore(settings(), [], []);
+    for (let i = 0; i < 3; i++) records.push(...recorded(again.create(i === 0 ? 'base' : 'tpe', { x: i / 10 }, T0)));
+    again.onResult(result(0), T0);
+    again.onResult(result(1), T0);
+    const resumed = TrialBook.restore(settings(), structuredClone(records), []);
+    expect(resumed.running().map((j) => j.number)).toEqual([2]);
+    expect(resumed.wantsTrial).toBe(false);
+    expect(resumed.onResult(result(2), T0).disposition).toBe('recorded');
+    expect(types(resumed.advance(T0))).toEqual(['complete']);
+
+    const complete = structuredClone(records).map((j) => ({ ...j, state: 'complete' as const, value: 1 }));
+    const grown = TrialBook.restore(settings({ budget: 5 }), complete, [], true);
+    expect(grown.phase).toBe('trials');
+    expect(grown.wantsTrial).toBe(true);
+    expect(grown.nextTrialNumber).toBe(3);
+    expect(TrialBook.restore(settings({ budget: 3 }), complete, [], true).phase).toBe('complete');
+  });
+
+  it('trial book - a record with a gap in its numbers is refused', () => {
+    const a = recorded(TrialBook.restore(settings(), [], []).create('base', {}, T0))[0]!;
+    expect(() => TrialBook.restore(settings(), [{ ...a, number: 1 }], [])).toThrow(/record #0 has number 1/);
+  });
+});
