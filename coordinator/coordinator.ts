@@ -44,7 +44,7 @@ import type { Sampler, TrialView } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
 import { Seeder } from './seeder.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
-import type { StudyStore } from './store/study-store.js';
+import type { StudyStore } from './store/store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';
 
 export interface CoordinatorOptions {
@@ -530,7 +530,7 @@ export class Coordinator {
           createdAt: now,
         }),
       );
-      for (const j of jobs) await this.opts.store.putJob(this.name, j);
+      await this.opts.store.putJobs(this.name, jobs); // all the tests or none, should the coordinator stop here
       this.tests = jobs;
       for (const j of jobs) await this.publish(j);
       this.progress();

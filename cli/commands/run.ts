@@ -6,10 +6,10 @@ import {
   buildReport,
   Coordinator,
   loadStudyConfig,
+  openLevelStore,
   type Progress,
   type StudyConfig,
   type StudyReport,
-  StudyStore,
 } from '../../coordinator/index.js';
 import { Worker } from '../../worker/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
@@ -49,7 +49,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     stops.length = 0;
   };
   try {
-    const store = await StudyStore.open(storeDbPath(o.storeDir));
+    const store = await openLevelStore(storeDbPath(o.storeDir));
     stops.push(() => store.close());
     let url = o.natsUrl;
     if (!url) {
