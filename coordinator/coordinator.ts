@@ -26,7 +26,7 @@ import type { Sampler } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
 import { Seeder } from './seeder.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
-import type { StudyStore } from './store/study-store.js';
+import type { StudyStore } from './store/store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';
 import { prepareStudy } from './study/prepare.js';
 import { type Progress, type Transition, TrialBook } from './trial-book.js';
@@ -340,7 +340,7 @@ export class Coordinator {
   /** Carries out a transition: records first, then the queue, then the events. */
   private async apply(t: Transition): Promise<void> {
     for (const e of t.effects) {
-      if (e.type === 'record') for (const job of e.jobs) await this.opts.store.putJob(this.name, job);
+      if (e.type === 'record') await this.opts.store.putJobs(this.name, e.jobs);
       else if (e.type === 'withdraw') await this.transport.withdraw(e.seq);
       else if (e.type === 'publish') await this.publish(e.job);
       else {

@@ -5,7 +5,9 @@ export { StudyEvents, type StudyEvent, type StudyEventListener, type StudyPhase 
 export { TrialBook, type BookSettings, type Effect, type Progress, type Transition } from './trial-book.js';
 export { buildReport, type StudyReport, type MergeSummary } from './report.js';
 export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig } from './study/config.js';
-export { StudyStore } from './store/study-store.js';
+export type { StudyStore } from './store/store.js';
+export { openLevelStore, type OpenLevelStoreOptions } from './store/level-store.js';
+export { MemoryStudyStore } from './store/memory-store.js';
 export { Seeder } from './seeder.js';
 export { createSampler, SAMPLER_NAMES, type SamplerSpec } from './sampler/create.js';
 export type { Sampler, TrialView, Params } from './sampler/sampler.js';

@@ -1,6 +1,6 @@
 import { better, mixtureRatios, OptimerError } from '../shared/index.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
-import type { StudyStore } from './store/study-store.js';
+import type { StudyStore } from './store/store.js';
 
 export interface MergeSummary {
   trial: number | null;

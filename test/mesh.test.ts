@@ -3,7 +3,8 @@ import { connect } from 'nats';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
 import type { StudyEvent } from '../coordinator/events.js';
-import { StudyStore } from '../coordinator/store/study-store.js';
+import { openLevelStore } from '../coordinator/store/level-store.js';
+import { MemoryStudyStore } from '../coordinator/store/memory-store.js';
 import { loadStudyConfig } from '../coordinator/study/config.js';
 import { silentLogger } from '../shared/logging.js';
 import { STUDIES_BUCKET, TRIALS_STREAM, workConsumer } from '../shared/wire.js';
@@ -29,7 +30,8 @@ describe('many studies on one mesh', () => {
     ];
     const TRIALS = 14;
     const workers = procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 2, 'info');
-    const stores = await Promise.all(studies.map((s) => StudyStore.open(join(tmp, `db-${s.name}`))));
+    // the record behind either implementation of the store port
+    const stores = [await openLevelStore(join(tmp, 'db-alpha')), new MemoryStudyStore()];
     const events: Record<string, StudyEvent[]> = { alpha: [], beta: [] };
     const coordinators = await Promise.all(
       studies.map(async (s, i) =>

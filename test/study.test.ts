@@ -3,7 +3,7 @@ import { connect } from 'nats';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { buildReport } from '../coordinator/report.js';
-import { StudyStore } from '../coordinator/store/study-store.js';
+import { openLevelStore } from '../coordinator/store/level-store.js';
 import { loadStudyConfig } from '../coordinator/study/config.js';
 import { silentLogger } from '../shared/logging.js';
 import { RESULTS_STREAM, subjects, resultCodec } from '../shared/wire.js';
@@ -33,7 +33,7 @@ describe('distributed study', () => {
     const poolDir = join(tmp, 'pool');
     await buildFamilyPool(family, poolDir);
     const config = await loadStudyConfig(await writeStudyConfig(join(tmp, 'study.json'), family, poolDir, { name: 'two-workers' }));
-    const store = await StudyStore.open(join(tmp, 'db'));
+    const store = await openLevelStore(join(tmp, 'db'));
     const workers = procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 2);
     const coordinator = await Coordinator.start({ config, store, natsUrl: nats.url, log: silentLogger() });
     // hostile input on the results subject must not disturb the study
@@ -112,7 +112,7 @@ describe('distributed study', () => {
     await exited(first);
     await nc.close();
 
-    const mid = await StudyStore.open(join(storeDir, 'db'));
+    const mid = await openLevelStore(join(storeDir, 'db'), { create: false });
     const before = await mid.listJobs('resume', 'TRIAL');
     await mid.close();
     expect(before.length).toBeGreaterThan(0);
@@ -126,7 +126,7 @@ describe('distributed study', () => {
     const report = JSON.parse(outputOf(second).out);
     expect(report.state).toBe('complete');
     expect(report.trials).toEqual({ budget: 30, created: 30, complete: 30, failed: 0, running: 0 });
-    const store = await StudyStore.open(join(storeDir, 'db'));
+    const store = await openLevelStore(join(storeDir, 'db'), { create: false });
     const trials = await store.listJobs('resume', 'TRIAL');
     expect(trials.map((t) => t.number)).toEqual(Array.from({ length: 30 }, (_, i) => i));
     // what was recorded before the kill is still there, unchanged

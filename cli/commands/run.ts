@@ -6,11 +6,11 @@ import {
   buildReport,
   Coordinator,
   loadStudyConfig,
+  openLevelStore,
   type Progress,
   type StudyEvent,
   type StudyConfig,
   type StudyReport,
-  StudyStore,
 } from '../../coordinator/index.js';
 import { Worker } from '../../worker/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
@@ -51,7 +51,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     stops.length = 0;
   };
   try {
-    const store = await StudyStore.open(storeDbPath(o.storeDir));
+    const store = await openLevelStore(storeDbPath(o.storeDir));
     stops.push(() => store.close());
     let url = o.natsUrl;
     if (!url) {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { buildReport, type MergeSummary, type StudyReport, StudyStore } from '../../coordinator/index.js';
+import { buildReport, type MergeSummary, openLevelStore, type StudyReport, type StudyStore } from '../../coordinator/index.js';
 import { fmt, printJson, table } from '../output.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
@@ -12,7 +12,8 @@ export function storeDbPath(storeDir: string): string {
 }
 
 export async function withStore<T>(storeDir: string, fn: (s: StudyStore) => Promise<T>): Promise<T> {
-  const store = await StudyStore.open(storeDbPath(storeDir));
+  // reading: a mistyped --store is NOT_FOUND, not a new empty store
+  const store = await openLevelStore(storeDbPath(storeDir), { create: false });
   try {
     return await fn(store);
   } finally {

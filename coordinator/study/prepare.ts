@@ -1,6 +1,6 @@
 import { type Logger, OptimerError } from '../../shared/index.js';
 import type { StudyRecord } from '../store/records.js';
-import type { StudyStore } from '../store/study-store.js';
+import type { StudyStore } from '../store/store.js';
 import type { StudyConfig } from './config.js';
 
 /** Fields a rerun may change: the budget (the study grows) and the lease (a mesh setting). */
