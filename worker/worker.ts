@@ -116,11 +116,11 @@ export class Worker {
       job?.msg.nak(); // redeliver now rather than after the lease
       await runAll(
         [
+          () => this.cache.close(), // cancels a transfer in progress
           () => this.loop,
           () => clearInterval(this.heartbeat),
           () => this.say({ ...idle(this.id, this.status.provider, this.status.heartbeatMs), state: 'stopped' }),
           () => this.contexts.close(),
-          () => this.cache.close(),
           () => this.nc.drain(),
         ],
         (e) => this.opts.log.debug({ err: (e as Error).message }, 'worker: a close step failed'),

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { CLIENT_OPTIONS, grpc, OptimerError, ShardServiceClient } from '../../shared/index.js';
+import { CLIENT_OPTIONS, DEFAULT_FETCH_TIMEOUT_MS, grpc, OptimerError, ShardServiceClient } from '../../shared/index.js';
 
 /**
  * A content-addressed cache of blobs (shards, manifests, evaluation sets) in one folder, each
@@ -12,10 +12,12 @@ import { CLIENT_OPTIONS, grpc, OptimerError, ShardServiceClient } from '../../sh
 export class BlobCache {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly clients = new Map<string, grpc.Client>();
+  /** transfers under way: close() cancels them (a closing worker stops fetching) */
+  private readonly calls = new Set<grpc.ClientReadableStream<unknown>>();
 
   constructor(
     readonly dir: string,
-    private readonly fetchTimeoutMs = 10 * 60_000,
+    private readonly fetchTimeoutMs = DEFAULT_FETCH_TIMEOUT_MS,
   ) {}
 
   path(sha256: string): string {
@@ -70,11 +72,13 @@ export class BlobCache {
     const fh = await open(tmp, 'w');
     const hash = createHash('sha256');
     let got = 0;
+    let call: grpc.ClientReadableStream<{ data: Buffer }> | undefined;
     try {
       const client = this.client(address) as grpc.Client & {
         fetch(req: unknown, opts: unknown): grpc.ClientReadableStream<{ data: Buffer }>;
       };
-      const call = client.fetch({ sha256, offset: 0 }, { deadline: Date.now() + this.fetchTimeoutMs });
+      call = client.fetch({ sha256, offset: 0 }, { deadline: Date.now() + this.fetchTimeoutMs });
+      this.calls.add(call);
       for await (const chunk of call as AsyncIterable<{ data: Buffer }>) {
         got += chunk.data.length;
         if (got > bytes) {
@@ -95,10 +99,14 @@ export class BlobCache {
       await fh.close().catch(() => undefined);
       await rm(tmp, { force: true });
       throw e;
+    } finally {
+      if (call) this.calls.delete(call);
     }
   }
 
   close(): void {
+    for (const call of this.calls) call.cancel();
+    this.calls.clear();
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
   }
