@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Seeder } from '../coordinator/seeder.js';
 import { BlobCache } from '../worker/shards/fetch.js';
+import { grpc, shardServiceDefinition } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';
 import { useTempDir } from './helpers/temp.js';
 
@@ -44,5 +45,35 @@ describe('shard transfer over gRPC', () => {
     seeder.register(sha(good), p);
     await expect(cache.ensure(sha(good), good.length, ['127.0.0.1:1', seeder.address])).resolves.toBe(cache.path(sha(good)));
     cache.close();
+  });
+});
+
+describe('shard transfer, cancelled', () => {
+  it('transfer - closing the cache cancels a transfer in progress and leaves no partial file', async () => {
+    // a seeder that sends one chunk and then stalls, as a peer on a dying link would
+    const server = new grpc.Server();
+    server.addService(shardServiceDefinition, {
+      fetch: (call: grpc.ServerWritableStream<unknown, { data: Uint8Array }>) => {
+        call.write({ data: Buffer.alloc(1024, 7) });
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    );
+    const dir = join(tmp, 'cache-cancel');
+    await mkdir(dir);
+    const cache = new BlobCache(dir);
+    const started = Date.now();
+    const pending = cache.ensure('a'.repeat(64), 1 << 20, [`127.0.0.1:${port}`]);
+    const outcome = pending.then(
+      () => 'resolved',
+      (e: Error) => e.message,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    cache.close();
+    expect(await outcome).toMatch(/no seeder delivered it .*cancel/i);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await readdir(dir)).toEqual([]);
+    server.forceShutdown();
   });
 });
