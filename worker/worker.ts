@@ -7,13 +7,13 @@ import {
   type ExecutionProvider,
   isOptimerError,
   type LoadedEvalSet,
+  loadEvalSet,
   type Logger,
   OptimerError,
   parseManifest,
   Pool,
   type Proposal,
   proposalCodec,
-  readEvalSet,
   type Result,
   resultCodec,
   STUDIES_BUCKET,
@@ -256,7 +256,7 @@ export class Worker {
         const ref = s[which];
         if (!ref.sha256) continue;
         const path = await this.cache.ensure(ref.sha256, ref.bytes, seeders);
-        out.push({ name: s.name, path, weight: s.weight, seqs: await readEvalSet(path, manifest.model) });
+        out.push(await loadEvalSet({ name: s.name, path, weight: s.weight, metric: s.metric }, manifest.model));
       }
       return out;
     };
