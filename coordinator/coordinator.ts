@@ -111,10 +111,12 @@ export class Coordinator {
       );
       // refuse bad evaluation sets here, before any worker spends time on them
       await loadEvalSets(
-        c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight })),
+        c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight, metric: s.metric })),
         pool.manifest.model,
       );
-      const testSpecs = c.objective.sets.filter((s) => s.test).map((s) => ({ name: s.name, path: s.test!, weight: s.weight }));
+      const testSpecs = c.objective.sets
+        .filter((s) => s.test)
+        .map((s) => ({ name: s.name, path: s.test!, weight: s.weight, metric: s.metric }));
       if (testSpecs.length > 0) await loadEvalSets(testSpecs, pool.manifest.model);
 
       const study = await prepareStudy(opts.store, c, { fresh: opts.fresh ?? false, vectors, bounds, log });

@@ -17,7 +17,8 @@ export interface StudyReport {
   study: string;
   state: StudyRecord['state'];
   direction: 'minimize' | 'maximize';
-  metric: 'nll';
+  /** the sets' metric; the distinct ones, comma-separated, if the sets mix metrics */
+  metric: string;
   trials: { budget: number; created: number; complete: number; failed: number; running: number };
   best: (MergeSummary & { mixture: Record<string, number | 'removed'> }) | null;
   baselines: MergeSummary[];
@@ -68,7 +69,7 @@ export async function buildReport(store: StudyStore, name: string): Promise<Stud
     study: name,
     state: study.state,
     direction: dir,
-    metric: 'nll',
+    metric: [...new Set(c.objective.sets.map((s) => s.metric))].join(', '),
     trials: {
       budget: c.trials,
       created: trials.length,

@@ -1,20 +1,19 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { OptimerError } from './errors.js';
-
-/** Limits an evaluation set must respect, from the pool's model. */
-export interface SequenceLimits {
-  vocab: number | null;
-  contextLength: number | null;
-}
+import type { SequenceLimits } from './metrics/metric.js';
+import { DEFAULT_METRIC, METRICS, type MetricItem, type MetricName } from './metrics/registry.js';
 
 /**
- * Reads a JSONL evaluation set: one {"input_ids": [...]} per line, token ids in [0, vocab),
- * 2 to contextLength tokens. Blank lines are skipped; anything else wrong is refused with the
- * file and line number.
+ * Reads a JSONL evaluation set of `metric` (default nll: one {"input_ids": [...]} per line).
+ * Blank lines are skipped; each other line must be JSON the metric accepts, else it is refused
+ * with the file and line number.
  */
-export async function readEvalSet(path: string, limits: SequenceLimits): Promise<Int32Array[]> {
-  const seqs: Int32Array[] = [];
+export async function readEvalSet(path: string, limits: SequenceLimits): Promise<MetricItem<typeof DEFAULT_METRIC>[]>;
+export async function readEvalSet<N extends MetricName>(path: string, limits: SequenceLimits, metric: N): Promise<MetricItem<N>[]>;
+export async function readEvalSet(path: string, limits: SequenceLimits, metric: MetricName = DEFAULT_METRIC): Promise<unknown[]> {
+  const m = METRICS[metric];
+  const items: unknown[] = [];
   const stream = createReadStream(path, { encoding: 'utf8' });
   const opened = new Promise<void>((resolve, reject) => {
     stream.once('open', () => resolve());
@@ -33,43 +32,21 @@ export async function readEvalSet(path: string, limits: SequenceLimits): Promise
     for await (const line of lines) {
       lineNo++;
       if (line.trim() === '') continue;
-      seqs.push(parseLine(line, `${path}:${lineNo}`, limits));
+      const where = `${path}:${lineNo}`;
+      let obj: unknown;
+      try {
+        obj = JSON.parse(line);
+      } catch (e) {
+        throw new OptimerError('BAD_EVAL_SET', `${where}: not valid JSON (${(e as Error).message})`);
+      }
+      items.push(m.parseLine(obj, where, limits));
     }
   } finally {
     lines.close();
     stream.destroy();
   }
-  if (seqs.length === 0) throw new OptimerError('BAD_EVAL_SET', `${path}: no sequences`);
-  return seqs;
-}
-
-function parseLine(line: string, where: string, limits: SequenceLimits): Int32Array {
-  const bad = (msg: string): never => {
-    throw new OptimerError('BAD_EVAL_SET', `${where}: ${msg}`);
-  };
-  let obj: unknown;
-  try {
-    obj = JSON.parse(line);
-  } catch (e) {
-    return bad(`not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return bad('expected an object {"input_ids": [...]}');
-  const ids = (obj as Record<string, unknown>).input_ids;
-  if (!Array.isArray(ids)) return bad('"input_ids" must be an array of token ids');
-  if (ids.length < 2) bad(`a sequence needs at least 2 tokens, this one has ${ids.length}`);
-  if (limits.contextLength !== null && ids.length > limits.contextLength) {
-    bad(`${ids.length} tokens exceed the model's context length of ${limits.contextLength}`);
-  }
-  const out = new Int32Array(ids.length);
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i];
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0)
-      bad(`input_ids[${i}] = ${JSON.stringify(id)} is not a token id (a non-negative integer)`);
-    if (limits.vocab !== null && (id as number) >= limits.vocab)
-      bad(`input_ids[${i}] = ${id} is not below the vocabulary size ${limits.vocab}`);
-    out[i] = id as number;
-  }
-  return out;
+  if (items.length === 0) throw new OptimerError('BAD_EVAL_SET', `${path}: no sequences`);
+  return items;
 }
 
 export interface EvalSetSpec {
@@ -77,13 +54,22 @@ export interface EvalSetSpec {
   path: string;
   /** weight of this set in the objective (default 1) */
   weight?: number;
+  /** how its lines look and how it is scored (default nll) */
+  metric?: MetricName;
 }
 
-export interface LoadedEvalSet {
-  name: string;
-  path: string;
-  weight: number;
-  seqs: Int32Array[];
+/** A set read with its metric: `items` are what that metric's parseLine made of its lines. */
+export type LoadedEvalSet<N extends MetricName = MetricName> = {
+  [M in N]: { name: string; path: string; weight: number; metric: M; items: MetricItem<M>[] };
+}[N];
+
+/** Reads one set with its metric (the weight is taken as given). */
+export async function loadEvalSet<N extends MetricName>(
+  spec: { name: string; path: string; weight: number; metric: N },
+  limits: SequenceLimits,
+): Promise<LoadedEvalSet<N>> {
+  const items = await readEvalSet(spec.path, limits, spec.metric);
+  return { name: spec.name, path: spec.path, weight: spec.weight, metric: spec.metric, items };
 }
 
 /** Reads and checks a list of sets: names unique, weights finite and ≥ 0, at least one above 0. */
@@ -97,7 +83,7 @@ export async function loadEvalSets(specs: EvalSetSpec[], limits: SequenceLimits)
     const weight = s.weight ?? 1;
     if (!Number.isFinite(weight) || weight < 0)
       throw new OptimerError('BAD_ARGUMENT', `evaluation set '${s.name}': weight ${weight} must be a finite number ≥ 0`);
-    out.push({ name: s.name, path: s.path, weight, seqs: await readEvalSet(s.path, limits) });
+    out.push(await loadEvalSet({ name: s.name, path: s.path, weight, metric: s.metric ?? DEFAULT_METRIC }, limits));
   }
   if (out.every((s) => s.weight === 0)) throw new OptimerError('BAD_ARGUMENT', 'at least one evaluation set needs a weight above 0');
   return out;

@@ -19,7 +19,7 @@ export {
   DEFAULT_TRIAL_TIMEOUT_SECONDS,
 } from './defaults.js';
 export { OptimerError, isOptimerError, type ErrorCode } from './errors.js';
-export { readEvalSet, loadEvalSets, type SequenceLimits, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
+export { readEvalSet, loadEvalSet, loadEvalSets, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
 export {
   buildFamily,
   writeFamilyVariant,
@@ -33,6 +33,17 @@ export { CHUNK_BYTES, CLIENT_OPTIONS, ShardServiceClient, grpc, shardServiceDefi
 export { hashFile, sha256Hex } from './hash.js';
 export { runAll } from './lifecycle.js';
 export { createLogger, silentLogger, type Logger } from './logging.js';
+export type { LanguageModel, Metric, MetricResult, SequenceLimits } from './metrics/metric.js';
+export {
+  METRICS,
+  METRIC_NAMES,
+  DEFAULT_METRIC,
+  isMetricName,
+  metricNamed,
+  type AnyMetric,
+  type MetricItem,
+  type MetricName,
+} from './metrics/registry.js';
 export { connectNats, publishWithRetry } from './nats.js';
 export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
 export { objectiveOf, weightedMean, better, type Direction } from './objective.js';

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import protobuf from 'protobufjs';
 import { z } from 'zod';
 import { OptimerError } from './errors.js';
+import { METRIC_NAMES } from './metrics/registry.js';
 import { packageRoot } from './package-root.js';
 import { formatIssues } from './validate.js';
 
@@ -26,7 +27,7 @@ const announcementSchema = z.object({
     .array(
       z.object({
         name,
-        metric: z.literal('nll'),
+        metric: z.enum(METRIC_NAMES),
         weight: finite.nonnegative(),
         dev: blobRef,
         test: z.union([blobRef, z.object({ sha256: z.literal(''), bytes: z.literal(0) })]),

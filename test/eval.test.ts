@@ -6,9 +6,8 @@ import { Pool } from '../shared/pool/reader.js';
 import { DEFAULT_FAMILY_SHAPE, loadFamilyParams } from '../shared/family/build.js';
 import { referenceNll } from '../shared/family/model.js';
 import { readEvalSet } from '../shared/eval-set.js';
-import { evaluateMerge, evaluateSession } from '../worker/eval/evaluate.js';
+import { evaluateMerge, evaluateNll, evaluateSession } from '../worker/eval/evaluate.js';
 import { loadEvalSets, type LoadedEvalSet } from '../shared/eval-set.js';
-import { evaluateNll } from '../worker/eval/nll.js';
 import { createFileSession, createMergedSession } from '../worker/eval/session.js';
 import { mergeToBuffer } from '../worker/merge/merge.js';
 import { exportMergekit, exportOnnx } from '../worker/merge/export.js';
@@ -55,7 +54,7 @@ describe('nll metric', () => {
   it('nll - does not change with the batch size', async () => {
     const session = await createMergedSession(await pool.graphBytes(), await mergeToBuffer(pool, new Map([['zh', 0.5]])), 'cpu');
     try {
-      const seqs = dev[1]!.seqs;
+      const seqs = dev[1]!.items;
       const results = [];
       for (const batchTokens of [1, 64, 300, 1_000_000])
         results.push((await evaluateNll(session, seqs, pool.manifest.model, batchTokens)).nll);

@@ -1,8 +1,16 @@
 // The public entry of worker/: what cli/ may use.
 export { mergeWeights, mergeInto, mergeToBuffer, type MergeSink } from './merge/merge.js';
 export { exportOnnx, exportMergekit, INLINE_LIMIT_BYTES, type MergekitOptions } from './merge/export.js';
-export { evaluateNll, type LmIo, type NllResult } from './eval/nll.js';
+export { SessionModel, type LmIo } from './eval/session-model.js';
 export { createMergedSession, createFileSession } from './eval/session.js';
-export { evaluateMerge, evaluateSession, type SetScore, type EvalReport, type EvalOptions } from './eval/evaluate.js';
+export {
+  evaluateMerge,
+  evaluateNll,
+  evaluateSession,
+  type SetScore,
+  type EvalReport,
+  type EvalOptions,
+  type NllResult,
+} from './eval/evaluate.js';
 export { Worker, type WorkerOptions } from './worker.js';
 export { BlobCache } from './shards/fetch.js';

@@ -2,10 +2,10 @@ import { readFile } from 'node:fs/promises';
 import {
   DEFAULT_STUDY_CONTEXTS,
   type LoadedEvalSet,
+  loadEvalSet,
   type Logger,
   parseManifest,
   Pool,
-  readEvalSet,
   runAll,
   type StudyAnnouncement,
 } from '../shared/index.js';
@@ -72,7 +72,7 @@ export class StudyContexts {
           const ref = s[which];
           if (!ref.sha256) continue;
           const path = await this.cache.ensure(ref.sha256, ref.bytes, seeders);
-          out.push({ name: s.name, path, weight: s.weight, seqs: await readEvalSet(path, manifest.model) });
+          out.push(await loadEvalSet({ name: s.name, path, weight: s.weight, metric: s.metric }, manifest.model));
         }
         return out;
       };

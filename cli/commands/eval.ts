@@ -1,11 +1,16 @@
 import type { Command } from 'commander';
 import {
   DEFAULT_BATCH_TOKENS,
+  DEFAULT_METRIC,
   type EvalSetSpec,
   EXECUTION_PROVIDERS,
   type ExecutionProvider,
   loadEvalSets,
+  METRIC_NAMES,
+  METRICS,
   type MergeWeights,
+  type MetricName,
+  metricNamed,
   OptimerError,
   parseWeights,
   Pool,
@@ -22,9 +27,13 @@ export function parseProvider(value: string): ExecutionProvider {
   return value as ExecutionProvider;
 }
 
-/** `--set NAME=PATH` (repeat) with optional `--set-weight NAME=W`. */
-export function parseSetSpecs(sets: string[] | undefined, setWeights: string[] | undefined): EvalSetSpec[] {
-  const specs = parseNamed(sets, '--set').map(({ name, value }) => ({ name, path: value, weight: 1 }));
+/** `--set NAME=PATH` (repeat) with optional `--set-weight NAME=W`, every set scored by `metric`. */
+export function parseSetSpecs(
+  sets: string[] | undefined,
+  setWeights: string[] | undefined,
+  metric: MetricName = DEFAULT_METRIC,
+): EvalSetSpec[] {
+  const specs = parseNamed(sets, '--set').map(({ name, value }) => ({ name, path: value, weight: 1, metric }));
   for (const { name, value } of parseNamed(setWeights, '--set-weight')) {
     const s = specs.find((x) => x.name === name);
     if (!s) throw new OptimerError('BAD_ARGUMENT', `--set-weight '${name}': no --set of that name`);
@@ -48,36 +57,47 @@ async function withPoolWeights<T>(dir: string, spec: string, fn: (pool: Pool, w:
   }
 }
 
+/** What the lines of a set look like, per metric (the metric's name only once there are several). */
+const setLineHelp = METRIC_NAMES.map((n) => (METRIC_NAMES.length > 1 ? `${METRICS[n].lineFormat} (${n})` : METRICS[n].lineFormat)).join(
+  ' or ',
+);
+
 export function registerEval(program: Command, run: Run): void {
   program
     .command('eval')
     .description('evaluate one merge θ_base + Σ w_i·v_i of a pool on evaluation sets')
     .requiredOption('--pool <dir>', 'pool directory')
     .option('--weights <spec>', 'merge weights, e.g. ja=0.5,zh=0.2 (vectors not named weigh 0)', '')
-    .option('--set <NAME=PATH>', 'an evaluation set, JSONL of {"input_ids": [...]} (repeat)', collect)
+    .option('--set <NAME=PATH>', `an evaluation set, JSONL of ${setLineHelp} (repeat)`, collect)
     .option('--set-weight <NAME=W>', "a set's weight in the mean (default 1; repeat)", collect)
+    .option(
+      '--metric <name>',
+      `how every set is scored: ${METRIC_NAMES.map((n) => `${n} (${METRICS[n].description})`).join(', ')}`,
+      DEFAULT_METRIC,
+    )
     .option('--provider <name>', `execution provider: ${EXECUTION_PROVIDERS.join(', ')}`, 'cpu')
     .option('--batch-tokens <n>', 'tokens per ONNX Runtime call (batch × padded length)', String(DEFAULT_BATCH_TOKENS))
     .option('--json', 'print as JSON')
     .action((o) =>
       run(async () => {
         const provider = parseProvider(o.provider);
+        const metric = metricNamed(o.metric, '--metric').name;
         const batchTokens = parseNumberOption(o.batchTokens, '--batch-tokens', { min: 1, integer: true });
-        const specs = parseSetSpecs(o.set, o.setWeight);
+        const specs = parseSetSpecs(o.set, o.setWeight, metric);
         const report = await withPoolWeights(o.pool, o.weights, async (pool, weights) => {
           const sets = await loadEvalSets(specs, pool.manifest.model);
           const r = await evaluateMerge(pool, weights, sets, { provider, batchTokens });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
-        if (o.json) return printJson({ metric: 'nll', ...report });
+        if (o.json) return printJson({ metric, ...report });
         const rows: (string | number)[][] = [
-          ['set', 'nll', 'weight', 'tokens'],
+          ['set', metric, 'weight', 'tokens'],
           ...report.scores.map((s) => [s.name, s.score, s.weight, s.tokens]),
         ];
         process.stdout.write(
           `weights ${Object.entries(report.weights)
             .map(([k, v]) => `${k}=${v}`)
-            .join(', ')}\n${table(rows)}\nweighted mean nll ${fmt(report.mean)}\n`,
+            .join(', ')}\n${table(rows)}\nweighted mean ${metric} ${fmt(report.mean)}\n`,
         );
       }, o.json),
     );

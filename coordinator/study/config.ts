@@ -6,9 +6,13 @@ import {
   DEFAULT_ACK_WAIT_SECONDS,
   DEFAULT_BATCH_TOKENS,
   DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_METRIC,
   DEFAULT_TRIAL_TIMEOUT_SECONDS,
+  type Direction,
   EXECUTION_PROVIDERS,
   formatIssues,
+  METRIC_NAMES,
+  METRICS,
   OptimerError,
   studyNameSchema,
 } from '../../shared/index.js';
@@ -26,7 +30,7 @@ const evalSet = z
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "expected 1-64 letters, digits, '.', '_' or '-'"),
     path: z.string().min(1),
     test: z.string().min(1).optional(),
-    metric: z.literal('nll').default('nll'),
+    metric: z.enum(METRIC_NAMES).default(DEFAULT_METRIC),
     weight: z.number().finite().nonnegative().default(1),
   })
   .strict();
@@ -62,7 +66,8 @@ const configSchema = z
     bounds: z.union([range, z.record(z.string(), range)]).default([-1, 2]),
     objective: z
       .object({
-        direction: z.enum(['minimize', 'maximize']).default('minimize'),
+        /** default: the direction of the sets' metric */
+        direction: z.enum(['minimize', 'maximize']).optional(),
         sets: z.array(evalSet).min(1),
       })
       .strict(),
@@ -105,10 +110,26 @@ export type StudyConfigInput = z.input<typeof configSchema>;
 type Parsed = z.infer<typeof configSchema>;
 
 /** A validated config with absolute paths, the vector list resolved and bounds per vector. */
-export interface StudyConfig extends Omit<Parsed, 'bounds' | 'vectors' | 'baselines'> {
+export interface StudyConfig extends Omit<Parsed, 'bounds' | 'vectors' | 'baselines' | 'objective'> {
   vectors: string[] | null; // null: every vector of the pool
   bounds: Record<string, [number, number]> | [number, number];
   baselines: (typeof BASELINE_KINDS)[number][];
+  objective: Omit<Parsed['objective'], 'direction'> & { direction: Direction };
+}
+
+/** The direction the sets' metrics agree on; refused when they disagree. */
+function metricDirection(sets: Parsed['objective']['sets'], where: string): Direction {
+  const direction = METRICS[sets[0]!.metric].direction;
+  if (sets.every((s) => METRICS[s.metric].direction === direction)) return direction;
+  const list = (d: Direction) =>
+    sets
+      .filter((s) => METRICS[s.metric].direction === d)
+      .map((s) => `${s.name} (${s.metric})`)
+      .join(', ');
+  throw new OptimerError(
+    'BAD_CONFIG',
+    `${where}: objective.direction: the sets' metrics disagree (minimize: ${list('minimize')}; maximize: ${list('maximize')}); give objective.direction, or use sets of one direction`,
+  );
 }
 
 export function parseStudyConfig(json: unknown, where: string, baseDir: string): StudyConfig {
@@ -125,13 +146,16 @@ export function parseStudyConfig(json: unknown, where: string, baseDir: string):
   if (c.vectors && new Set(c.vectors).size !== c.vectors.length)
     throw new OptimerError('BAD_CONFIG', `${where}: vectors: a vector is listed twice`);
   const abs = (p: string): string => resolve(baseDir, p);
+  // direction first, as it always was: a stored config is compared field by field in key order
+  const { direction, ...objective } = c.objective;
   return {
     ...c,
     pool: abs(c.pool),
     vectors: c.vectors ?? null,
     baselines: c.baselines === true ? [...BASELINE_KINDS] : c.baselines === false ? [] : c.baselines,
     objective: {
-      ...c.objective,
+      direction: direction ?? metricDirection(objective.sets, where),
+      ...objective,
       sets: c.objective.sets.map((s) => ({ ...s, path: abs(s.path), ...(s.test ? { test: abs(s.test) } : {}) })),
     },
   };

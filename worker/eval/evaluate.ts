@@ -2,18 +2,23 @@ import type ort from 'onnxruntime-node';
 import {
   DEFAULT_BATCH_TOKENS,
   type ExecutionProvider,
+  type LanguageModel,
   type LoadedEvalSet,
+  METRICS,
   type MergeWeights,
+  type MetricName,
+  type MetricResult,
   type Pool,
   weightedMean,
 } from '../../shared/index.js';
 import { mergeToBuffer } from '../merge/merge.js';
-import { evaluateNll, type LmIo } from './nll.js';
+import { type LmIo, SessionModel } from './session-model.js';
 import { createMergedSession } from './session.js';
 
 export interface SetScore {
   name: string;
-  metric: 'nll';
+  /** the set's metric */
+  metric: MetricName;
   score: number;
   weight: number;
   tokens: number;
@@ -32,19 +37,44 @@ export interface EvalOptions {
   batchTokens?: number;
 }
 
-/** Scores one session (a merge or a model file) on every set. */
+/** Scores one session (a merge or a model file) on every set, each with its own metric. */
 export async function evaluateSession(
   session: ort.InferenceSession,
   sets: LoadedEvalSet[],
   io: LmIo,
   batchTokens = DEFAULT_BATCH_TOKENS,
 ): Promise<SetScore[]> {
+  const model = new SessionModel(session, io, batchTokens);
   const scores: SetScore[] = [];
   for (const s of sets) {
-    const r = await evaluateNll(session, s.seqs, io, batchTokens);
-    scores.push({ name: s.name, metric: 'nll', score: r.nll, weight: s.weight, tokens: r.tokens, sequences: r.sequences });
+    const r = await scoreSet(model, s);
+    scores.push({ name: s.name, metric: s.metric, score: r.score, weight: s.weight, tokens: r.tokens, sequences: r.sequences });
   }
   return scores;
+}
+
+/** The set's own metric over its items (generic in the metric, so items and metric agree). */
+function scoreSet<N extends MetricName>(model: LanguageModel, set: LoadedEvalSet<N>): Promise<MetricResult> {
+  return METRICS[set.metric].evaluate(model, set.items);
+}
+
+export interface NllResult {
+  /** token-weighted mean next-token NLL, nats */
+  nll: number;
+  tokens: number;
+  sequences: number;
+}
+
+/** The `nll` metric of sequences under a session. */
+export async function evaluateNll(
+  session: ort.InferenceSession,
+  seqs: Int32Array[],
+  io: LmIo,
+  batchTokens = DEFAULT_BATCH_TOKENS,
+  onBatch?: (done: number) => void,
+): Promise<NllResult> {
+  const r = await METRICS.nll.evaluate(new SessionModel(session, io, batchTokens, onBatch), seqs);
+  return { nll: r.score, tokens: r.tokens, sequences: r.sequences };
 }
 
 /** Merges θ(w) from the pool and evaluates it on every set. */
