@@ -166,7 +166,7 @@ export class TrialBook {
   /** A worker said it took the current attempt of a running job. */
   started(kind: JobKind, number: number, attempt: number, worker: string, now: Date): Transition {
     const job = this.job(kind, number);
-    if (!job || job.state !== 'running' || job.attempt !== attempt) return none();
+    if (job?.state !== 'running' || job.attempt !== attempt) return none();
     const rec = this.current(job);
     if (rec.worker === worker && rec.startedAt) return none();
     Object.assign(rec, { worker, startedAt: now.toISOString() });
@@ -182,7 +182,7 @@ export class TrialBook {
   onResult(r: Result, now: Date): Transition & { disposition: ResultDisposition } {
     if (r.study !== this.s.study || r.generation !== this.s.generation) return { ...none(), disposition: 'stale' };
     const job = this.job(r.kind, r.trial);
-    if (!job || job.state !== 'running' || job.attempt !== r.attempt) return { ...none(), disposition: 'not-current' };
+    if (job?.state !== 'running' || job.attempt !== r.attempt) return { ...none(), disposition: 'not-current' };
     const at = now.toISOString();
     const rec = this.current(job);
     Object.assign(rec, { worker: r.worker, finishedAt: at, timings: r.timings });

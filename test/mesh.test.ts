@@ -92,7 +92,12 @@ describe('many studies on one mesh', () => {
       jobs.sort((a, b) => a.at.localeCompare(b.at)).reduce((n, j, k) => n + (k > 0 && j.study !== jobs[k - 1]!.study ? 1 : 0), 0),
     );
     expect(Math.max(...switches)).toBeGreaterThanOrEqual(2);
-    await Promise.all(workers.map((w) => (w.kill('SIGTERM'), exited(w, 20_000))));
+    await Promise.all(
+      workers.map((w) => {
+        w.kill('SIGTERM');
+        return exited(w, 20_000);
+      }),
+    );
     for (const w of workers) {
       const ready = outputOf(w)
         .err.split('\n')
