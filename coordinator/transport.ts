@@ -17,6 +17,7 @@ import {
   announcementCodec,
   connectNats,
   DEFAULT_DUPLICATE_WINDOW_MS,
+  DEFAULT_RESULT_ACK_WAIT_MS,
   DEFAULT_RESULT_BATCH,
   DEFAULT_RESULTS_MAX_AGE_MS,
   LEGACY_WORK_CONSUMER,
@@ -85,8 +86,7 @@ export class StudyTransport {
       await ensureConsumer(jsm, RESULTS_STREAM, {
         durable_name: resultsConsumer(o.study),
         ack_policy: AckPolicy.Explicit,
-        // short: results a crashed coordinator had fetched come back soon; a repeat is dropped anyway
-        ack_wait: nanos(10_000),
+        ack_wait: nanos(DEFAULT_RESULT_ACK_WAIT_MS),
         deliver_policy: DeliverPolicy.All,
         filter_subject: subjects.results(o.study),
       });

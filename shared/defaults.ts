@@ -23,6 +23,8 @@ export const DEFAULT_MAX_ATTEMPTS = 3;
 export const DEFAULT_TICK_MS = 100;
 /** Proposals kept waiting in a study's queue beyond those idle workers ask for. */
 export const DEFAULT_QUEUE_DEPTH = 1;
+/** Results a crashed coordinator had fetched come back this soon; a repeat is dropped anyway. */
+export const DEFAULT_RESULT_ACK_WAIT_MS = 10_000;
 /** Results the coordinator takes from JetStream at once. */
 export const DEFAULT_RESULT_BATCH = 16;
 /** JetStream's de-duplication window for proposals and results, ms. */
@@ -33,6 +35,8 @@ export const DEFAULT_RESULTS_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 // ---- worker ----------------------------------------------------------------------------------
 /** How long one pull for a proposal waits before the worker looks at its other studies, ms. */
 export const DEFAULT_PULL_EXPIRES_MS = 1000;
+/** How long a worker trusts its list of announced studies before reading it again, ms. */
+export const DEFAULT_STUDY_LIST_MS = 2000;
 /** How often a worker tells the mesh it is alive (and what it is doing), ms. */
 export const DEFAULT_HEARTBEAT_MS = 2000;
 /** A worker silent for this many heartbeats is reported lost. */

@@ -8,6 +8,7 @@ import {
   connectNats,
   DEFAULT_HEARTBEAT_MS,
   DEFAULT_PULL_EXPIRES_MS,
+  DEFAULT_STUDY_LIST_MS,
   type ExecutionProvider,
   isOptimerError,
   type Logger,
@@ -51,9 +52,6 @@ interface StudyQueue {
   /** in-progress acks this often keep the lease (a third of the study's ack wait) */
   leaseRenewMs: number;
 }
-
-/** How long the list of announced studies is trusted before it is read again, ms. */
-const STUDY_LIST_MS = 2000;
 
 /**
  * A worker: pulls proposals from the work queues of every announced study in turn, fetches what
@@ -184,7 +182,7 @@ export class Worker {
 
   /** The work queues of the announced studies, the list re-read every few seconds. */
   private async studyQueues(kv: KV, log: Logger): Promise<StudyQueue[]> {
-    if (Date.now() - this.listedAt < STUDY_LIST_MS && this.queues.size > 0) return [...this.queues.values()];
+    if (Date.now() - this.listedAt < DEFAULT_STUDY_LIST_MS && this.queues.size > 0) return [...this.queues.values()];
     const names = new Set<string>();
     for await (const k of await kv.keys()) names.add(k);
     for (const study of this.queues.keys()) if (!names.has(study)) this.queues.delete(study);

@@ -12,7 +12,6 @@ import {
   type StudyConfig,
   type StudyReport,
 } from '../../coordinator/index.js';
-import { Worker } from '../../worker/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
 import { parseNumberOption, printJson, progress } from '../output.js';
 import { parseProvider } from './eval.js';
@@ -171,6 +170,8 @@ export function registerRun(program: Command, run: Run): void {
     .action((o) =>
       run(async () => {
         const log = createLogger('worker', o.logLevel);
+        // loaded here, not at the top: a coordinator process never loads the ONNX Runtime binding
+        const { Worker } = await import('../../worker/index.js');
         const worker = await Worker.start({
           natsUrl: o.nats,
           cacheDir: o.cache,
