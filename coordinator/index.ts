@@ -1,6 +1,7 @@
 // The public entry of coordinator/: what cli/ may use.
-export { baselineMerges, type NamedWeights } from './baselines.js';
+export { baselineMerges, baselineParams, type NamedParams, type NamedWeights } from './baselines.js';
 export { Coordinator, type CoordinatorOptions, type Progress } from './coordinator.js';
+export { genomeSpace, proposalParams } from './genome-space.js';
 export { buildReport, type StudyReport, type MergeSummary } from './report.js';
 export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig } from './study/config.js';
 export { StudyStore } from './store/study-store.js';

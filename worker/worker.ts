@@ -10,6 +10,7 @@ import {
   type Logger,
   OptimerError,
   parseManifest,
+  perVectorGenome,
   Pool,
   type Proposal,
   proposalCodec,
@@ -196,9 +197,8 @@ export class Worker {
       const t0 = performance.now();
       const ctx = await this.prepare(ann);
       const t1 = performance.now();
-      const weights = new Map(Object.entries(p.weights));
-      for (const name of weights.keys()) ctx.pool.vector(name); // unknown vector → BAD_ARGUMENT
-      const merged = await mergeInto(ctx.pool, weights, ctx.buffer);
+      const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
+      const merged = await mergeInto(ctx.pool, weighting, ctx.buffer); // unknown vector → BAD_ARGUMENT
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);
       let scores: Awaited<ReturnType<typeof evaluateSession>>;

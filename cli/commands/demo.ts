@@ -12,6 +12,7 @@ import {
   FAMILY_DOMAINS,
   type FamilyFiles,
   loadEvalSets,
+  perVectorGenome,
   Pool,
   weightedMean,
 } from '../../shared/index.js';
@@ -99,14 +100,15 @@ export function registerDemo(program: Command, run: Run): void {
         if (interrupted || !report.best) throw new Error('the demo study did not complete');
         say(renderReport(report));
 
-        const bestWeights = new Map(Object.entries(report.best.weights));
+        const best = report.best.weights;
+        const bestWeighting = perVectorGenome(Object.keys(best)).weighting(best);
         const onnxPath = join(out, 'merged.onnx');
         const yamlPath = join(out, 'merged.mergekit.yaml');
         const pool = await Pool.open(poolDir);
         let reloaded: number;
         try {
-          await exportOnnx(pool, bestWeights, onnxPath);
-          await exportMergekit(pool, bestWeights, yamlPath);
+          await exportOnnx(pool, bestWeighting, onnxPath);
+          await exportMergekit(pool, bestWeighting, yamlPath);
           const dev = await loadEvalSets(
             FAMILY_DOMAINS.map((n) => ({ name: n, path: family.dev[n]! })),
             manifest.model,

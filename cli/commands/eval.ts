@@ -9,6 +9,7 @@ import {
   OptimerError,
   parseWeights,
   Pool,
+  uniformWeighting,
 } from '../../shared/index.js';
 import { evaluateMerge, exportMergekit, exportOnnx } from '../../worker/index.js';
 import { collect, fmt, parseNamed, parseNumberOption, printJson, table } from '../output.js';
@@ -66,7 +67,7 @@ export function registerEval(program: Command, run: Run): void {
         const specs = parseSetSpecs(o.set, o.setWeight);
         const report = await withPoolWeights(o.pool, o.weights, async (pool, weights) => {
           const sets = await loadEvalSets(specs, pool.manifest.model);
-          const r = await evaluateMerge(pool, weights, sets, { provider, batchTokens });
+          const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
         if (o.json) return printJson({ metric: 'nll', ...report });
@@ -98,10 +99,10 @@ export function registerEval(program: Command, run: Run): void {
         if (o.format !== 'onnx' && o.format !== 'mergekit')
           throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
         const files = await withPoolWeights(o.pool, o.weights, (pool, weights) => {
-          if (o.format === 'onnx') return exportOnnx(pool, weights, o.out, o.externalData ? { externalData: true } : {});
+          if (o.format === 'onnx') return exportOnnx(pool, uniformWeighting(weights), o.out, o.externalData ? { externalData: true } : {});
           const models = new Map(parseNamed(o.hf, '--hf').map(({ name, value }) => [name, value]));
           for (const name of models.keys()) pool.vector(name);
-          return exportMergekit(pool, weights, o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
+          return exportMergekit(pool, uniformWeighting(weights), o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
         });
         if (o.json) printJson({ format: o.format, files });
         else process.stdout.write(`wrote ${files.join(', ')}\n`);
