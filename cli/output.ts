@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import { isOptimerError, OptimerError } from '../shared/index.js';
+import { EXECUTION_PROVIDERS, type ExecutionProvider, isOptimerError, OptimerError } from '../shared/index.js';
 
 /** Repeatable option collector for commander (`--vector a=x --vector b=y`). */
 export function collect(value: string, previous: string[] = []): string[] {
@@ -92,4 +92,11 @@ export function reportError(e: unknown, json: boolean): void {
   else process.stderr.write(`optimer: ${err.message}\n`);
   if (!isOptimerError(e) && process.env.OPTIMER_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
   process.exitCode = err.code === 'RUNTIME' ? 1 : 2;
+}
+
+export function parseProvider(value: string): ExecutionProvider {
+  if (!(EXECUTION_PROVIDERS as readonly string[]).includes(value)) {
+    throw new OptimerError('BAD_ARGUMENT', `--provider '${value}': expected one of ${EXECUTION_PROVIDERS.join(', ')}`);
+  }
+  return value as ExecutionProvider;
 }

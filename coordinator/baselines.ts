@@ -1,9 +1,15 @@
-import type { MergeWeights } from '../shared/index.js';
+import type { Genome, MergeWeights } from '../shared/index.js';
 
 export interface NamedWeights {
   /** 'base', 'only:<vector>', 'average' or a label of the caller's */
   label: string;
   weights: MergeWeights;
+}
+
+/** A baseline as a trial: its label and the genome's parameters for it. */
+export interface NamedParams {
+  label: string;
+  params: Record<string, number>;
 }
 
 /**
@@ -17,4 +23,9 @@ export function baselineMerges(vectors: readonly string[]): NamedWeights[] {
     ...vectors.map((v) => ({ label: `only:${v}`, weights: new Map([[v, 1]]) })),
     ...(K > 1 ? [{ label: 'average', weights: new Map(vectors.map((v) => [v, 1 / K])) }] : []),
   ];
+}
+
+/** The baselines of the genome's vectors, each as the genome's parameters (every vector named, 0 when unweighted). */
+export function baselineParams(genome: Genome): NamedParams[] {
+  return baselineMerges(genome.vectors).map((b) => ({ label: b.label, params: genome.fromVectorWeights(b.weights) }));
 }

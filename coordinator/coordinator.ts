@@ -3,10 +3,12 @@ import type { JsMsg } from 'nats';
 import {
   DEFAULT_QUEUE_DEPTH,
   DEFAULT_TICK_MS,
+  type Genome,
   hashFile,
   type Logger,
   loadEvalSets,
   MANIFEST_FILE,
+  perVectorGenome,
   Pool,
   type Proposal,
   type Result,
@@ -19,8 +21,9 @@ import {
   sleep,
   workerStatusCodec,
 } from '../shared/index.js';
-import { baselineMerges } from './baselines.js';
+import { baselineParams } from './baselines.js';
 import { type StudyEvent, type StudyEventListener, StudyEvents } from './events.js';
+import { genomeSpace, proposalParams } from './genome-space.js';
 import { createSampler } from './sampler/create.js';
 import type { Sampler } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
@@ -68,6 +71,7 @@ export class Coordinator {
   private loop: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
   private readonly sampler: Sampler;
+  private readonly genome: Genome;
   private readonly space: SearchSpace;
   private readonly log: Logger;
   private readonly tracker = new WorkerTracker();
@@ -86,11 +90,8 @@ export class Coordinator {
       this.log.warn({ err: (e as Error).message, event: event.type }, 'a study event listener failed'),
     );
     if (opts.onEvent) this.events.subscribe(opts.onEvent);
-    this.space = {
-      params: Object.fromEntries(
-        study.vectors.map((v) => [v, { type: 'float' as const, low: study.bounds[v]![0], high: study.bounds[v]![1] }]),
-      ),
-    };
+    this.genome = perVectorGenome(study.vectors);
+    this.space = genomeSpace(this.genome, study.bounds);
     this.sampler = createSampler(opts.config.sampler);
   }
 
@@ -278,9 +279,8 @@ export class Coordinator {
 
   /** The weights of trial `number`: the baselines first, then the sampler's proposals. */
   private propose(number: number): { label: string; params: Record<string, number> } {
-    const baselines = this.baselines();
-    const b = baselines[number];
-    if (b) return { label: b.label, params: Object.fromEntries(this.study.vectors.map((v) => [v, b.weights.get(v) ?? 0])) };
+    const b = studyBaselines(this.genome, this.opts.config.baselines)[number];
+    if (b) return b;
     const c = this.opts.config;
     // a random stream per trial number: the same record always gives the same proposal
     const proposed = this.sampler.propose(
@@ -289,11 +289,7 @@ export class Coordinator {
       c.objective.direction,
       new Rng(seedFor(c.sampler.seed, number)),
     );
-    return { label: this.sampler.name, params: Object.fromEntries(this.study.vectors.map((v) => [v, proposed[v] as number])) }; // merge weights: float params
-  }
-
-  private baselines() {
-    return studyBaselines(this.study.vectors, this.opts.config.baselines);
+    return { label: this.sampler.name, params: proposalParams(this.genome, this.space, proposed, `study '${this.name}': trial ${number}`) };
   }
 
   private async onResult(m: JsMsg): Promise<void> {
@@ -379,9 +375,9 @@ export class Coordinator {
   }
 }
 
-/** The baselines a study's config asks for, in the order they are enqueued. */
-function studyBaselines(vectors: string[], kinds: StudyConfig['baselines']) {
-  return baselineMerges(vectors).filter((b) =>
+/** The baselines a study's config asks for, in the order they are enqueued, as genome parameters. */
+function studyBaselines(genome: Genome, kinds: StudyConfig['baselines']) {
+  return baselineParams(genome).filter((b) =>
     b.label === 'base' ? kinds.includes('base') : b.label === 'average' ? kinds.includes('average') : kinds.includes('single'),
   );
 }
@@ -397,6 +393,6 @@ function bookSettings(study: StudyRecord, c: StudyConfig) {
     direction: c.objective.direction,
     devSets: sets.map((s) => ({ name: s.name, weight: s.weight })),
     testSets: sets.filter((s) => s.test).map((s) => ({ name: s.name, weight: s.weight })),
-    baselineLabels: new Set(studyBaselines(study.vectors, c.baselines).map((b) => b.label)),
+    baselineLabels: new Set(studyBaselines(perVectorGenome(study.vectors), c.baselines).map((b) => b.label)),
   };
 }

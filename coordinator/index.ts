@@ -1,7 +1,8 @@
 // The public entry of coordinator/: what cli/ may use.
-export { baselineMerges, type NamedWeights } from './baselines.js';
+export { baselineMerges, baselineParams, type NamedParams, type NamedWeights } from './baselines.js';
 export { Coordinator, type CoordinatorOptions } from './coordinator.js';
 export { StudyEvents, type StudyEvent, type StudyEventListener, type StudyPhase } from './events.js';
+export { genomeSpace, proposalParams } from './genome-space.js';
 export { TrialBook, type BookSettings, type Effect, type Progress, type Transition } from './trial-book.js';
 export { buildReport, type StudyReport, type MergeSummary } from './report.js';
 export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig } from './study/config.js';

@@ -1,4 +1,4 @@
-import { better, mixtureRatios, OptimerError } from '../shared/index.js';
+import { better, mixtureRatios, OptimerError, perVectorGenome } from '../shared/index.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/store.js';
 
@@ -80,7 +80,7 @@ export async function buildReport(store: StudyStore, name: string): Promise<Stud
     best: best
       ? {
           ...summary(best, baselineLabels.has(best.label) ? best.label : 'best'),
-          mixture: mixtureRatios(new Map(Object.entries(best.params)), study.vectors),
+          mixture: mixtureRatios(perVectorGenome(study.vectors).vectorWeights(best.params), study.vectors),
         }
       : null,
     baselines: complete.filter((t) => baselineLabels.has(t.label)).map((t) => summary(t, t.label)),

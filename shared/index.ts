@@ -32,6 +32,14 @@ export {
   type FamilyOptions,
 } from './family/build.js';
 export { CHUNK_BYTES, CLIENT_OPTIONS, ShardServiceClient, grpc, shardServiceDefinition } from './grpc.js';
+export {
+  perVectorGenome,
+  uniformWeighting,
+  type Genome,
+  type GenomeKind,
+  type GenomeParam,
+  type TensorWeighting,
+} from './genome.js';
 export { hashFile, sha256Hex } from './hash.js';
 export { runAll } from './lifecycle.js';
 export { createLogger, silentLogger, type Logger } from './logging.js';

@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { uniformWeighting } from '../shared/genome.js';
 import { Pool } from '../shared/pool/reader.js';
 import { DEFAULT_FAMILY_SHAPE, loadFamilyParams } from '../shared/family/build.js';
 import { referenceNll } from '../shared/family/model.js';
@@ -45,14 +46,18 @@ const scoresOf = (r: { scores: { name: string; score: number }[] }) => Object.fr
 describe('nll metric', () => {
   it("nll - ONNX Runtime equals the family's own TypeScript forward pass within 1e-4", async () => {
     const weights = { ja: 0.7, zh: -0.3, math: 0.4, code: 1.1 };
-    const r = await evaluateMerge(pool, new Map(Object.entries(weights)), dev);
+    const r = await evaluateMerge(pool, uniformWeighting(new Map(Object.entries(weights))), dev);
     const ref = await referenceScores(family, await referenceMerge(family, weights));
     for (const s of r.scores) expect(Math.abs(s.score - ref[s.name]!)).toBeLessThan(1e-4);
     expect(r.mean).toBeCloseTo(Object.values(ref).reduce((a, b) => a + b) / 4, 4);
   });
 
   it('nll - does not change with the batch size', async () => {
-    const session = await createMergedSession(await pool.graphBytes(), await mergeToBuffer(pool, new Map([['zh', 0.5]])), 'cpu');
+    const session = await createMergedSession(
+      await pool.graphBytes(),
+      await mergeToBuffer(pool, uniformWeighting(new Map([['zh', 0.5]]))),
+      'cpu',
+    );
     try {
       const seqs = dev[1]!.items;
       const results = [];
@@ -70,7 +75,7 @@ describe('nll metric', () => {
     await writeFile(path, '{"input_ids": [1, 2]}\n{"input_ids": [3, 4, 5, 6, 7, 8, 9, 10]}\n');
     const [set] = await loadEvalSets([{ name: 'two', path }], limits);
     const base = await loadFamilyParams(family.base);
-    const r = await evaluateMerge(pool, new Map(), [set!]);
+    const r = await evaluateMerge(pool, uniformWeighting(new Map()), [set!]);
     expect(r.scores[0]!.tokens).toBe(1 + 7);
     expect(r.scores[0]!.score).toBeCloseTo(
       referenceNll(DEFAULT_FAMILY_SHAPE, base, [
@@ -84,14 +89,14 @@ describe('nll metric', () => {
 
 describe('eval of a merge', () => {
   it("eval - weights (0,…,0) give the base model's NLL", async () => {
-    const r = await evaluateMerge(pool, new Map(), dev);
+    const r = await evaluateMerge(pool, uniformWeighting(new Map()), dev);
     const direct = await fileScores(family.base, dev);
     for (const s of r.scores) expect(Math.abs(s.score - direct[s.name]!)).toBeLessThan(1e-5);
   });
 
   it("eval - a one-hot weight gives that checkpoint's NLL, loaded directly from its ONNX file", async () => {
     for (const name of Object.keys(family.checkpoints)) {
-      const r = await evaluateMerge(pool, new Map([[name, 1]]), dev);
+      const r = await evaluateMerge(pool, uniformWeighting(new Map([[name, 1]])), dev);
       const direct = await fileScores(family.checkpoints[name]!, dev);
       for (const s of r.scores) expect(Math.abs(s.score - direct[s.name]!)).toBeLessThan(1e-5);
     }
@@ -101,10 +106,10 @@ describe('eval of a merge', () => {
     await buildFamilyPool(familyFp16, join(tmp, 'pool16'));
     const p16 = await Pool.open(join(tmp, 'pool16'));
     try {
-      const zero = scoresOf(await evaluateMerge(p16, new Map(), dev));
+      const zero = scoresOf(await evaluateMerge(p16, uniformWeighting(new Map()), dev));
       const baseDirect = await fileScores(familyFp16.base, dev);
       for (const k of Object.keys(zero)) expect(Math.abs(zero[k]! - baseDirect[k]!)).toBeLessThan(1e-5);
-      const one = scoresOf(await evaluateMerge(p16, new Map([['math', 1]]), dev));
+      const one = scoresOf(await evaluateMerge(p16, uniformWeighting(new Map([['math', 1]])), dev));
       const ckDirect = await fileScores(familyFp16.checkpoints.math!, dev);
       for (const k of Object.keys(one)) expect(Math.abs(one[k]! - ckDirect[k]!)).toBeLessThan(1e-3);
     } finally {
@@ -120,7 +125,7 @@ describe('eval of a merge', () => {
       ],
       pool.manifest.model,
     );
-    const r = await evaluateMerge(pool, new Map([['ja', 0.5]]), sets);
+    const r = await evaluateMerge(pool, uniformWeighting(new Map([['ja', 0.5]])), sets);
     expect(r.mean).toBeCloseTo((3 * r.scores[0]!.score + r.scores[1]!.score) / 4, 10);
   });
 });
@@ -153,12 +158,14 @@ describe('evaluation sets', () => {
 
 describe('export', () => {
   it("export - the exported ONNX model reproduces eval's scores, inline and with external data", async () => {
-    const weights = new Map([
-      ['ja', 0.4],
-      ['zh', 0.35],
-      ['math', -0.2],
-      ['code', 0.5],
-    ]);
+    const weights = uniformWeighting(
+      new Map([
+        ['ja', 0.4],
+        ['zh', 0.35],
+        ['math', -0.2],
+        ['code', 0.5],
+      ]),
+    );
     const expected = scoresOf(await evaluateMerge(pool, weights, dev));
     const inline = join(tmp, 'merged.onnx');
     expect(await exportOnnx(pool, weights, inline)).toEqual([inline]);
@@ -174,10 +181,12 @@ describe('export', () => {
     const out = join(tmp, 'merged.yaml');
     await exportMergekit(
       pool,
-      new Map([
-        ['ja', 0.4],
-        ['code', -0.25],
-      ]),
+      uniformWeighting(
+        new Map([
+          ['ja', 0.4],
+          ['code', -0.25],
+        ]),
+      ),
       out,
       { models: new Map([['ja', 'org/ja-cpt']]), baseModel: 'org/base' },
     );
@@ -198,7 +207,7 @@ describe('export', () => {
 describe('model family', () => {
   it('family - the merge landscape is non-trivial: a coarse search beats averaging and every checkpoint', async () => {
     const names = pool.manifest.vectors.map((v) => v.name);
-    const mean = async (w: number[]) => (await evaluateMerge(pool, new Map(names.map((n, i) => [n, w[i]!])), dev)).mean;
+    const mean = async (w: number[]) => (await evaluateMerge(pool, uniformWeighting(new Map(names.map((n, i) => [n, w[i]!]))), dev)).mean;
     const average = await mean(names.map(() => 1 / names.length));
     const singles = await Promise.all(names.map((_, i) => mean(names.map((__, j) => (i === j ? 1 : 0)))));
     // coarse search: a grid over uniform scales, then one pass of coordinate moves
@@ -224,7 +233,7 @@ describe('model family', () => {
       Object.entries(family.test).map(([name, path]) => ({ name, path })),
       pool.manifest.model,
     );
-    const t = async (w: number[]) => (await evaluateMerge(pool, new Map(names.map((n, i) => [n, w[i]!])), test)).mean;
+    const t = async (w: number[]) => (await evaluateMerge(pool, uniformWeighting(new Map(names.map((n, i) => [n, w[i]!]))), test)).mean;
     expect(await t(best.w)).toBeLessThan(await t(names.map(() => 0.25)));
   });
 

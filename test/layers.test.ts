@@ -16,7 +16,7 @@ async function addonsLoadedBy(modules: string[]): Promise<string[]> {
     script,
     [
       'const load = process.dlopen;',
-      "process.dlopen = (m, file, ...rest) => { process.stderr.write(`addon ${file}\\n`); return load(m, file, ...rest); };",
+      'process.dlopen = (m, file, ...rest) => { process.stderr.write("addon " + file + "\\n"); return load(m, file, ...rest); };',
       ...modules.map((m) => `await import(${JSON.stringify(pathToFileURL(join(dist, m)).href)});`),
     ].join('\n'),
   );
@@ -35,8 +35,11 @@ async function addonsLoadedBy(modules: string[]): Promise<string[]> {
 }
 
 describe('layers', () => {
-  it('layers - the coordinator side and the CLI never load the ONNX Runtime binding; the worker side does', async () => {
-    const coordinatorSide = await addonsLoadedBy(['coordinator/index.js', 'cli/commands/run.js', 'cli/commands/study.js']);
+  it('layers - the coordinator side and every CLI command module never load the ONNX Runtime binding; the worker side does', async () => {
+    const coordinatorSide = await addonsLoadedBy([
+      'coordinator/index.js',
+      ...['demo', 'eval', 'pool', 'run', 'sample', 'study'].map((c) => `cli/commands/${c}.js`),
+    ]);
     expect(coordinatorSide.filter((f) => /onnxruntime/i.test(f))).toEqual([]);
     // the probe can see the binding load: importing the worker side does load it
     const workerSide = await addonsLoadedBy(['worker/index.js']);

@@ -12,6 +12,7 @@ import {
   type ExecutionProvider,
   isOptimerError,
   type Logger,
+  perVectorGenome,
   type Proposal,
   proposalCodec,
   publishWithRetry,
@@ -259,9 +260,8 @@ export class Worker {
       const ctx = await this.contexts.get(ann, signal);
       signal.throwIfAborted();
       const t1 = performance.now();
-      const weights = new Map(Object.entries(p.weights));
-      for (const name of weights.keys()) ctx.pool.vector(name); // unknown vector → BAD_ARGUMENT
-      const merged = await mergeInto(ctx.pool, weights, ctx.buffer);
+      const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
+      const merged = await mergeInto(ctx.pool, weighting, ctx.buffer); // unknown vector → BAD_ARGUMENT
       signal.throwIfAborted();
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);

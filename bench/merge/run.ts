@@ -11,6 +11,7 @@ import { writeModel } from '../../shared/onnx/build.js';
 import { encodeFloats, type DtypeName } from '../../shared/onnx/dtype.js';
 import { node, tensor, valueInfo } from '../../shared/onnx/build.js';
 import { buildPool } from '../../shared/pool/build.js';
+import { uniformWeighting } from '../../shared/genome.js';
 import { Pool } from '../../shared/pool/reader.js';
 import { Rng } from '../../shared/rng.js';
 import { mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
@@ -85,7 +86,7 @@ try {
     const buildS = (performance.now() - tb) / 1000;
     const M = manifest.weightsBytes;
     const pool = await Pool.open(out);
-    const weights = new Map(vectors.map((v, i) => [v.name, 0.1 * (i + 1)]));
+    const weights = uniformWeighting(new Map(vectors.map((v, i) => [v.name, 0.1 * (i + 1)])));
     const moved = (K + 2) * M; // K + 1 blobs read, one written
     // physical limits on this machine, same bytes, same run
     const src = Buffer.alloc(M, 1);

@@ -4,7 +4,6 @@ import { join, relative, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { Command } from 'commander';
 import { loadStudyConfig } from '../../coordinator/index.js';
-import { createFileSession, evaluateSession, exportMergekit, exportOnnx } from '../../worker/index.js';
 import {
   buildFamily,
   buildPool,
@@ -13,10 +12,12 @@ import {
   FAMILY_DOMAINS,
   type FamilyFiles,
   loadEvalSets,
+  perVectorGenome,
   Pool,
   weightedMean,
 } from '../../shared/index.js';
 import { fmt, parseNumberOption, printJson, progress } from '../output.js';
+import { workerSide } from '../worker-side.js';
 import { renderSummary, summarize } from './pool.js';
 import { runStudy } from './run.js';
 import { renderReport } from './study.js';
@@ -100,14 +101,16 @@ export function registerDemo(program: Command, run: Run): void {
         if (interrupted || !report.best) throw new Error('the demo study did not complete');
         say(renderReport(report));
 
-        const bestWeights = new Map(Object.entries(report.best.weights));
+        const best = report.best.weights;
+        const bestWeighting = perVectorGenome(Object.keys(best)).weighting(best);
         const onnxPath = join(out, 'merged.onnx');
         const yamlPath = join(out, 'merged.mergekit.yaml');
+        const { createFileSession, evaluateSession, exportMergekit, exportOnnx } = await workerSide();
         const pool = await Pool.open(poolDir);
         let reloaded: number;
         try {
-          await exportOnnx(pool, bestWeights, onnxPath);
-          await exportMergekit(pool, bestWeights, yamlPath);
+          await exportOnnx(pool, bestWeighting, onnxPath);
+          await exportMergekit(pool, bestWeighting, yamlPath);
           const dev = await loadEvalSets(
             FAMILY_DOMAINS.map((n) => ({ name: n, path: family.dev[n]! })),
             manifest.model,

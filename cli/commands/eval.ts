@@ -14,18 +14,12 @@ import {
   OptimerError,
   parseWeights,
   Pool,
+  uniformWeighting,
 } from '../../shared/index.js';
-import { evaluateMerge, exportMergekit, exportOnnx } from '../../worker/index.js';
-import { collect, fmt, parseNamed, parseNumberOption, printJson, table } from '../output.js';
+import { workerSide } from '../worker-side.js';
+import { collect, fmt, parseNamed, parseNumberOption, parseProvider, printJson, table } from '../output.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
-
-export function parseProvider(value: string): ExecutionProvider {
-  if (!(EXECUTION_PROVIDERS as readonly string[]).includes(value)) {
-    throw new OptimerError('BAD_ARGUMENT', `--provider '${value}': expected one of ${EXECUTION_PROVIDERS.join(', ')}`);
-  }
-  return value as ExecutionProvider;
-}
 
 /** `--set NAME=PATH` (repeat) with optional `--set-weight NAME=W`, every set scored by `metric`. */
 export function parseSetSpecs(
@@ -86,7 +80,8 @@ export function registerEval(program: Command, run: Run): void {
         const specs = parseSetSpecs(o.set, o.setWeight, metric);
         const report = await withPoolWeights(o.pool, o.weights, async (pool, weights) => {
           const sets = await loadEvalSets(specs, pool.manifest.model);
-          const r = await evaluateMerge(pool, weights, sets, { provider, batchTokens });
+          const { evaluateMerge } = await workerSide();
+          const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
         if (o.json) return printJson({ metric, ...report });
@@ -117,11 +112,12 @@ export function registerEval(program: Command, run: Run): void {
       run(async () => {
         if (o.format !== 'onnx' && o.format !== 'mergekit')
           throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
+        const { exportMergekit, exportOnnx } = await workerSide();
         const files = await withPoolWeights(o.pool, o.weights, (pool, weights) => {
-          if (o.format === 'onnx') return exportOnnx(pool, weights, o.out, o.externalData ? { externalData: true } : {});
+          if (o.format === 'onnx') return exportOnnx(pool, uniformWeighting(weights), o.out, o.externalData ? { externalData: true } : {});
           const models = new Map(parseNamed(o.hf, '--hf').map(({ name, value }) => [name, value]));
           for (const name of models.keys()) pool.vector(name);
-          return exportMergekit(pool, weights, o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
+          return exportMergekit(pool, uniformWeighting(weights), o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
         });
         if (o.json) printJson({ format: o.format, files });
         else process.stdout.write(`wrote ${files.join(', ')}\n`);

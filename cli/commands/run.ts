@@ -13,8 +13,8 @@ import {
   type StudyReport,
 } from '../../coordinator/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
-import { parseNumberOption, printJson, progress } from '../output.js';
-import { parseProvider } from './eval.js';
+import { parseNumberOption, parseProvider, printJson, progress } from '../output.js';
+import { workerSide } from '../worker-side.js';
 import { DEFAULT_STORE, renderReport, storeDbPath } from './study.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
@@ -170,8 +170,7 @@ export function registerRun(program: Command, run: Run): void {
     .action((o) =>
       run(async () => {
         const log = createLogger('worker', o.logLevel);
-        // loaded here, not at the top: a coordinator process never loads the ONNX Runtime binding
-        const { Worker } = await import('../../worker/index.js');
+        const { Worker } = await workerSide();
         const worker = await Worker.start({
           natsUrl: o.nats,
           cacheDir: o.cache,

@@ -5,10 +5,10 @@ import {
   type LanguageModel,
   type LoadedEvalSet,
   METRICS,
-  type MergeWeights,
   type MetricName,
   type MetricResult,
   type Pool,
+  type TensorWeighting,
   weightedMean,
 } from '../../shared/index.js';
 import { mergeToBuffer } from '../merge/merge.js';
@@ -77,15 +77,15 @@ export async function evaluateNll(
   return { nll: r.score, tokens: r.tokens, sequences: r.sequences };
 }
 
-/** Merges θ(w) from the pool and evaluates it on every set. */
+/** Merges θ from the pool as `weighting` says and evaluates it on every set. */
 export async function evaluateMerge(
   pool: Pool,
-  weights: MergeWeights,
+  weighting: TensorWeighting,
   sets: LoadedEvalSet[],
   options: EvalOptions = {},
 ): Promise<EvalReport> {
   const t0 = performance.now();
-  const merged = await mergeToBuffer(pool, weights);
+  const merged = await mergeToBuffer(pool, weighting);
   const t1 = performance.now();
   const session = await createMergedSession(await pool.graphBytes(), merged, options.provider ?? 'cpu');
   const t2 = performance.now();

@@ -1,19 +1,19 @@
 import { open, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { stringify } from 'yaml';
-import { decodeModel, encodeModel, type MergeWeights, type Pool, setExternal } from '../../shared/index.js';
+import { decodeModel, encodeModel, OptimerError, type Pool, setExternal, type TensorWeighting } from '../../shared/index.js';
 import { mergeToBuffer, mergeWeights } from './merge.js';
 
 /** Merged models up to this size are written as one self-contained .onnx file. */
 export const INLINE_LIMIT_BYTES = 1 << 30;
 
 /**
- * Writes θ(w) as an ONNX model onnxruntime loads: one file when small, else the graph plus
+ * Writes the merge `weighting` gives as an ONNX model onnxruntime loads: one file when small, else the graph plus
  * `<out>.data` external data (streamed: the merged weights are never all in memory).
  */
 export async function exportOnnx(
   pool: Pool,
-  weights: MergeWeights,
+  weighting: TensorWeighting,
   out: string,
   options: { externalData?: boolean } = {},
 ): Promise<string[]> {
@@ -22,7 +22,7 @@ export async function exportOnnx(
   const external = options.externalData ?? pool.manifest.weightsBytes > INLINE_LIMIT_BYTES;
   const inits = model.graph!.initializer ?? [];
   if (!external) {
-    const merged = await mergeToBuffer(pool, weights);
+    const merged = await mergeToBuffer(pool, weighting);
     model.graph!.initializer = inits.map((t, i) => {
       const e = tensors[i]!;
       if (e.offset === null) return t;
@@ -40,7 +40,7 @@ export async function exportOnnx(
   const fh = await open(dataPath, 'w');
   try {
     await fh.truncate(pool.manifest.weightsBytes);
-    await mergeWeights(pool, weights, async (offset, bytes) => {
+    await mergeWeights(pool, weighting, async (offset, bytes) => {
       await fh.write(bytes, 0, bytes.length, offset);
     });
   } finally {
@@ -59,10 +59,17 @@ export interface MergekitOptions {
 
 /**
  * The same merge as a mergekit `task_arithmetic` config (θ_base + Σ w_i (θ_i − θ_base), no
- * normalisation), so users rebuild it from their original checkpoints.
+ * normalisation), so users rebuild it from their original checkpoints. task_arithmetic takes one
+ * weight per model: a weighting that weighs a vector differently on different tensors is refused.
  */
-export async function exportMergekit(pool: Pool, weights: MergeWeights, out: string, options: MergekitOptions = {}): Promise<string[]> {
+export async function exportMergekit(
+  pool: Pool,
+  weighting: TensorWeighting,
+  out: string,
+  options: MergekitOptions = {},
+): Promise<string[]> {
   const m = pool.manifest;
+  const weights = perModelWeights(pool, weighting);
   const floatTypes = new Set(m.tensors.filter((t) => t.merged).map((t) => t.dtype));
   const dtype = floatTypes.size === 1 ? [...floatTypes][0]! : 'float32';
   const config = {
@@ -80,4 +87,31 @@ export async function exportMergekit(pool: Pool, weights: MergeWeights, out: str
     '#   mergekit-yaml this.yaml ./merged\n';
   await writeFile(out, header + stringify(config));
   return [out];
+}
+
+/** One weight per vector, the same on every merged tensor, or a refusal naming where it differs. */
+function perModelWeights(pool: Pool, weighting: TensorWeighting): ReadonlyMap<string, number> {
+  for (const name of weighting.vectors) pool.vector(name); // unknown vector → BAD_ARGUMENT
+  if (new Set(weighting.vectors).size !== weighting.vectors.length)
+    throw new OptimerError('BAD_ARGUMENT', `mergekit export: a vector is weighted twice (${weighting.vectors.join(', ')})`);
+  const merged = pool.manifest.tensors.filter((t) => t.merged);
+  const first = merged[0];
+  if (!first) return new Map();
+  const w = weighting.weightsFor(first);
+  for (const t of merged) {
+    const x = weighting.weightsFor(t);
+    if (x.length !== weighting.vectors.length || !x.every(Number.isFinite))
+      throw new RangeError(
+        `mergekit export: tensor '${t.name}' needs one finite weight per vector (${weighting.vectors.length}), got [${x.join(', ')}]`,
+      );
+    const k = weighting.vectors.findIndex((_, j) => x[j] !== w[j]);
+    if (k >= 0) {
+      const v = weighting.vectors[k]!;
+      throw new OptimerError(
+        'BAD_ARGUMENT',
+        `mergekit export: vector '${v}' weighs ${w[k]} on tensor '${first.name}' but ${x[k]} on '${t.name}'; mergekit's task_arithmetic takes one weight per model (export ONNX instead)`,
+      );
+    }
+  }
+  return new Map(weighting.vectors.map((v, j) => [v, w[j]!]));
 }

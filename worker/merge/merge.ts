@@ -1,4 +1,4 @@
-import { dtypeBytes, type MergeWeights, type Pool } from '../../shared/index.js';
+import { dtypeBytes, OptimerError, type Pool, type TensorEntry, type TensorWeighting, type VectorEntry } from '../../shared/index.js';
 import { mergeChunk } from './kernels.js';
 
 /** Elements merged at once: bounds memory to a few chunk buffers whatever the tensor size. */
@@ -8,28 +8,31 @@ const CHUNK_ELEMENTS = 1 << 20;
 export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<void>;
 
 /**
- * θ(w) = θ_base + Σ_i w_i·v_i, tensor by tensor and chunk by chunk: fp32 accumulation, output in
+ * θ = θ_base + Σ_k w_k(t)·v_k, tensor by tensor and chunk by chunk: fp32 accumulation, output in
  * the tensor's own dtype, vectors read from the shards as they are needed (never K models in
- * memory). With all weights 0 the result is the base's bytes exactly. Non-float tensors are not
- * in the layout: they stay inline in the pool's graph.
+ * memory). The weights come from `weighting`, once per tensor; on each tensor only the vectors
+ * with a non-zero weight are read, accumulated in pool order (whatever the weighting's order),
+ * and with none the result is the base's bytes exactly. Non-float tensors are not in the layout:
+ * they stay inline in the pool's graph.
  *
  * Writes into `dest` (the whole layout, `manifest.weightsBytes`) when given, else hands each
  * merged chunk to `sink` (for streaming to a file).
  */
-async function merge(pool: Pool, weights: MergeWeights, dest: Uint8Array | undefined, sink: MergeSink | undefined): Promise<void> {
+async function merge(pool: Pool, weighting: TensorWeighting, dest: Uint8Array | undefined, sink: MergeSink | undefined): Promise<void> {
   const m = pool.manifest;
-  const active = m.vectors.filter((v) => (weights.get(v.name) ?? 0) !== 0);
-  const w = active.map((v) => weights.get(v.name)!);
+  const vectors = resolveVectors(pool, weighting);
   // chunk buffers sized to the largest tensor, up to CHUNK_ELEMENTS: small models stay cheap
   const chunk = Math.min(CHUNK_ELEMENTS, Math.max(1, ...m.tensors.map((t) => (t.offset === null ? 0 : t.bytes / dtypeBytes(t.dtype)))));
   const maxBytes = chunk * 8;
   const baseRaw = new Uint8Array(maxBytes);
-  const deltaRaw = active.map(() => new Uint8Array(maxBytes));
+  const deltaRaw: Uint8Array[] = []; // one per vector active on some tensor so far
   const scratch = dest ? undefined : new Uint8Array(maxBytes);
   const acc = new Float32Array(chunk);
   const tmp = [0, 1, 2, 3].map(() => new Float32Array(chunk));
   for (const t of m.tensors) {
     if (t.offset === null) continue; // not merged: inline in the graph
+    const { active, w } = activeOn(t, weighting, vectors);
+    while (deltaRaw.length < active.length) deltaRaw.push(new Uint8Array(maxBytes));
     const size = dtypeBytes(t.dtype);
     const n = t.bytes / size;
     for (let start = 0; start < n; start += chunk) {
@@ -49,20 +52,57 @@ async function merge(pool: Pool, weights: MergeWeights, dest: Uint8Array | undef
   }
 }
 
+/** The weighting's vectors in the pool, as (index in the weighting, pool entry), in pool order. */
+function resolveVectors(pool: Pool, weighting: TensorWeighting): { k: number; vector: VectorEntry }[] {
+  const seen = new Set<string>();
+  for (const name of weighting.vectors) {
+    if (seen.has(name)) throw new OptimerError('BAD_ARGUMENT', `merge: vector '${name}' is weighted twice`);
+    seen.add(name);
+    pool.vector(name); // unknown vector → BAD_ARGUMENT naming the pool's
+  }
+  return pool.manifest.vectors.flatMap((vector) => {
+    const k = weighting.vectors.indexOf(vector.name);
+    return k < 0 ? [] : [{ k, vector }];
+  });
+}
+
+/** The vectors with a non-zero weight on `t`, in pool order, and their weights. */
+function activeOn(
+  t: TensorEntry,
+  weighting: TensorWeighting,
+  vectors: readonly { k: number; vector: VectorEntry }[],
+): { active: VectorEntry[]; w: number[] } {
+  const ws = weighting.weightsFor(t);
+  if (ws.length !== weighting.vectors.length)
+    throw new RangeError(`merge: ${ws.length} weights for tensor '${t.name}', expected one per vector (${weighting.vectors.length})`);
+  const active: VectorEntry[] = [];
+  const w: number[] = [];
+  for (const { k, vector } of vectors) {
+    const x = ws[k]!;
+    if (!Number.isFinite(x))
+      throw new OptimerError('BAD_ARGUMENT', `merge: weight of '${vector.name}' on tensor '${t.name}' is ${x}, not a finite number`);
+    if (x !== 0) {
+      active.push(vector);
+      w.push(x);
+    }
+  }
+  return { active, w };
+}
+
 /** Streams the merged weights chunk by chunk to `sink` (offsets in the layout). */
-export function mergeWeights(pool: Pool, weights: MergeWeights, sink: MergeSink): Promise<void> {
-  return merge(pool, weights, undefined, sink);
+export function mergeWeights(pool: Pool, weighting: TensorWeighting, sink: MergeSink): Promise<void> {
+  return merge(pool, weighting, undefined, sink);
 }
 
 /** Merges into `dest` (reused across trials to avoid page faults), which must hold the layout. */
-export async function mergeInto(pool: Pool, weights: MergeWeights, dest: Uint8Array): Promise<Uint8Array> {
+export async function mergeInto(pool: Pool, weighting: TensorWeighting, dest: Uint8Array): Promise<Uint8Array> {
   if (dest.length < pool.manifest.weightsBytes || dest.byteOffset % 8 !== 0)
     throw new RangeError('mergeInto: destination too small or misaligned');
-  await merge(pool, weights, dest, undefined);
+  await merge(pool, weighting, dest, undefined);
   return dest.subarray(0, pool.manifest.weightsBytes);
 }
 
 /** The merged weights as one new buffer in the pool's external-data layout. */
-export function mergeToBuffer(pool: Pool, weights: MergeWeights): Promise<Uint8Array> {
-  return mergeInto(pool, weights, new Uint8Array(pool.manifest.weightsBytes));
+export function mergeToBuffer(pool: Pool, weighting: TensorWeighting): Promise<Uint8Array> {
+  return mergeInto(pool, weighting, new Uint8Array(pool.manifest.weightsBytes));
 }
