@@ -4,6 +4,9 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { perVectorGenome, type TensorWeighting, uniformWeighting } from '../shared/genome.js';
 import type { TensorEntry } from '../shared/pool/manifest.js';
 import { Pool } from '../shared/pool/reader.js';
+import { loadEvalSets } from '../shared/eval-set.js';
+import { evaluateSession } from '../worker/eval/evaluate.js';
+import { createMergedSession } from '../worker/eval/session.js';
 import { exportMergekit, exportOnnx } from '../worker/merge/export.js';
 import { mergeInto, mergeToBuffer, mergeWeights } from '../worker/merge/merge.js';
 import { buildFamilyPool } from './helpers/family.js';
@@ -158,5 +161,26 @@ describe('merge through a tensor weighting', () => {
       out,
     );
     expect(await readFile(out, 'utf8')).toMatch(/: ja=0.4, zh=0, math=0, code=-0.25\n/);
+  });
+});
+
+describe('merge and evaluation, cancelled', () => {
+  it('merge - an aborted signal stops a merge and an evaluation before their next step', async () => {
+    const pool = pools.fp32;
+    const w = uniformWeighting(new Map([['ja', 0.5]]));
+    const dest = new Uint8Array(pool.manifest.weightsBytes);
+    const aborted = AbortSignal.abort(new Error('worker closing'));
+    await expect(mergeInto(pool, w, dest, aborted)).rejects.toThrow('worker closing');
+    expect(dest.every((b) => b === 0)).toBe(true); // stopped before the first tensor
+    const merged = await mergeInto(pool, w, dest, new AbortController().signal);
+    const session = await createMergedSession(await pool.graphBytes(), merged, 'cpu');
+    try {
+      const sets = await loadEvalSets([{ name: 'ja', path: inject('family').dev.ja! }], pool.manifest.model);
+      await expect(evaluateSession(session, sets, pool.manifest.model, undefined, aborted)).rejects.toThrow('worker closing');
+      const [score] = await evaluateSession(session, sets, pool.manifest.model, undefined, new AbortController().signal);
+      expect(Number.isFinite(score!.score)).toBe(true);
+    } finally {
+      await session.release();
+    }
   });
 });

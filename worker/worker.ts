@@ -261,13 +261,12 @@ export class Worker {
       signal.throwIfAborted();
       const t1 = performance.now();
       const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
-      const merged = await mergeInto(ctx.pool, weighting, ctx.buffer); // unknown vector → BAD_ARGUMENT
-      signal.throwIfAborted();
+      const merged = await mergeInto(ctx.pool, weighting, ctx.buffer, signal); // unknown vector → BAD_ARGUMENT
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);
       let scores: Awaited<ReturnType<typeof evaluateSession>>;
       try {
-        scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens);
+        scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens, signal);
       } finally {
         await session.release();
       }

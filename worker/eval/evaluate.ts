@@ -43,8 +43,9 @@ export async function evaluateSession(
   sets: LoadedEvalSet[],
   io: LmIo,
   batchTokens = DEFAULT_BATCH_TOKENS,
+  signal?: AbortSignal,
 ): Promise<SetScore[]> {
-  const model = new SessionModel(session, io, batchTokens);
+  const model = new SessionModel(session, io, batchTokens, undefined, signal);
   const scores: SetScore[] = [];
   for (const s of sets) {
     const r = await scoreSet(model, s);

@@ -19,6 +19,8 @@ export class SessionModel implements LanguageModel {
     private readonly io: LmIo,
     private readonly batchTokens = DEFAULT_BATCH_TOKENS,
     private readonly onBatch?: (done: number) => void,
+    /** aborting stops before the next batch (a closing worker does not finish a result it drops) */
+    private readonly signal?: AbortSignal,
   ) {}
 
   async tokenLogProbs(seqs: readonly Int32Array[]): Promise<Float64Array[]> {
@@ -26,6 +28,7 @@ export class SessionModel implements LanguageModel {
     const order = seqs.map((_, i) => i).sort((a, b) => seqs[b]!.length - seqs[a]!.length || a - b);
     let done = 0;
     for (let at = 0; at < order.length; ) {
+      this.signal?.throwIfAborted();
       const maxLen = seqs[order[at]!]!.length;
       const n = Math.max(1, Math.min(order.length - at, Math.floor(this.batchTokens / maxLen)));
       const batch = order.slice(at, at + n);

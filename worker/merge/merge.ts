@@ -18,7 +18,13 @@ export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<vo
  * Writes into `dest` (the whole layout, `manifest.weightsBytes`) when given, else hands each
  * merged chunk to `sink` (for streaming to a file).
  */
-async function merge(pool: Pool, weighting: TensorWeighting, dest: Uint8Array | undefined, sink: MergeSink | undefined): Promise<void> {
+async function merge(
+  pool: Pool,
+  weighting: TensorWeighting,
+  dest: Uint8Array | undefined,
+  sink: MergeSink | undefined,
+  signal: AbortSignal | undefined,
+): Promise<void> {
   const m = pool.manifest;
   const vectors = resolveVectors(pool, weighting);
   // chunk buffers sized to the largest tensor, up to CHUNK_ELEMENTS: small models stay cheap
@@ -31,6 +37,7 @@ async function merge(pool: Pool, weighting: TensorWeighting, dest: Uint8Array | 
   const tmp = [0, 1, 2, 3].map(() => new Float32Array(chunk));
   for (const t of m.tensors) {
     if (t.offset === null) continue; // not merged: inline in the graph
+    signal?.throwIfAborted(); // a closing worker stops here rather than finish a merge it will throw away
     const { active, w } = activeOn(t, weighting, vectors);
     while (deltaRaw.length < active.length) deltaRaw.push(new Uint8Array(maxBytes));
     const size = dtypeBytes(t.dtype);
@@ -91,14 +98,14 @@ function activeOn(
 
 /** Streams the merged weights chunk by chunk to `sink` (offsets in the layout). */
 export function mergeWeights(pool: Pool, weighting: TensorWeighting, sink: MergeSink): Promise<void> {
-  return merge(pool, weighting, undefined, sink);
+  return merge(pool, weighting, undefined, sink, undefined);
 }
 
 /** Merges into `dest` (reused across trials to avoid page faults), which must hold the layout. */
-export async function mergeInto(pool: Pool, weighting: TensorWeighting, dest: Uint8Array): Promise<Uint8Array> {
+export async function mergeInto(pool: Pool, weighting: TensorWeighting, dest: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
   if (dest.length < pool.manifest.weightsBytes || dest.byteOffset % 8 !== 0)
     throw new RangeError('mergeInto: destination too small or misaligned');
-  await merge(pool, weighting, dest, undefined);
+  await merge(pool, weighting, dest, undefined, signal);
   return dest.subarray(0, pool.manifest.weightsBytes);
 }
 
