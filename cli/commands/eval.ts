@@ -4,7 +4,6 @@ import {
   DEFAULT_METRIC,
   type EvalSetSpec,
   EXECUTION_PROVIDERS,
-  type ExecutionProvider,
   loadEvalSets,
   METRIC_NAMES,
   METRICS,
