@@ -310,9 +310,6 @@ export class Coordinator {
         'dropping a result for an attempt that is no longer current',
       );
     }
-    if (t.disposition === 'reissued')
-      this.log.warn({ trial: r.trial, worker: r.worker, err: r.error?.message }, 'attempt failed; issuing the trial again');
-    if (t.disposition === 'failed' && r.error) this.log.warn({ trial: r.trial, worker: r.worker, err: r.error.message }, 'trial failed');
     await this.apply(t);
     m.ack();
   }
@@ -347,7 +344,6 @@ export class Coordinator {
         await this.transport
           .withdrawAnnouncement()
           .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not withdraw the announcement'));
-        this.log.info({ best: this.book.best()?.value }, 'study complete');
       }
     }
     for (const e of t.events) this.emit(e);

@@ -14,6 +14,7 @@ import {
 } from '../../coordinator/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
 import { parseNumberOption, parseProvider, printJson, progress } from '../output.js';
+import { logStudyEvent } from '../event-log.js';
 import { workerSide } from '../worker-side.js';
 import { DEFAULT_STORE, renderReport, storeDbPath } from './study.js';
 
@@ -68,6 +69,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
       ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
       onEvent: (e) => {
+        logStudyEvent(o.log, e);
         if (started) o.onEvent?.(e, started.progress());
       },
     });
