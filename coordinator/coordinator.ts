@@ -76,6 +76,8 @@ export class Coordinator {
   private readonly log: Logger;
   private readonly tracker = new WorkerTracker();
   private chain: Promise<void> = Promise.resolve();
+  /** running jobs whose proposal could not be published yet */
+  private readonly unpublished = new Set<JobRecord>();
 
   private constructor(
     private readonly opts: CoordinatorOptions,
@@ -257,6 +259,10 @@ export class Coordinator {
       for (const ch of this.tracker.check(now.getTime())) {
         if (ch.type === 'lost') this.emit({ type: 'worker.lost', study: this.name, worker: ch.worker.worker, silentMs: ch.silentMs });
       }
+      for (const job of [...this.unpublished]) {
+        if (job.state === 'running') await this.publishOrQueue(job);
+        else this.unpublished.delete(job);
+      }
       await this.apply(this.book.expire(now));
       await this.topUp();
       await this.apply(this.book.advance(new Date()));
@@ -337,7 +343,7 @@ export class Coordinator {
     for (const e of t.effects) {
       if (e.type === 'record') await this.opts.store.putJobs(this.name, e.jobs);
       else if (e.type === 'withdraw') await this.transport.withdraw(e.seq);
-      else if (e.type === 'publish') await this.publish(e.job);
+      else if (e.type === 'publish') await this.publishOrQueue(e.job);
       else {
         this.study = { ...this.study, state: 'complete', updatedAt: new Date().toISOString() };
         await this.opts.store.putStudy(this.study);
@@ -347,6 +353,22 @@ export class Coordinator {
       }
     }
     for (const e of t.events) this.emit(e);
+  }
+
+  /**
+   * Publishes, or (NATS down past the retries) keeps the job to publish again on the next ticks:
+   * it is in the record as running, and must not wait for its timeout to reach a worker.
+   */
+  private async publishOrQueue(job: JobRecord): Promise<void> {
+    try {
+      await this.publish(job);
+      this.unpublished.delete(job);
+    } catch (e) {
+      if (this.closing) throw e;
+      if (!this.unpublished.has(job))
+        this.log.warn({ kind: job.kind, trial: job.number, err: (e as Error).message }, 'cannot publish a proposal yet; will retry');
+      this.unpublished.add(job);
+    }
   }
 
   /** Publishes a job's current attempt; the message id makes a repeat a no-op. */
