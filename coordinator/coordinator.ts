@@ -67,6 +67,8 @@ export interface CoordinatorOptions {
 export class Coordinator {
   readonly events: StudyEvents;
   private closing = false;
+  /** why the coordinator stopped on its own (the record could not be written) */
+  private failure: Error | undefined;
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -148,23 +150,26 @@ export class Coordinator {
         fresh: opts.fresh ?? false,
       });
       cleanup.push(() => transport.close());
-      await transport.announce({
-        study: c.name,
-        direction: c.objective.direction,
-        manifest: manifestRef,
-        sets,
-        seeders: [address],
-        provider: c.execution.provider ?? '',
-        batchTokens: c.execution.batchTokens,
-        generation: study.generation,
-      });
-
       const book = TrialBook.restore(
         bookSettings(study, c),
         await opts.store.listJobs(c.name, 'TRIAL'),
         await opts.store.listJobs(c.name, 'TEST'),
         study.state === 'complete',
       );
+      // a complete study (a rerun to read its report) is not offered to workers
+      if (book.phase === 'complete') await transport.withdrawAnnouncement();
+      else {
+        await transport.announce({
+          study: c.name,
+          direction: c.objective.direction,
+          manifest: manifestRef,
+          sets,
+          seeders: [address],
+          provider: c.execution.provider ?? '',
+          batchTokens: c.execution.batchTokens,
+          generation: study.generation,
+        });
+      }
       const coord = new Coordinator(opts, study, book, pool, seeder, transport);
       await coord.recover();
       coord.loop = coord.run();
@@ -178,6 +183,7 @@ export class Coordinator {
   /** Resolves when the study is complete (or the coordinator was closed first). */
   async done(): Promise<void> {
     await this.loop;
+    if (this.failure) throw this.failure;
   }
 
   get complete(): boolean {
@@ -219,17 +225,20 @@ export class Coordinator {
     const results = (async () => {
       for await (const m of messages) {
         if (this.closing) break;
+        // a failure leaves the result unacknowledged: it comes back after its lease
         await this.serial(async () => {
           await this.onResult(m);
           await this.tick();
-        });
+        }).catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'a result could not be handled'));
         if (this.complete) break;
       }
     })();
     const workers = (async () => {
       for await (const m of statuses) {
         if (this.closing) break;
-        await this.serial(() => this.onWorkerStatus(m.data));
+        await this.serial(() => this.onWorkerStatus(m.data)).catch((e: unknown) =>
+          this.log.warn({ err: (e as Error).message }, 'a worker status could not be handled'),
+        );
       }
     })();
     try {
@@ -263,7 +272,7 @@ export class Coordinator {
         if (job.state === 'running') await this.publishOrQueue(job);
         else this.unpublished.delete(job);
       }
-      await this.apply(this.book.expire(now));
+      for (const j of this.book.timedOut(now)) await this.apply(this.book.expire(j.kind, j.number, now));
       await this.topUp();
       await this.apply(this.book.advance(new Date()));
     } catch (e) {
@@ -341,18 +350,31 @@ export class Coordinator {
   /** Carries out a transition: records first, then the queue, then the events. */
   private async apply(t: Transition): Promise<void> {
     for (const e of t.effects) {
-      if (e.type === 'record') await this.opts.store.putJobs(this.name, e.jobs);
+      if (e.type === 'record') await this.opts.store.putJobs(this.name, e.jobs).catch((err: unknown) => this.stopOnStoreFailure(err));
       else if (e.type === 'withdraw') await this.transport.withdraw(e.seq);
       else if (e.type === 'publish') await this.publishOrQueue(e.job);
       else {
         this.study = { ...this.study, state: 'complete', updatedAt: new Date().toISOString() };
-        await this.opts.store.putStudy(this.study);
+        await this.opts.store.putStudy(this.study).catch((err: unknown) => this.stopOnStoreFailure(err));
         await this.transport
           .withdrawAnnouncement()
           .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not withdraw the announcement'));
       }
     }
     for (const e of t.events) this.emit(e);
+  }
+
+  /**
+   * The book changed in memory but the record did not: the two must not drift apart. Stop; a
+   * restart rebuilds the book from the record, and what was not acknowledged comes back.
+   */
+  private stopOnStoreFailure(err: unknown): never {
+    if (!this.failure) {
+      this.failure = err instanceof Error ? err : new Error(String(err));
+      this.log.error({ err: this.failure.message }, 'cannot write the study record; stopping (the study resumes from its record)');
+      void this.close();
+    }
+    throw err;
   }
 
   /**
@@ -381,11 +403,13 @@ export class Coordinator {
       label: job.label,
       attempt: job.attempt,
       weights: job.params,
+      created: Date.parse(job.createdAt),
     };
     // unique per job record and attempt (tests are re-created when a budget grows), stable across re-publishing
-    const msgID = `${this.name}.${this.study.generation}.${job.kind}.${job.number}.${job.attempt}.${Date.parse(job.createdAt)}`;
+    const msgID = `${this.name}.${this.study.generation}.${job.kind}.${job.number}.${job.attempt}.${p.created}`;
+    // a duplicate's ack carries the original's sequence: record it too (a reissue withdraws it)
     const ack = await this.transport.publish(p, msgID, this.abort.signal);
-    if (!ack.duplicate) await this.apply(this.book.published(job.kind, job.number, job.attempt, ack.seq));
+    await this.apply(this.book.published(job.kind, job.number, job.attempt, ack.seq));
   }
 
   private emit(e: StudyEvent): void {

@@ -182,7 +182,9 @@ export class TrialBook {
   onResult(r: Result, now: Date): Transition & { disposition: ResultDisposition } {
     if (r.study !== this.s.study || r.generation !== this.s.generation) return { ...none(), disposition: 'stale' };
     const job = this.job(r.kind, r.trial);
-    if (job?.state !== 'running' || job.attempt !== r.attempt) return { ...none(), disposition: 'not-current' };
+    // `created` tells a re-created job (tests after a budget grew) from the one it replaced; 0: not sent
+    const sameJob = r.created === 0 || r.created === Date.parse(job?.createdAt ?? '');
+    if (job?.state !== 'running' || job.attempt !== r.attempt || !sameJob) return { ...none(), disposition: 'not-current' };
     const at = now.toISOString();
     const rec = this.current(job);
     Object.assign(rec, { worker: r.worker, finishedAt: at, timings: r.timings });
@@ -230,25 +232,30 @@ export class TrialBook {
     };
   }
 
-  /** Jobs unanswered past the timeout are issued again, or failed after the last attempt. */
-  expire(now: Date): Transition {
-    const out = none();
-    for (const job of this.running()) {
-      const rec = this.current(job);
-      if (now.getTime() - Date.parse(rec.issuedAt) < this.s.trialTimeoutMs) continue;
-      rec.outcome = 'superseded';
-      if (job.attempt < this.s.maxAttempts) {
-        merge(out, this.reissue(job, now, 'timeout'));
-      } else {
-        const message = `no result after ${job.attempt} attempts of ${this.s.trialTimeoutMs / 1000} s`;
-        this.fail(job, 'TIMEOUT', message, now.toISOString());
-        merge(out, {
-          effects: [{ type: 'record', jobs: [job] }],
-          events: [this.event('trial.failed', job, { error: { code: 'TIMEOUT', message } })],
-        });
-      }
-    }
-    return out;
+  /** Running jobs unanswered past the timeout, to `expire` one at a time. */
+  timedOut(now: Date): { kind: JobKind; number: number }[] {
+    return this.running()
+      .filter((job) => now.getTime() - Date.parse(this.current(job).issuedAt) >= this.s.trialTimeoutMs)
+      .map((job) => ({ kind: job.kind, number: job.number }));
+  }
+
+  /**
+   * A job unanswered past the timeout is issued again, or failed after the last attempt. One job
+   * per transition: if carrying one out fails, the others are still as the record says.
+   */
+  expire(kind: JobKind, number: number, now: Date): Transition {
+    const job = this.job(kind, number);
+    if (job?.state !== 'running') return none();
+    const rec = this.current(job);
+    if (now.getTime() - Date.parse(rec.issuedAt) < this.s.trialTimeoutMs) return none();
+    rec.outcome = 'superseded';
+    if (job.attempt < this.s.maxAttempts) return this.reissue(job, now, 'timeout');
+    const message = `no result after ${job.attempt} attempts of ${this.s.trialTimeoutMs / 1000} s`;
+    this.fail(job, 'TIMEOUT', message, now.toISOString());
+    return {
+      effects: [{ type: 'record', jobs: [job] }],
+      events: [this.event('trial.failed', job, { error: { code: 'TIMEOUT', message } })],
+    };
   }
 
   /**
@@ -353,9 +360,4 @@ export class TrialBook {
 
 function finished(jobs: readonly JobRecord[]): number {
   return jobs.filter((j) => j.state !== 'running').length;
-}
-
-function merge(into: Transition, t: Transition): void {
-  into.effects.push(...t.effects);
-  into.events.push(...t.events);
 }

@@ -49,6 +49,8 @@ const jobAttempt = z.object({
   trial: z.number().int().nonnegative(),
   label: z.string().max(128),
   attempt: z.number().int().positive(),
+  /** when the job's record was made, ms: tells a re-created job from the one it replaced (0: not sent) */
+  created: z.number().int().nonnegative(),
 });
 
 const proposalSchema = jobAttempt.extend({ weights: z.record(name, finite) });

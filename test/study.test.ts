@@ -49,6 +49,7 @@ describe('distributed study', () => {
         trial: 0,
         label: 'x',
         attempt: 7,
+        created: 0,
         worker: 'intruder',
         scores: [],
         timings: { fetchMs: 0, mergeMs: 0, evalMs: 0 },

@@ -11,7 +11,7 @@ import {
 } from '../shared/index.js';
 import type { BlobCache } from './shards/fetch.js';
 
-/** Everything a worker prepares once per study (and generation): pool, sets, merge buffer. */
+/** Everything a worker prepares once per study (and generation): pool, graph, sets. */
 export interface StudyContext {
   key: string;
   announcement: StudyAnnouncement;
@@ -19,7 +19,6 @@ export interface StudyContext {
   graph: Uint8Array;
   dev: LoadedEvalSet[];
   test: LoadedEvalSet[];
-  buffer: Uint8Array;
 }
 
 /**
@@ -30,6 +29,8 @@ export interface StudyContext {
  */
 export class StudyContexts {
   private readonly contexts: StudyContext[] = [];
+  /** one merge buffer for every study: a worker runs one job at a time (reused: no page faults) */
+  private buffer = new Uint8Array(0);
 
   constructor(
     private readonly cache: BlobCache,
@@ -54,6 +55,16 @@ export class StudyContexts {
     this.contexts.unshift(ctx);
     await this.evict((_, i) => i >= this.limit);
     return ctx;
+  }
+
+  /** The merge buffer, large enough for this study's merged weights. */
+  mergeBuffer(ctx: StudyContext): Uint8Array {
+    const bytes = ctx.pool.manifest.weightsBytes;
+    if (this.buffer.length < bytes) {
+      this.buffer = new Uint8Array(0); // let the old one go before the new one is allocated
+      this.buffer = new Uint8Array(bytes);
+    }
+    return this.buffer;
   }
 
   private async load(key: string, ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
@@ -83,7 +94,6 @@ export class StudyContexts {
         graph: await pool.graphBytes(),
         dev: await loadSets('dev'),
         test: await loadSets('test'),
-        buffer: new Uint8Array(manifest.weightsBytes),
       };
     } catch (e) {
       await pool.close();
@@ -98,6 +108,7 @@ export class StudyContexts {
   }
 
   async close(): Promise<void> {
+    this.buffer = new Uint8Array(0);
     await this.evict(() => true);
   }
 }

@@ -188,13 +188,14 @@ export class Worker {
     for await (const k of await kv.keys()) names.add(k);
     for (const study of this.queues.keys()) if (!names.has(study)) this.queues.delete(study);
     for (const study of names) {
-      if (this.queues.has(study)) continue;
       try {
-        const consumer = await this.js.consumers.get(TRIALS_STREAM, workConsumer(study));
-        const info = await consumer.info(true);
+        // read again each time: a rerun of the study may have changed its lease
+        const consumer = this.queues.get(study)?.consumer ?? (await this.js.consumers.get(TRIALS_STREAM, workConsumer(study)));
+        const info = await consumer.info(false);
+        if (!this.queues.has(study)) log.debug({ study }, 'serving a study');
         this.queues.set(study, { study, consumer, leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3) });
-        log.debug({ study }, 'serving a study');
       } catch (e) {
+        this.queues.delete(study);
         log.debug({ study, err: (e as Error).message }, 'a study has no work queue yet');
       }
     }
@@ -250,6 +251,7 @@ export class Worker {
       trial: p.trial,
       label: p.label,
       attempt: p.attempt,
+      created: p.created,
       worker: this.id,
       timings,
       provider,
@@ -261,7 +263,7 @@ export class Worker {
       signal.throwIfAborted();
       const t1 = performance.now();
       const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
-      const merged = await mergeInto(ctx.pool, weighting, ctx.buffer, signal); // unknown vector → BAD_ARGUMENT
+      const merged = await mergeInto(ctx.pool, weighting, this.contexts.mergeBuffer(ctx), signal); // unknown vector → BAD_ARGUMENT
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);
       let scores: Awaited<ReturnType<typeof evaluateSession>>;

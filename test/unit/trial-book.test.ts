@@ -32,6 +32,7 @@ function result(trial: number, over: Partial<Result> = {}): Result {
     trial,
     label: 'tpe',
     attempt: 1,
+    created: 0,
     worker: 'w1',
     scores: [
       { name: 'a', score: 2, tokens: 10 },
@@ -47,6 +48,11 @@ function result(trial: number, over: Partial<Result> = {}): Result {
 const types = (t: Transition) => t.effects.map((e) => e.type);
 const recorded = (t: Transition): JobRecord[] => t.effects.flatMap((e: Effect) => (e.type === 'record' ? e.jobs : []));
 const events = (t: Transition) => t.events.map((e) => e.type);
+/** Every timed-out job expired, one transition each, as the coordinator does. */
+function expireAll(book: TrialBook, now: Date): Transition {
+  const ts = book.timedOut(now).map((j) => book.expire(j.kind, j.number, now));
+  return { effects: ts.flatMap((t) => t.effects), events: ts.flatMap((t) => t.events) };
+}
 
 function bookWith(n: number, over: Partial<BookSettings> = {}): TrialBook {
   const book = TrialBook.restore(settings(over), [], []);
@@ -106,17 +112,36 @@ describe('trial book', () => {
     expect(book.onResult(result(0, { study: 'other' }), T0).disposition).toBe('stale');
     expect(book.onResult(result(7), T0).disposition).toBe('not-current');
     expect(book.onResult(result(0, { attempt: 2 }), T0).disposition).toBe('not-current');
+    // a result for an earlier record of the same number (tests re-created after a budget grew)
+    expect(book.onResult(result(0, { created: T0.getTime() - 1 }), T0).disposition).toBe('not-current');
     // after a timeout the trial runs as attempt 2: attempt 1's late result no longer counts
-    book.expire(at(61));
+    expireAll(book, at(61));
     expect(book.onResult(result(0, { attempt: 1 }), at(62)).disposition).toBe('not-current');
-    expect(book.onResult(result(0, { attempt: 2 }), at(63)).disposition).toBe('recorded');
+    expect(book.onResult(result(0, { attempt: 2, created: T0.getTime() }), at(63)).disposition).toBe('recorded');
+  });
+
+  it('trial book - timeouts are one transition per job, so a failure to carry out one leaves the others as recorded', () => {
+    const book = bookWith(2);
+    expect(book.timedOut(at(59))).toEqual([]);
+    expect(book.timedOut(at(60))).toEqual([
+      { kind: 'TRIAL', number: 0 },
+      { kind: 'TRIAL', number: 1 },
+    ]);
+    const first = book.expire('TRIAL', 0, at(60));
+    expect(recorded(first).map((j) => [j.number, j.attempt])).toEqual([[0, 2]]);
+    // trial 1 is untouched until its own transition
+    expect(book.running().map((j) => [j.number, j.attempt])).toEqual([
+      [0, 2],
+      [1, 1],
+    ]);
+    expect(book.expire('TRIAL', 0, at(61)).effects).toEqual([]); // attempt 2 has its own clock
   });
 
   it('trial book - a timeout issues the trial again, withdrawing the old proposal; after maxAttempts it fails', () => {
     const book = bookWith(1);
     book.published('TRIAL', 0, 1, 9);
-    expect(book.expire(at(59)).effects).toEqual([]);
-    const t = book.expire(at(60));
+    expect(expireAll(book, at(59)).effects).toEqual([]);
+    const t = expireAll(book, at(60));
     expect(types(t)).toEqual(['withdraw', 'record', 'publish']);
     expect(t.effects[0]).toEqual({ type: 'withdraw', seq: 9 });
     const job = recorded(t)[0]!;
@@ -124,8 +149,8 @@ describe('trial book', () => {
     expect(job.attempts.map((a) => a.outcome)).toEqual(['superseded', undefined]);
     expect(t.events[0]).toMatchObject({ type: 'trial.reissued', reason: 'timeout', attempt: 2 });
     // the second attempt's clock starts at its own issue time
-    expect(book.expire(at(119)).effects).toEqual([]);
-    const last = book.expire(at(120));
+    expect(expireAll(book, at(119)).effects).toEqual([]);
+    const last = expireAll(book, at(120));
     expect(types(last)).toEqual(['record']);
     expect(recorded(last)[0]).toMatchObject({ state: 'failed', error: { code: 'TIMEOUT', message: 'no result after 2 attempts of 60 s' } });
     expect(events(last)).toEqual(['trial.failed']);
