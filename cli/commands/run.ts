@@ -75,6 +75,11 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     });
     started = coordinator;
     stops.push(() => coordinator.close());
+    if (o.workers === 0) {
+      // nobody else will run the trials: say how to add workers (a private server is loopback-only)
+      const where = o.natsUrl ? '' : ' (this private nats-server listens on loopback: run it on this machine, or give --nats)';
+      process.stderr.write(`optimer: waiting for workers; start them with: optimer worker --nats ${url}${where}\n`);
+    }
     const children: ChildProcess[] = [];
     for (let i = 0; i < o.workers; i++) {
       const args = [
