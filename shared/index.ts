@@ -57,18 +57,31 @@ export {
 export { connectNats, publishWithRetry } from './nats.js';
 export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
 export { objectiveOf, weightedMean, better, type Direction } from './objective.js';
-export { setExternal } from './onnx/build.js';
+export { intAttr, node, setExternal, tensor, valueInfo } from './onnx/build.js';
 export {
   bfloat16FromFloatBits,
+  DataType,
   decodeFloats,
   dtypeBytes,
+  dtypeOf,
   encodeFloats,
   halfFromFloatBits,
   halfToFloatTable,
   type DtypeName,
 } from './onnx/dtype.js';
 export { openOnnxModel, type Initializer, type OnnxModelFile } from './onnx/model-file.js';
-export { decodeModel, encodeModel } from './onnx/proto.js';
+export {
+  decodeModel,
+  encodeModel,
+  toNumber,
+  type AttributeProto,
+  type GraphProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type TensorShapeDim,
+  type ValueInfoProto,
+} from './onnx/proto.js';
 export { packageRoot } from './package-root.js';
 export { buildPool, type BuildPoolOptions } from './pool/build.js';
 export {

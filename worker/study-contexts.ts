@@ -9,6 +9,7 @@ import {
   runAll,
   type StudyAnnouncement,
 } from '../shared/index.js';
+import { type LossGraph, toLossGraph } from './eval/loss-graph.js';
 import type { BlobCache } from './shards/fetch.js';
 
 /** Everything a worker prepares once per study (and generation): pool, graph, sets. */
@@ -16,7 +17,8 @@ export interface StudyContext {
   key: string;
   announcement: StudyAnnouncement;
   pool: Pool;
-  graph: Uint8Array;
+  /** the pool's graph with the per-token loss appended: what each trial's session is made of */
+  graph: LossGraph;
   dev: LoadedEvalSet[];
   test: LoadedEvalSet[];
 }
@@ -91,7 +93,7 @@ export class StudyContexts {
         key,
         announcement: ann,
         pool,
-        graph: await pool.graphBytes(),
+        graph: toLossGraph(await pool.graphBytes(), { logits: manifest.model.output, where: `${pool.label}: graph` }),
         dev: await loadSets('dev'),
         test: await loadSets('test'),
       };

@@ -115,7 +115,7 @@ export function registerDemo(program: Command, run: Run): void {
             FAMILY_DOMAINS.map((n) => ({ name: n, path: family.dev[n]! })),
             manifest.model,
           );
-          const session = await createFileSession(onnxPath, 'cpu');
+          const session = await createFileSession(onnxPath, 'cpu', manifest.model.output);
           reloaded = weightedMean(await evaluateSession(session, dev, manifest.model));
           await session.release();
         } finally {

@@ -13,6 +13,7 @@ import {
 } from '../../shared/index.js';
 import { mergeToBuffer } from '../merge/merge.js';
 import { type LmIo, SessionModel } from './session-model.js';
+import { toLossGraph } from './loss-graph.js';
 import { createMergedSession } from './session.js';
 
 export interface SetScore {
@@ -88,7 +89,8 @@ export async function evaluateMerge(
   const t0 = performance.now();
   const merged = await mergeToBuffer(pool, weighting);
   const t1 = performance.now();
-  const session = await createMergedSession(await pool.graphBytes(), merged, options.provider ?? 'cpu');
+  const graph = toLossGraph(await pool.graphBytes(), { logits: pool.manifest.model.output, where: `${pool.label}: graph` });
+  const session = await createMergedSession(graph, merged, options.provider ?? 'cpu');
   const t2 = performance.now();
   try {
     const scores = await evaluateSession(session, sets, pool.manifest.model, options.batchTokens);

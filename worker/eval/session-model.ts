@@ -1,17 +1,26 @@
 import ort from 'onnxruntime-node';
 import { DEFAULT_BATCH_TOKENS, type LanguageModel, OptimerError } from '../../shared/index.js';
+import { LOGPROBS_OUTPUT, TARGETS_INPUT } from './loss-graph.js';
 
 export interface LmIo {
   input: string;
+  /** the logits output of the original graph (the loss graph computes the loss from it) */
   output: string;
   attentionMask: string | null;
+  /**
+   * when known, token ids are checked against it before a batch runs (GatherElements and the
+   * embedding's Gather would fail on them inside ONNX Runtime)
+   */
+  vocab?: number | null;
 }
 
 /**
- * A causal LM in an ONNX Runtime session, as metrics see it. Sequences are sorted by length
- * (longest first) and packed into right-padded batches of at most `batchTokens` tokens (batch ×
- * padded length; a causal LM never looks right, and the mask hides the padding); log-probs come
- * back per sequence in the caller's order, so no score depends on the batching.
+ * A causal LM in an ONNX Runtime session of its loss graph (toLossGraph), as metrics see it.
+ * Sequences are sorted by length (longest first) and packed into right-padded batches of at most
+ * `batchTokens` tokens (batch × padded length; a causal LM never looks right, and the mask hides
+ * the padding); the graph returns ln p(next token) per position, [batch, length] float32, so the
+ * logits never leave the runtime. Log-probs come back per sequence in the caller's order, so no
+ * score depends on the batching.
  */
 export class SessionModel implements LanguageModel {
   constructor(
@@ -21,7 +30,15 @@ export class SessionModel implements LanguageModel {
     private readonly onBatch?: (done: number) => void,
     /** aborting stops before the next batch (a closing worker does not finish a result it drops) */
     private readonly signal?: AbortSignal,
-  ) {}
+  ) {
+    if (!session.outputNames.includes(LOGPROBS_OUTPUT) || !session.inputNames.includes(TARGETS_INPUT)) {
+      throw new OptimerError(
+        'BAD_ARGUMENT',
+        `the session has no '${LOGPROBS_OUTPUT}' output (outputs: ${session.outputNames.join(', ')}): ` +
+          'create it with createMergedSession or createFileSession, which append the per-token loss to the graph',
+      );
+    }
+  }
 
   async tokenLogProbs(seqs: readonly Int32Array[]): Promise<Float64Array[]> {
     const out = new Array<Float64Array>(seqs.length);
@@ -43,20 +60,29 @@ export class SessionModel implements LanguageModel {
   private async runBatch(seqs: readonly Int32Array[], batch: number[], len: number, out: Float64Array[]): Promise<void> {
     const { session, io } = this;
     const B = batch.length;
+    const vocab = io.vocab ?? null;
     const ids = new BigInt64Array(B * len);
+    // the next token at each position; the last position and the padding stay 0 and are not read
+    const targets = new BigInt64Array(B * len);
     const mask = io.attentionMask ? new BigInt64Array(B * len) : undefined;
     batch.forEach((s, b) => {
       const seq = seqs[s]!;
       for (let t = 0; t < seq.length; t++) {
-        ids[b * len + t] = BigInt(seq[t]!);
+        const y = seq[t]!;
+        if (vocab !== null && y >= vocab) throw outsideVocab(y, vocab);
+        ids[b * len + t] = BigInt(y);
+        if (t > 0) targets[b * len + t - 1] = BigInt(y);
         if (mask) mask[b * len + t] = 1n;
       }
     });
-    const feeds: Record<string, ort.Tensor> = { [io.input]: new ort.Tensor('int64', ids, [B, len]) };
+    const feeds: Record<string, ort.Tensor> = {
+      [io.input]: new ort.Tensor('int64', ids, [B, len]),
+      [TARGETS_INPUT]: new ort.Tensor('int64', targets, [B, len]),
+    };
     if (mask && io.attentionMask) feeds[io.attentionMask] = new ort.Tensor('int64', mask, [B, len]);
     let result: ort.InferenceSession.ReturnType;
     try {
-      result = await session.run(feeds, [io.output]);
+      result = await session.run(feeds, [LOGPROBS_OUTPUT]);
     } catch (e) {
       // out of memory on a shared GPU, for one: another attempt (maybe elsewhere) may succeed
       throw new OptimerError('RUNTIME', `ONNX Runtime failed on a batch of ${B}×${len}: ${(e as Error).message}`, {
@@ -64,32 +90,30 @@ export class SessionModel implements LanguageModel {
         retryable: true,
       });
     }
-    const logits = result[io.output]!;
-    const dims = logits.dims;
-    if (logits.type !== 'float32' || dims.length !== 3 || dims[0] !== B || dims[1] !== len) {
-      throw new OptimerError(
-        'RUNTIME',
-        `output '${io.output}' is ${logits.type} [${dims.join(', ')}], expected float32 [${B}, ${len}, vocab]`,
-      );
-    }
-    const V = dims[2]!;
-    const data = logits.data as Float32Array;
-    batch.forEach((s, b) => {
-      const seq = seqs[s]!;
-      const lp = new Float64Array(seq.length - 1);
-      for (let t = 1; t < seq.length; t++) {
-        const y = seq[t]!;
-        if (y >= V) throw new OptimerError('BAD_EVAL_SET', `token id ${y} is not below the model's vocabulary size ${V}`);
-        const off = (b * len + t - 1) * V;
-        let max = -Infinity;
-        for (let v = 0; v < V; v++) if (data[off + v]! > max) max = data[off + v]!;
-        let z = 0;
-        for (let v = 0; v < V; v++) z += Math.exp(data[off + v]! - max);
-        // negated as a whole, so that −lp is bit for bit the NLL term log z + max − logit
-        lp[t - 1] = -(Math.log(z) + max - data[off + y]!);
+    try {
+      const lps = result[LOGPROBS_OUTPUT]!;
+      const dims = lps.dims;
+      if (lps.type !== 'float32' || dims.length !== 2 || dims[0] !== B || dims[1] !== len) {
+        throw new OptimerError(
+          'RUNTIME',
+          `output '${LOGPROBS_OUTPUT}' is ${lps.type} [${dims.join(', ')}], expected float32 [${B}, ${len}]`,
+        );
       }
-      out[s] = lp;
-    });
-    for (const t of Object.values(result)) t.dispose?.();
+      const data = lps.data as Float32Array;
+      batch.forEach((s, b) => {
+        const seq = seqs[s]!;
+        const lp = new Float64Array(seq.length - 1);
+        for (let t = 1; t < seq.length; t++) {
+          lp[t - 1] = data[b * len + t - 1]!;
+        }
+        out[s] = lp;
+      });
+    } finally {
+      for (const t of Object.values(result)) t.dispose?.();
+    }
   }
+}
+
+function outsideVocab(id: number, vocab: number): OptimerError {
+  return new OptimerError('BAD_EVAL_SET', `token id ${id} is not below the model's vocabulary size ${vocab}`);
 }
