@@ -71,6 +71,7 @@ export { openOnnxModel, type Initializer, type OnnxModelFile } from './onnx/mode
 export { decodeModel, encodeModel } from './onnx/proto.js';
 export { packageRoot } from './package-root.js';
 export { buildPool, type BuildPoolOptions } from './pool/build.js';
+export { describeModel, feedableInputs, type DescribeOptions } from './pool/lm-io.js';
 export {
   readManifest,
   parseManifest,
@@ -78,6 +79,10 @@ export {
   SHARDS_DIR,
   WEIGHTS_LOCATION,
   type PoolManifest,
+  type ModelDescription,
+  type ModelIo,
+  type PastInput,
+  type IdType,
   type BlobRef,
   type ShardRef,
   type TensorEntry,

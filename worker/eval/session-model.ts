@@ -1,11 +1,9 @@
-import ort from 'onnxruntime-node';
-import { DEFAULT_BATCH_TOKENS, type LanguageModel, OptimerError } from '../../shared/index.js';
+import type ort from 'onnxruntime-node';
+import { DEFAULT_BATCH_TOKENS, type LanguageModel, type ModelIo, OptimerError } from '../../shared/index.js';
+import { buildFeeds } from './feeds.js';
 
-export interface LmIo {
-  input: string;
-  output: string;
-  attentionMask: string | null;
-}
+/** What the model is fed (the pool manifest's `model`): see feeds.ts. */
+export type LmIo = ModelIo;
 
 /**
  * A causal LM in an ONNX Runtime session, as metrics see it. Sequences are sorted by length
@@ -43,17 +41,8 @@ export class SessionModel implements LanguageModel {
   private async runBatch(seqs: readonly Int32Array[], batch: number[], len: number, out: Float64Array[]): Promise<void> {
     const { session, io } = this;
     const B = batch.length;
-    const ids = new BigInt64Array(B * len);
-    const mask = io.attentionMask ? new BigInt64Array(B * len) : undefined;
-    batch.forEach((s, b) => {
-      const seq = seqs[s]!;
-      for (let t = 0; t < seq.length; t++) {
-        ids[b * len + t] = BigInt(seq[t]!);
-        if (mask) mask[b * len + t] = 1n;
-      }
-    });
-    const feeds: Record<string, ort.Tensor> = { [io.input]: new ort.Tensor('int64', ids, [B, len]) };
-    if (mask && io.attentionMask) feeds[io.attentionMask] = new ort.Tensor('int64', mask, [B, len]);
+    const rows = batch.map((s) => seqs[s]!);
+    const feeds = buildFeeds(io, rows, len);
     let result: ort.InferenceSession.ReturnType;
     try {
       result = await session.run(feeds, [io.output]);
