@@ -84,6 +84,7 @@ export {
 } from './onnx/proto.js';
 export { packageRoot } from './package-root.js';
 export { buildPool, type BuildPoolOptions } from './pool/build.js';
+export { describeModel, feedableInputs, type DescribeOptions } from './pool/lm-io.js';
 export {
   readManifest,
   parseManifest,
@@ -91,6 +92,10 @@ export {
   SHARDS_DIR,
   WEIGHTS_LOCATION,
   type PoolManifest,
+  type ModelDescription,
+  type ModelIo,
+  type PastInput,
+  type IdType,
   type BlobRef,
   type ShardRef,
   type TensorEntry,

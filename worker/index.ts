@@ -2,6 +2,7 @@
 export { mergeWeights, mergeInto, mergeToBuffer, type MergeSink } from './merge/merge.js';
 export { exportOnnx, exportMergekit, INLINE_LIMIT_BYTES, type MergekitOptions } from './merge/export.js';
 export { SessionModel, type LmIo } from './eval/session-model.js';
+export { buildFeeds } from './eval/feeds.js';
 export { LossGraph, toLossGraph, LOGPROBS_OUTPUT, TARGETS_INPUT, type LossGraphOptions } from './eval/loss-graph.js';
 export { createMergedSession, createFileSession } from './eval/session.js';
 export {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dtype.js';
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
-import { encodeModel, toNumber } from '../onnx/proto.js';
+import { encodeModel } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
 import {
   MANIFEST_FILE,
@@ -20,6 +20,7 @@ import { ShardWriter } from './shard-writer.js';
 import { compareFixed, compareModels } from './graph-compare.js';
 import { Pool } from './reader.js';
 import { computeGram } from './stats.js';
+import { describeModel } from './lm-io.js';
 
 export interface BuildPoolOptions {
   base: string;
@@ -145,46 +146,6 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   } finally {
     await base.close();
   }
-}
-
-function describeModel(base: OnnxModelFile, opts: BuildPoolOptions): PoolManifest['model'] {
-  const g = base.model.graph!;
-  const initNames = new Set(base.initializers.map((t) => t.name));
-  const inputs = (g.input ?? []).filter((i) => !initNames.has(i.name ?? ''));
-  const input = opts.inputName ?? 'input_ids';
-  const output = opts.outputName ?? 'logits';
-  const inp = inputs.find((i) => i.name === input);
-  if (!inp)
-    throw new OptimerError(
-      'BAD_ONNX',
-      `${base.path}: no graph input '${input}' (inputs: ${inputs.map((i) => i.name).join(', ')}); name it with --input-name`,
-    );
-  const out = (g.output ?? []).find((o) => o.name === output);
-  if (!out)
-    throw new OptimerError(
-      'BAD_ONNX',
-      `${base.path}: no graph output '${output}' (outputs: ${(g.output ?? []).map((o) => o.name).join(', ')}); name it with --output-name`,
-    );
-  const others = inputs.filter((i) => i.name !== input);
-  const mask = others.find((i) => i.name === 'attention_mask');
-  const unknown = others.filter((i) => i !== mask);
-  if (unknown.length > 0) {
-    throw new OptimerError(
-      'BAD_ONNX',
-      `${base.path}: graph input '${unknown[0]!.name}' is neither '${input}' nor 'attention_mask'; optimer feeds only those two`,
-    );
-  }
-  const outDims = out.type?.tensorType?.shape?.dim ?? [];
-  const vocabDim = outDims[outDims.length - 1];
-  const vocab = vocabDim?.dimValue !== undefined && toNumber(vocabDim.dimValue) > 0 ? toNumber(vocabDim.dimValue) : null;
-  const inDims = inp.type?.tensorType?.shape?.dim ?? [];
-  const seqDim = inDims[1]?.dimValue !== undefined ? toNumber(inDims[1].dimValue) : 0;
-  const meta = (base.model.metadataProps ?? []).find((p) => p.key === 'optimer.context_length');
-  const contextLength = opts.contextLength ?? (seqDim > 0 ? seqDim : meta ? Number(meta.value) : null);
-  if (contextLength !== null && (!Number.isSafeInteger(contextLength) || contextLength < 2)) {
-    throw new OptimerError('BAD_ARGUMENT', `${base.path}: context length ${contextLength} must be an integer ≥ 2`);
-  }
-  return { input, output, attentionMask: mask ? 'attention_mask' : null, vocab, contextLength };
 }
 
 /** The base graph: float initializers point into the merged-weights layout, the rest inline. */

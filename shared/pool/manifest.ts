@@ -47,20 +47,53 @@ const blob = z
   })
   .strict();
 
+const idType = z.enum(['int64', 'int32']);
+
+/**
+ * What a worker feeds the model, found in the graph at `pool build`. The fields after
+ * `contextLength` came with the KV-cache layouts (Optimum, onnxruntime-genai); a manifest without
+ * them means the plain layout: int64 `input` (+ optional int64 mask) → `output`.
+ */
+const modelSchema = z
+  .object({
+    /** the token ids input */
+    input: z.string(),
+    /** the logits output (the only output fetched) */
+    output: z.string(),
+    /** fed 1 on tokens, 0 on padding */
+    attentionMask: z.string().nullable(),
+    vocab: count.nullable(),
+    contextLength: count.nullable(),
+    /** element type of `input`; absent: int64 */
+    inputType: idType.optional(),
+    /** element type of `attentionMask`; absent: int64 */
+    attentionMaskType: idType.optional(),
+    /** fed 0..len−1 on each row's tokens, 0 on padding */
+    positionIds: z.object({ name: z.string(), type: idType }).strict().optional(),
+    /** KV-cache inputs `[batch, heads, past_len, headDim]`, fed empty (past length 0) */
+    past: z
+      .array(
+        z
+          .object({
+            name: z.string(),
+            type: z.enum(['float32', 'float16']),
+            heads: count.positive(),
+            headDim: count.positive(),
+          })
+          .strict(),
+      )
+      .optional(),
+    /** bool [1] input of a merged decoder, fed false (the branch without a cache) */
+    useCacheBranch: z.string().optional(),
+  })
+  .strict();
+
 const manifestSchema = z
   .object({
     format: z.literal('optimer-pool'),
     version: z.literal(1),
     graph: z.object({ sha256, bytes: count }).strict(),
-    model: z
-      .object({
-        input: z.string(),
-        output: z.string(),
-        attentionMask: z.string().nullable(),
-        vocab: count.nullable(),
-        contextLength: count.nullable(),
-      })
-      .strict(),
+    model: modelSchema,
     tensors: z.array(
       z
         .object({
@@ -86,6 +119,11 @@ export type PoolManifest = z.infer<typeof manifestSchema>;
 export type BlobRef = z.infer<typeof blob>;
 export type ShardRef = z.infer<typeof shardRef>;
 export type TensorEntry = PoolManifest['tensors'][number];
+export type ModelDescription = PoolManifest['model'];
+/** What feeding the model takes: the model description less its limits. */
+export type ModelIo = Omit<ModelDescription, 'vocab' | 'contextLength'>;
+export type PastInput = NonNullable<ModelDescription['past']>[number];
+export type IdType = z.infer<typeof idType>;
 export type VectorEntry = PoolManifest['vectors'][number];
 export { vectorName as vectorNameSchema };
 

@@ -1,18 +1,14 @@
 import ort from 'onnxruntime-node';
-import { DEFAULT_BATCH_TOKENS, type LanguageModel, OptimerError } from '../../shared/index.js';
+import { DEFAULT_BATCH_TOKENS, type LanguageModel, type ModelIo, OptimerError } from '../../shared/index.js';
+import { buildFeeds } from './feeds.js';
 import { LOGPROBS_OUTPUT, TARGETS_INPUT } from './loss-graph.js';
 
-export interface LmIo {
-  input: string;
-  /** the logits output of the original graph (the loss graph computes the loss from it) */
-  output: string;
-  attentionMask: string | null;
-  /**
-   * when known, token ids are checked against it before a batch runs (GatherElements and the
-   * embedding's Gather would fail on them inside ONNX Runtime)
-   */
-  vocab?: number | null;
-}
+/**
+ * What the model is fed (the pool manifest's `model`: see feeds.ts), and its vocabulary when
+ * known: token ids are checked against it before a batch runs (GatherElements and the
+ * embedding's Gather would fail on them inside ONNX Runtime).
+ */
+export type LmIo = ModelIo & { vocab?: number | null };
 
 /**
  * A causal LM in an ONNX Runtime session of its loss graph (toLossGraph), as metrics see it.
@@ -61,25 +57,18 @@ export class SessionModel implements LanguageModel {
     const { session, io } = this;
     const B = batch.length;
     const vocab = io.vocab ?? null;
-    const ids = new BigInt64Array(B * len);
+    const rows = batch.map((s) => seqs[s]!);
     // the next token at each position; the last position and the padding stay 0 and are not read
     const targets = new BigInt64Array(B * len);
-    const mask = io.attentionMask ? new BigInt64Array(B * len) : undefined;
-    batch.forEach((s, b) => {
-      const seq = seqs[s]!;
+    rows.forEach((seq, b) => {
       for (let t = 0; t < seq.length; t++) {
         const y = seq[t]!;
         if (vocab !== null && y >= vocab) throw outsideVocab(y, vocab);
-        ids[b * len + t] = BigInt(y);
         if (t > 0) targets[b * len + t - 1] = BigInt(y);
-        if (mask) mask[b * len + t] = 1n;
       }
     });
-    const feeds: Record<string, ort.Tensor> = {
-      [io.input]: new ort.Tensor('int64', ids, [B, len]),
-      [TARGETS_INPUT]: new ort.Tensor('int64', targets, [B, len]),
-    };
-    if (mask && io.attentionMask) feeds[io.attentionMask] = new ort.Tensor('int64', mask, [B, len]);
+    const feeds = buildFeeds(io, rows, len);
+    feeds[TARGETS_INPUT] = new ort.Tensor('int64', targets, [B, len]);
     let result: ort.InferenceSession.ReturnType;
     try {
       result = await session.run(feeds, [LOGPROBS_OUTPUT]);
