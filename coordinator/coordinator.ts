@@ -16,6 +16,7 @@ import {
   resultCodec,
   runAll,
   SHARDS_DIR,
+  Seeder,
   type StudyAnnouncement,
   seedFor,
   sleep,
@@ -27,7 +28,6 @@ import { genomeSpace, proposalParams } from './genome-space.js';
 import { createSampler } from './sampler/create.js';
 import type { Sampler } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
-import { Seeder } from './seeder.js';
 import type { JobRecord, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';

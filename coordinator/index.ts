@@ -9,7 +9,6 @@ export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig
 export type { StudyStore } from './store/store.js';
 export { openLevelStore, type OpenLevelStoreOptions } from './store/level-store.js';
 export { MemoryStudyStore } from './store/memory-store.js';
-export { Seeder } from './seeder.js';
 export { createSampler, SAMPLER_NAMES, type SamplerSpec } from './sampler/create.js';
 export type { Sampler, TrialView, Params } from './sampler/sampler.js';
 export { parseSpace, type SearchSpace } from './sampler/space.js';

@@ -106,6 +106,7 @@ export { computeGram, cosineMatrix } from './pool/stats.js';
 export { stopProcess } from './process.js';
 export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider } from './providers.js';
 export { Backoff, retry, sleep, type BackoffOptions } from './retry.js';
+export { Seeder } from './seeder.js';
 export { Rng, seedFor } from './rng.js';
 export { formatIssues } from './validate.js';
 export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';

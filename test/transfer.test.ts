@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Seeder } from '../coordinator/seeder.js';
+import { Seeder } from '../shared/seeder.js';
 import { BlobCache } from '../worker/shards/fetch.js';
 import { grpc, shardServiceDefinition } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';

@@ -1,10 +1,12 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { CHUNK_BYTES, grpc, type Logger, shardServiceDefinition } from '../shared/index.js';
+import { CHUNK_BYTES, grpc, shardServiceDefinition } from './grpc.js';
+import type { Logger } from './logging.js';
 
 /**
  * Serves content-addressed blobs (pool shards, the manifest, evaluation sets) over gRPC. Only
- * registered hashes are served: a request is a hash, never a path.
+ * registered hashes are served: a request is a hash, never a path. In shared/ because both sides
+ * serve: the coordinator its pool, and (next) a worker its cache to its peers.
  */
 export class Seeder {
   private readonly blobs = new Map<string, string>();
