@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -185,6 +186,48 @@ describe('text sets', () => {
     await expect(loadEvalSets([{ name: 'odd', path: odd }], pool.evalSetContext())).rejects.toThrow(
       `${odd}:2: the tokenizer has no id for "?"`,
     );
+  });
+});
+
+function optimer(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { timeout: 120_000, cwd: tmp }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('text sets from the CLI', () => {
+  it('text - pool build --tokenizer, then eval --metric bpb scores the text set as the API does', async () => {
+    const out = join(tmp, 'cli-pool');
+    const vectors = Object.entries(family.checkpoints).flatMap(([n, p]) => ['--vector', `${n}=${p}`]);
+    const built = await optimer('pool', 'build', '--base', family.base, ...vectors, '--out', out, '--tokenizer', tokenizerPath);
+    expect(built.stderr).toBe('');
+    expect(built.stdout).toMatch(/tokenizer: tokenizer\.json/);
+    const r = await optimer(
+      'eval',
+      '--pool',
+      out,
+      '--weights',
+      'ja=0.6,code=0.3',
+      '--set',
+      `prose=${textPath}`,
+      '--metric',
+      'bpb',
+      '--json',
+    );
+    expect(r.stderr).toBe('');
+    const j = JSON.parse(r.stdout);
+    expect(j.metric).toBe('bpb');
+    const api = await evaluateMerge(
+      pool,
+      weighting,
+      await loadEvalSets([{ name: 'prose', path: textPath, metric: 'bpb' }], pool.evalSetContext()),
+    );
+    expect(j.scores[0].score).toBeCloseTo(api.scores[0]!.score, 6);
+    const plain = await optimer('eval', '--pool', join(tmp, 'plain'), '--set', `prose=${textPath}`, '--metric', 'bpb');
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toMatch(/evaluation set 'prose'.*pool build --tokenizer/);
   });
 });
 
