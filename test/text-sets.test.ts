@@ -258,5 +258,14 @@ describe('text sets on workers', () => {
     expect(trials.every((t) => t.state === 'complete' && Number.isFinite(t.value) && t.value! > 0)).toBe(true);
     const ref = pool.manifest.tokenizer!;
     expect((await stat(join(tmp, 'cache', 'w0', ref.sha256))).size).toBe(ref.bytes);
+    // the worker's score is the one this process computes for the same merge
+    const last = trials[trials.length - 1]!;
+    const here = await evaluateMerge(
+      pool,
+      uniformWeighting(new Map(Object.entries(last.params))),
+      await loadEvalSets([{ name: 'prose', path: textPath, metric: 'bpb' }], pool.evalSetContext()),
+    );
+    expect(last.scores![0]!.tokens).toBe(here.scores[0]!.tokens);
+    expect(last.value!).toBeCloseTo(here.scores[0]!.score, 6);
   });
 });
