@@ -117,12 +117,12 @@ export class Coordinator {
       // refuse bad evaluation sets here, before any worker spends time on them
       await loadEvalSets(
         c.objective.sets.map((s) => ({ name: s.name, path: s.path, weight: s.weight, metric: s.metric })),
-        pool.manifest.model,
+        pool.evalSetContext(),
       );
       const testSpecs = c.objective.sets
         .filter((s) => s.test)
         .map((s) => ({ name: s.name, path: s.test!, weight: s.weight, metric: s.metric }));
-      if (testSpecs.length > 0) await loadEvalSets(testSpecs, pool.manifest.model);
+      if (testSpecs.length > 0) await loadEvalSets(testSpecs, pool.evalSetContext());
 
       const study = await prepareStudy(opts.store, c, { fresh: opts.fresh ?? false, vectors, bounds, log });
 

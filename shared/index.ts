@@ -21,7 +21,7 @@ export {
   DEFAULT_TRIAL_TIMEOUT_SECONDS,
 } from './defaults.js';
 export { OptimerError, isOptimerError, type ErrorCode } from './errors.js';
-export { readEvalSet, loadEvalSet, loadEvalSets, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
+export { readEvalSet, loadEvalSet, loadEvalSets, type EvalSetContext, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
 export {
   buildFamily,
   writeFamilyVariant,
@@ -43,7 +43,9 @@ export {
 export { hashFile, sha256Hex } from './hash.js';
 export { runAll } from './lifecycle.js';
 export { createLogger, silentLogger, type Logger } from './logging.js';
-export type { LanguageModel, Metric, MetricResult, SequenceLimits } from './metrics/metric.js';
+export type { LanguageModel, Metric, MetricResult, PrepareContext, SequenceLimits, TextLine } from './metrics/metric.js';
+export { contextWindows } from './metrics/text.js';
+export { parseTokenizer, type TextTokenizer } from './tokenizer.js';
 export {
   METRICS,
   METRIC_NAMES,
@@ -52,6 +54,7 @@ export {
   metricNamed,
   type AnyMetric,
   type MetricItem,
+  type MetricLine,
   type MetricName,
 } from './metrics/registry.js';
 export { connectNats, publishWithRetry } from './nats.js';

@@ -59,7 +59,9 @@ describe('nll metric', () => {
       'cpu',
     );
     try {
-      const seqs = dev[1]!.items;
+      const set = dev[1]!;
+      if (set.metric !== 'nll') throw new Error('expected an nll set');
+      const seqs = set.items;
       const results = [];
       for (const batchTokens of [1, 64, 300, 1_000_000])
         results.push((await evaluateNll(session, seqs, pool.manifest.model, batchTokens)).nll);

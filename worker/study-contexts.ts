@@ -85,7 +85,7 @@ export class StudyContexts {
           const ref = s[which];
           if (!ref.sha256) continue;
           const path = await this.cache.ensure(ref.sha256, ref.bytes, seeders);
-          out.push(await loadEvalSet({ name: s.name, path, weight: s.weight, metric: s.metric }, manifest.model));
+          out.push(await loadEvalSet({ name: s.name, path, weight: s.weight, metric: s.metric }, pool.evalSetContext()));
         }
         return out;
       };

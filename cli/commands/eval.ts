@@ -78,7 +78,7 @@ export function registerEval(program: Command, run: Run): void {
         const batchTokens = parseNumberOption(o.batchTokens, '--batch-tokens', { min: 1, integer: true });
         const specs = parseSetSpecs(o.set, o.setWeight, metric);
         const report = await withPoolWeights(o.pool, o.weights, async (pool, weights) => {
-          const sets = await loadEvalSets(specs, pool.manifest.model);
+          const sets = await loadEvalSets(specs, pool.evalSetContext());
           const { evaluateMerge } = await workerSide();
           const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };

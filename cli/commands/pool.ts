@@ -15,6 +15,7 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
     .option('--input-name <name>', 'graph input holding token ids', 'input_ids')
     .option('--output-name <name>', 'graph output holding logits', 'logits')
     .option('--context-length <n>', 'longest sequence the model takes (default: read from the model)')
+    .option('--tokenizer <tokenizer.json>', 'the model\'s Hugging Face tokenizer.json, for evaluation sets of {"text": ...} lines')
     .option('--json', 'print the manifest summary as JSON')
     .action((o) =>
       run(async () => {
@@ -30,6 +31,7 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
           ...(o.contextLength !== undefined
             ? { contextLength: parseNumberOption(o.contextLength, '--context-length', { min: 2, integer: true }) }
             : {}),
+          ...(o.tokenizer !== undefined ? { tokenizer: o.tokenizer } : {}),
           onProgress: (done, total, stage) => bar.update(done, total, stage),
         });
         bar.stop();
@@ -68,13 +70,19 @@ export interface PoolSummary {
   weightsBytes: number;
   baseBytes: number;
   shards: number;
+  /** bytes of the stored tokenizer.json; null: built without --tokenizer */
+  tokenizerBytes: number | null;
   vectors: { name: string; source: string; bytes: number; l2: number }[];
   cosine: { names: string[]; matrix: number[][] };
 }
 
 export function summarize(m: PoolManifest, dir: string): PoolSummary {
   const merged = m.tensors.filter((t) => t.merged);
-  const shards = new Set([m.graph.sha256, ...[m.base.blob, ...m.vectors.map((v) => v.blob)].flatMap((b) => b.shards.map((s) => s.sha256))]);
+  const shards = new Set([
+    m.graph.sha256,
+    ...(m.tokenizer ? [m.tokenizer.sha256] : []),
+    ...[m.base.blob, ...m.vectors.map((v) => v.blob)].flatMap((b) => b.shards.map((s) => s.sha256)),
+  ]);
   return {
     pool: dir,
     model: m.model,
@@ -83,6 +91,7 @@ export function summarize(m: PoolManifest, dir: string): PoolSummary {
     weightsBytes: m.weightsBytes,
     baseBytes: m.base.blob.bytes,
     shards: shards.size,
+    tokenizerBytes: m.tokenizer?.bytes ?? null,
     vectors: m.vectors.map((v) => ({ name: v.name, source: v.source, bytes: v.blob.bytes, l2: v.l2 })),
     cosine: { names: m.vectors.map((v) => v.name), matrix: cosineMatrix(m.gram) },
   };
@@ -93,6 +102,7 @@ export function renderSummary(s: PoolSummary): string {
     `pool ${s.pool}`,
     `  model: input '${s.model.input}', output '${s.model.output}', vocab ${s.model.vocab ?? '?'}, context ${s.model.contextLength ?? '?'}`,
     `  ${s.tensors.merged} of ${s.tensors.total} tensors merged, ${s.parameters.toLocaleString('en-US')} parameters; merged weights ${formatBytes(s.weightsBytes)}, base ${formatBytes(s.baseBytes)}, ${s.shards} shards`,
+    `  tokenizer: ${s.tokenizerBytes === null ? "none (evaluation sets are token ids only; add one with 'pool build --tokenizer')" : `tokenizer.json, ${formatBytes(s.tokenizerBytes)}`}`,
     '',
     table([['vector', 'size', 'L2 norm', 'source'], ...s.vectors.map((v) => [v.name, formatBytes(v.bytes), v.l2, v.source])]),
     '',

@@ -1,28 +1,42 @@
 import { OptimerError } from '../errors.js';
-import type { LanguageModel, Metric, MetricResult, SequenceLimits } from './metric.js';
+import type { LanguageModel, Metric, MetricResult, PrepareContext, SequenceLimits, TextLine } from './metric.js';
+import { TEXT_LINE_FORMAT, textLineOf, tokeniseText } from './text.js';
 
-const LINE_FORMAT = '{"input_ids": [...]}';
+const IDS_LINE_FORMAT = '{"input_ids": [...]}';
+const LINE_FORMAT = `${IDS_LINE_FORMAT} or ${TEXT_LINE_FORMAT}`;
 
 /**
  * `nll`: over all sequences s and positions t = 1..len(s)−1, the token-weighted mean of
  * −ln p(ids[s, t] | ids[s, <t]), in nats. Lines are {"input_ids": [...]}: token ids in
- * [0, vocab), 2 to contextLength tokens. Per-sequence sums are added in file order, so the score
- * does not depend on how the model batches.
+ * [0, vocab), 2 to contextLength tokens; or {"text": "..."}: tokenised with the pool's tokenizer and
+ * cut into windows of the model's context (contextWindows: every token but the first scored
+ * once). Per-sequence sums are added in file order, so the score does not depend on how the
+ * model batches.
  */
-export const nllMetric: Metric<Int32Array, 'nll'> = {
+export const nllMetric: Metric<Int32Array, 'nll', Int32Array | TextLine> = {
   name: 'nll',
   description: 'token-weighted mean next-token negative log-likelihood, in nats',
   lineFormat: LINE_FORMAT,
   direction: 'minimize',
   parseLine: parseSequence,
+  prepare: prepareSequences,
   evaluate: evaluateNll,
 };
 
-function parseSequence(obj: unknown, where: string, limits: SequenceLimits): Int32Array {
+/** Token ids as they are; texts tokenised and windowed (the tokenizer loaded only if a text is there). */
+async function prepareSequences(lines: (Int32Array | TextLine)[], ctx: PrepareContext): Promise<Int32Array[]> {
+  if (lines.every((l) => l instanceof Int32Array)) return lines as Int32Array[];
+  const tokenizer = await ctx.tokenizer();
+  return lines.flatMap((l) => (l instanceof Int32Array ? [l] : tokeniseText(l, tokenizer, ctx.limits)));
+}
+
+function parseSequence(obj: unknown, where: string, limits: SequenceLimits): Int32Array | TextLine {
   const bad = (msg: string): never => {
     throw new OptimerError('BAD_EVAL_SET', `${where}: ${msg}`);
   };
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return bad(`expected an object ${LINE_FORMAT}`);
+  const text = textLineOf(obj as Record<string, unknown>, where);
+  if (text) return text;
   const ids = (obj as Record<string, unknown>).input_ids;
   if (!Array.isArray(ids)) return bad('"input_ids" must be an array of token ids');
   if (ids.length < 2) bad(`a sequence needs at least 2 tokens, this one has ${ids.length}`);

@@ -1,4 +1,4 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dtype.js';
@@ -21,6 +21,7 @@ import { compareFixed, compareModels } from './graph-compare.js';
 import { Pool } from './reader.js';
 import { computeGram } from './stats.js';
 import { describeModel } from './lm-io.js';
+import { parseTokenizer } from '../tokenizer.js';
 
 export interface BuildPoolOptions {
   base: string;
@@ -31,6 +32,8 @@ export interface BuildPoolOptions {
   outputName?: string;
   /** Longest sequence the model takes; read from the model when not given. */
   contextLength?: number;
+  /** the model's Hugging Face tokenizer.json, stored in the pool for evaluation sets of text */
+  tokenizer?: string;
   onProgress?: (done: number, total: number, stage: string) => void;
 }
 
@@ -56,10 +59,17 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   await mkdir(shardsDir, { recursive: true });
   const shardBytes = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
   const progress = opts.onProgress ?? (() => undefined);
+  const tokenizer = opts.tokenizer === undefined ? undefined : await readTokenizer(opts.tokenizer);
 
   const base = await openOnnxModel(opts.base);
   try {
     const model = describeModel(base, opts);
+    if (tokenizer && model.vocab !== null && tokenizer.maxId >= model.vocab) {
+      throw new OptimerError(
+        'BAD_ARGUMENT',
+        `pool build: --tokenizer ${opts.tokenizer} has token ids up to ${tokenizer.maxId}, the model's vocabulary is ${model.vocab}`,
+      );
+    }
     let offset = 0;
     const tensors: TensorEntry[] = base.initializers.map((t) => {
       const merged = isMergeable(t.dtype);
@@ -116,12 +126,14 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     const graph = await graphWithoutWeights(base, tensors);
     const graphSha = sha256Hex(graph);
     await writeFile(join(shardsDir, graphSha), graph);
+    if (tokenizer) await writeFile(join(shardsDir, tokenizer.ref.sha256), tokenizer.bytes);
 
     const draft: PoolManifest = {
       format: 'optimer-pool',
       version: 1,
       graph: { sha256: graphSha, bytes: graph.length },
       model,
+      ...(tokenizer ? { tokenizer: tokenizer.ref } : {}),
       tensors,
       weightsBytes,
       base: { source: opts.base, blob: baseBlob },
@@ -146,6 +158,24 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   } finally {
     await base.close();
   }
+}
+
+/** A tokenizer.json read and checked (it loads), with its content address. */
+async function readTokenizer(path: string): Promise<{ bytes: Uint8Array; ref: { sha256: string; bytes: number }; maxId: number }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new OptimerError(
+      'BAD_ARGUMENT',
+      `pool build: --tokenizer ${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      {
+        cause: e,
+      },
+    );
+  }
+  const { maxId } = parseTokenizer(bytes, `pool build: --tokenizer ${path}`);
+  return { bytes, ref: { sha256: sha256Hex(bytes), bytes: bytes.length }, maxId };
 }
 
 /** The base graph: float initializers point into the merged-weights layout, the rest inline. */

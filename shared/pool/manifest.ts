@@ -94,6 +94,8 @@ const manifestSchema = z
     version: z.literal(1),
     graph: z.object({ sha256, bytes: count }).strict(),
     model: modelSchema,
+    /** the model's Hugging Face tokenizer.json, a shard like the graph (absent: sets are token ids only) */
+    tokenizer: z.object({ sha256, bytes: count }).strict().optional(),
     tensors: z.array(
       z
         .object({

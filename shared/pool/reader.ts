@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { hashFile } from '../hash.js';
 import { dtypeBytes } from '../onnx/dtype.js';
+import { parseTokenizer, type TextTokenizer } from '../tokenizer.js';
 import { readManifest, SHARDS_DIR, type BlobRef, type PoolManifest, type TensorEntry, type VectorEntry } from './manifest.js';
 
 /**
@@ -11,6 +12,7 @@ import { readManifest, SHARDS_DIR, type BlobRef, type PoolManifest, type TensorE
  */
 export class Pool {
   private readonly handles = new Map<string, Promise<FileHandle>>();
+  private tokenizerLoad: Promise<TextTokenizer | null> | undefined;
 
   constructor(
     readonly manifest: PoolManifest,
@@ -79,10 +81,33 @@ export class Pool {
     }
   }
 
-  /** Every shard the pool needs: the graph, the base blob and each vector's blob. */
+  /** The pool's tokenizer (parsed once), or null if it was built without --tokenizer. */
+  tokenizer(): Promise<TextTokenizer | null> {
+    this.tokenizerLoad ??= (async () => {
+      const ref = this.manifest.tokenizer;
+      if (!ref) return null;
+      let bytes: Uint8Array;
+      try {
+        bytes = await readFile(join(this.shardsDir, ref.sha256));
+      } catch (e) {
+        throw new OptimerError('BAD_POOL', `${this.label}: tokenizer shard ${ref.sha256} is missing`, { cause: e });
+      }
+      return parseTokenizer(bytes, `${this.label}: tokenizer`);
+    })();
+    return this.tokenizerLoad;
+  }
+
+  /** What reading evaluation sets for this pool takes: the model's limits and the tokenizer. */
+  evalSetContext(): { vocab: number | null; contextLength: number | null; tokenizer: () => Promise<TextTokenizer | null> } {
+    const { vocab, contextLength } = this.manifest.model;
+    return { vocab, contextLength, tokenizer: () => this.tokenizer() };
+  }
+
+  /** Every shard the pool needs: the graph, the tokenizer, the base blob and each vector's blob. */
   allShards(): { sha256: string; bytes: number }[] {
     const m = this.manifest;
     const seen = new Map<string, number>([[m.graph.sha256, m.graph.bytes]]);
+    if (m.tokenizer) seen.set(m.tokenizer.sha256, m.tokenizer.bytes);
     for (const b of [m.base.blob, ...m.vectors.map((v) => v.blob)]) for (const s of b.shards) seen.set(s.sha256, s.bytes);
     return [...seen].map(([sha256, bytes]) => ({ sha256, bytes }));
   }

@@ -44,7 +44,7 @@ describe('metric registry', () => {
 
   it('metrics - nll is minimized and describes its lines', () => {
     expect(METRICS.nll.direction).toBe('minimize');
-    expect(METRICS.nll.lineFormat).toBe('{"input_ids": [...]}');
+    expect(METRICS.nll.lineFormat).toBe('{"input_ids": [...]} or {"text": "..."}');
   });
 });
 
