@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { findNatsServer, freePort } from '../shared/nats-server.js';
@@ -98,4 +99,54 @@ describe('reliability', () => {
     worker.kill('SIGTERM');
     expect(await exited(worker, 10_000)).toBe(0);
   }, 90_000);
+
+  it('reliability - eval and export verify the shards: a flipped byte is a BAD_POOL error naming the shard, exit 2', async () => {
+    const poolDir = join(tmp, 'pool-flipped');
+    await buildFamilyPool(family, poolDir);
+    const sets = Object.entries(family.dev).flatMap(([n, p]) => ['--set', `${n}=${p}`]);
+    const ok = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', ...sets);
+    expect(ok.code).toBe(0);
+    const manifest = JSON.parse(await readFile(join(poolDir, 'manifest.json'), 'utf8'));
+    const shard: string = manifest.vectors[0].blob.shards[0].sha256;
+    // one bit of one weight in the middle of the shard, as a bad disk or a bad copy would
+    const fh = await open(join(poolDir, 'shards', shard), 'r+');
+    const { size } = await fh.stat();
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, size >> 1);
+    b[0] = b[0]! ^ 0x01;
+    await fh.write(b, 0, 1, size >> 1);
+    await fh.close();
+
+    const r = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', ...sets);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(new RegExp(`^optimer: ${poolDir}: shard ${shard} is corrupt \\(its content hashes to [0-9a-f]{64}\\)\n$`));
+    const j = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', ...sets, '--json');
+    expect(j.code).toBe(2);
+    expect(JSON.parse(j.stderr).error).toMatchObject({ code: 'BAD_POOL', retryable: false });
+    const x = await optimer('export', '--pool', poolDir, '--weights', 'ja=0.5', '--out', join(tmp, 'flipped.onnx'));
+    expect(x.code).toBe(2);
+    expect(x.stderr).toContain(`shard ${shard} is corrupt`);
+    // what a user who knows better can still ask for
+    const unchecked = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', ...sets, '--no-verify');
+    expect(unchecked.code).toBe(0);
+  }, 90_000);
+
+  it('reliability - eval of a merge whose score is not finite exits 1 naming the sets; --json still prints the report', async () => {
+    const poolDir = join(tmp, 'pool-overflow');
+    await buildFamilyPool(family, poolDir);
+    const args = ['eval', '--pool', poolDir, '--weights', 'ja=1e30', '--set', `ja=${family.dev.ja}`, '--set', `zh=${family.dev.zh}`];
+    const r = await optimer(...args);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/weighted mean nll NaN/);
+    expect(r.stderr).toBe(
+      "optimer: the nll is not finite for set 'ja' (NaN), set 'zh' (NaN): the merged model overflows or is broken (try smaller weights)\n",
+    );
+    const j = await optimer(...args, '--json');
+    expect(j.code).toBe(1);
+    const report = JSON.parse(j.stdout);
+    expect(report.scores.map((s: { name: string }) => s.name)).toEqual(['ja', 'zh']);
+    expect(JSON.parse(j.stderr).error).toMatchObject({ code: 'RUNTIME', retryable: false });
+    expect(JSON.parse(j.stderr).error.message).toContain("set 'ja' (NaN)");
+  }, 60_000);
 });
