@@ -1,7 +1,11 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { DEFAULT_FAMILY_SHAPE, loadFamilyParams } from '../shared/family/build.js';
+import { familyToOnnx } from '../shared/family/to-onnx.js';
+import { node, tensor, writeModel } from '../shared/onnx/build.js';
+import { buildPool } from '../shared/pool/build.js';
 import { findNatsServer, freePort } from '../shared/nats-server.js';
 import { stopProcess } from '../shared/process.js';
 import { startNatsServer } from '../shared/nats-server.js';
@@ -46,6 +50,32 @@ async function startPlainNatsServer(): Promise<string> {
   await waitFor(() => log.includes('Server is ready') || child.exitCode !== null, 10_000, 'nats-server ready');
   if (child.exitCode !== null) throw new Error(`nats-server exited: ${log}`);
   return `nats://127.0.0.1:${port}`;
+}
+
+/**
+ * The family's model with a learned position embedding of `positions` rows added to the token
+ * embedding (so a longer sequence makes ONNX Runtime's Gather fail), and without the metadata
+ * that tells optimer its context length: a pool of it does not know the context length.
+ */
+async function writePositionalModel(path: string, paramsOf: string, positions: number): Promise<void> {
+  const model = familyToOnnx(DEFAULT_FAMILY_SHAPE, await loadFamilyParams(paramsOf));
+  model.metadataProps = [];
+  const g = model.graph!;
+  g.node!.find((n) => n.output![0] === 'emb')!.output = ['tok_emb'];
+  const int64 = (v: number) => new Uint8Array(BigInt64Array.from([BigInt(v)]).buffer);
+  g.initializer!.push(
+    tensor('P', 'float32', [positions, DEFAULT_FAMILY_SHAPE.dim], new Uint8Array(positions * DEFAULT_FAMILY_SHAPE.dim * 4)),
+    tensor('c0', 'int64', [], int64(0)),
+    tensor('c1', 'int64', [], int64(1)),
+  );
+  g.node!.unshift(
+    node('Shape', ['input_ids'], ['ids_shape']),
+    node('Gather', ['ids_shape', 'c1'], ['seq_len']),
+    node('Range', ['c0', 'seq_len', 'c1'], ['positions']),
+    node('Gather', ['P', 'positions'], ['pos_emb']),
+  );
+  g.node!.splice(g.node!.findIndex((n) => n.output![0] === 'tok_emb') + 1, 0, node('Add', ['tok_emb', 'pos_emb'], ['emb']));
+  await writeModel(path, model);
 }
 
 describe('reliability', () => {
@@ -148,5 +178,36 @@ describe('reliability', () => {
     expect(report.scores.map((s: { name: string }) => s.name)).toEqual(['ja', 'zh']);
     expect(JSON.parse(j.stderr).error).toMatchObject({ code: 'RUNTIME', retryable: false });
     expect(JSON.parse(j.stderr).error.message).toContain("set 'ja' (NaN)");
+  }, 60_000);
+
+  it('reliability - a pool with no known context length: a too-long sequence fails with a message naming its length and --context-length', async () => {
+    const base = join(tmp, 'pos-base.onnx');
+    const ja = join(tmp, 'pos-ja.onnx');
+    await writePositionalModel(base, family.base, 8);
+    await writePositionalModel(ja, family.checkpoints.ja!, 8);
+    const poolDir = join(tmp, 'pool-pos');
+    const manifest = await buildPool({ base, vectors: [{ name: 'ja', path: ja }], out: poolDir });
+    expect(manifest.model.contextLength).toBeNull();
+    const fits = join(tmp, 'fits.jsonl');
+    const long = join(tmp, 'long.jsonl');
+    await writeFile(fits, '{"input_ids": [1, 2, 3, 4, 5, 6, 7, 8]}\n');
+    await writeFile(long, '{"input_ids": [1, 2, 3]}\n{"input_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}\n');
+    const ok = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', '--set', `x=${fits}`);
+    expect(ok.code).toBe(0);
+    const r = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', '--set', `x=${long}`, '--json');
+    expect(r.code).toBe(1);
+    // one line: the error (ONNX Runtime prints nothing of its own)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    const err = JSON.parse(r.stderr).error;
+    expect(err).toMatchObject({ code: 'RUNTIME', retryable: true });
+    expect(err.message).toMatch(/^ONNX Runtime failed on a batch of 2 sequences of up to 12 tokens: /);
+    expect(err.message).toContain('if the model takes fewer than 12 tokens, a 12-token sequence is the cause');
+    expect(err.message).toContain("'optimer pool build --context-length N'");
+    // with the context length given at pool build, the line is refused when the set is read
+    const checked = join(tmp, 'pool-pos-checked');
+    await buildPool({ base, vectors: [{ name: 'ja', path: ja }], out: checked, contextLength: 8 });
+    const c = await optimer('eval', '--pool', checked, '--weights', 'ja=0.5', '--set', `x=${long}`);
+    expect(c.code).toBe(2);
+    expect(c.stderr).toBe(`optimer: ${long}:2: 12 tokens exceed the model's context length of 8\n`);
   }, 60_000);
 });
