@@ -15,11 +15,13 @@ import {
 } from 'nats';
 import {
   announcementCodec,
+  closeNats,
   connectNats,
   DEFAULT_DUPLICATE_WINDOW_MS,
   DEFAULT_RESULT_ACK_WAIT_MS,
   DEFAULT_RESULT_BATCH,
   DEFAULT_RESULTS_MAX_AGE_MS,
+  explainNoJetStream,
   LEGACY_WORK_CONSUMER,
   type Proposal,
   proposalCodec,
@@ -94,7 +96,8 @@ export class StudyTransport {
       return new StudyTransport(o.study, nc, js, jsm, kv);
     } catch (e) {
       await nc.close().catch(() => undefined);
-      throw e;
+      // a server without JetStream answers every JetStream request with a bare '503'
+      throw explainNoJetStream(e, o.natsUrl);
     }
   }
 
@@ -140,7 +143,8 @@ export class StudyTransport {
   }
 
   async close(): Promise<void> {
-    await this.nc.drain().catch(() => undefined);
+    // bounded: a drain while the server is gone would otherwise never end
+    await closeNats(this.nc);
   }
 }
 

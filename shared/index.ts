@@ -41,7 +41,7 @@ export {
   type TensorWeighting,
 } from './genome.js';
 export { hashFile, sha256Hex } from './hash.js';
-export { runAll } from './lifecycle.js';
+export { closeNats, runAll, withTimeout } from './lifecycle.js';
 export { createLogger, silentLogger, type Logger } from './logging.js';
 export type { LanguageModel, Metric, MetricResult, PrepareContext, SequenceLimits, TextLine } from './metrics/metric.js';
 export { contextWindows } from './metrics/text.js';
@@ -57,7 +57,7 @@ export {
   type MetricLine,
   type MetricName,
 } from './metrics/registry.js';
-export { connectNats, publishWithRetry } from './nats.js';
+export { connectNats, explainNoJetStream, isNoJetStream, noJetStreamMessage, publishWithRetry } from './nats.js';
 export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
 export { objectiveOf, weightedMean, better, type Direction } from './objective.js';
 export { intAttr, node, setExternal, tensor, valueInfo } from './onnx/build.js';

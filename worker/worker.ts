@@ -5,13 +5,16 @@ import type { Consumer, JetStreamClient, JsMsg, KV, NatsConnection } from 'nats'
 import {
   announcementCodec,
   Backoff,
+  closeNats,
   connectNats,
   DEFAULT_HEARTBEAT_MS,
   DEFAULT_PULL_EXPIRES_MS,
   DEFAULT_STUDY_LIST_MS,
   type ExecutionProvider,
+  isNoJetStream,
   isOptimerError,
   type Logger,
+  noJetStreamMessage,
   perVectorGenome,
   type Proposal,
   proposalCodec,
@@ -27,6 +30,7 @@ import {
   type WorkerStatus,
   workConsumer,
   workerStatusCodec,
+  withTimeout,
 } from '../shared/index.js';
 import { evaluateSession } from './eval/evaluate.js';
 import { createMergedSession } from './eval/session.js';
@@ -45,6 +49,9 @@ export interface WorkerOptions {
   /** how often the worker says what it is doing, ms */
   heartbeatMs?: number;
 }
+
+/** The most each step of close() may take, ms (the NATS drain has its own, shorter bound). */
+const CLOSE_STEP_MS = 3000;
 
 /** A study the worker pulls proposals for: its own work consumer and lease. */
 interface StudyQueue {
@@ -113,14 +120,16 @@ export class Worker {
       const job = this.current;
       job?.abort.abort();
       job?.msg.nak(); // redeliver now rather than after the lease
+      // every step is bounded in time: with NATS gone a request in the loop or the drain can
+      // wait forever, and a worker asked to stop must stop
       await runAll(
         [
-          () => this.cache.close(), // cancels a transfer in progress
-          () => this.loop,
+          () => withTimeout(this.cache.close(), CLOSE_STEP_MS, 'closing the shard cache'), // cancels a transfer in progress
+          () => withTimeout(this.loop, CLOSE_STEP_MS, 'stopping the pull loop'),
           () => clearInterval(this.heartbeat),
           () => this.say({ ...idle(this.id, this.status.provider, this.status.heartbeatMs), state: 'stopped' }),
-          () => this.contexts.close(),
-          () => this.nc.drain(),
+          () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
+          () => closeNats(this.nc),
         ],
         (e) => this.opts.log.debug({ err: (e as Error).message }, 'worker: a close step failed'),
       );
@@ -133,9 +142,11 @@ export class Worker {
     const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
     let kv: KV | undefined;
     let waiting = false;
+    let noJetStream = false;
     while (!this.closing) {
       try {
         kv ??= await this.js.views.kv(STUDIES_BUCKET, { bindOnly: true });
+        noJetStream = false;
         const queues = await this.studyQueues(kv, log);
         if (queues.length === 0) {
           if (!waiting) log.info('waiting for a study to be announced');
@@ -171,10 +182,17 @@ export class Worker {
       } catch (e) {
         this.current = undefined;
         if (this.closing) break;
-        // no coordinator so far (no bucket), or NATS hiccuped
+        // no coordinator so far (no bucket), or NATS hiccuped, or the server has no JetStream
         kv = undefined;
         this.queues.clear();
-        if (!waiting) log.info({ err: (e as Error).message }, 'waiting for a coordinator');
+        if (isNoJetStream(e)) {
+          // said once until JetStream answers: the server may be restarted with it
+          if (!noJetStream) log.warn(`${noJetStreamMessage(this.opts.natsUrl)}; waiting for it`);
+          noJetStream = true;
+        } else if (!waiting || noJetStream) {
+          log.info({ err: (e as Error).message }, 'waiting for a coordinator');
+          noJetStream = false;
+        }
         waiting = true;
         await sleep(backoff.next(), this.stopping.signal);
       }

@@ -109,6 +109,7 @@ export function registerDemo(program: Command, run: Run): void {
         const pool = await Pool.open(poolDir);
         let reloaded: number;
         try {
+          await pool.verify(); // what the study's workers verified, the export checks again
           await exportOnnx(pool, bestWeighting, onnxPath);
           await exportMergekit(pool, bestWeighting, yamlPath);
           const dev = await loadEvalSets(

@@ -35,9 +35,14 @@ export function parseSetSpecs(
   return specs;
 }
 
-async function withPoolWeights<T>(dir: string, spec: string, fn: (pool: Pool, w: MergeWeights) => Promise<T>): Promise<T> {
+/**
+ * Opens the pool, re-hashes its shards when `verify` (a flipped byte would change the merge
+ * silently: a corrupt or missing shard is a BAD_POOL error naming it), parses the weights.
+ */
+async function withPoolWeights<T>(dir: string, spec: string, verify: boolean, fn: (pool: Pool, w: MergeWeights) => Promise<T>): Promise<T> {
   const pool = await Pool.open(dir);
   try {
+    if (verify) await pool.verify();
     return await fn(
       pool,
       parseWeights(
@@ -70,6 +75,7 @@ export function registerEval(program: Command, run: Run): void {
     )
     .option('--provider <name>', `execution provider: ${EXECUTION_PROVIDERS.join(', ')}`, 'cpu')
     .option('--batch-tokens <n>', 'tokens per ONNX Runtime call (batch × padded length)', String(DEFAULT_BATCH_TOKENS))
+    .option('--no-verify', "skip re-hashing the pool's shards before the merge (sha256 of every shard, on by default)")
     .option('--json', 'print as JSON')
     .action((o) =>
       run(async () => {
@@ -77,13 +83,27 @@ export function registerEval(program: Command, run: Run): void {
         const metric = metricNamed(o.metric, '--metric').name;
         const batchTokens = parseNumberOption(o.batchTokens, '--batch-tokens', { min: 1, integer: true });
         const specs = parseSetSpecs(o.set, o.setWeight, metric);
-        const report = await withPoolWeights(o.pool, o.weights, async (pool, weights) => {
+        const report = await withPoolWeights(o.pool, o.weights, o.verify !== false, async (pool, weights) => {
           const sets = await loadEvalSets(specs, pool.evalSetContext());
           const { evaluateMerge } = await workerSide();
           const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
-        if (o.json) return printJson({ metric, ...report });
+        // a NaN or infinite score is no score: the report still prints, the exit code says so
+        const notFinite = report.scores.filter((s) => !Number.isFinite(s.score));
+        const failure =
+          notFinite.length > 0
+            ? new OptimerError(
+                'RUNTIME',
+                `the ${metric} is not finite for ${notFinite.map((s) => `set '${s.name}' (${s.score})`).join(', ')}: ` +
+                  'the merged model overflows or is broken (try smaller weights)',
+              )
+            : undefined;
+        if (o.json) {
+          printJson({ metric, ...report });
+          if (failure) throw failure;
+          return;
+        }
         const rows: (string | number)[][] = [
           ['set', metric, 'weight', 'tokens'],
           ...report.scores.map((s) => [s.name, s.score, s.weight, s.tokens]),
@@ -93,6 +113,7 @@ export function registerEval(program: Command, run: Run): void {
             .map(([k, v]) => `${k}=${v}`)
             .join(', ')}\n${table(rows)}\nweighted mean ${metric} ${fmt(report.mean)}\n`,
         );
+        if (failure) throw failure;
       }, o.json),
     );
 
@@ -104,6 +125,7 @@ export function registerEval(program: Command, run: Run): void {
     .requiredOption('--out <path>', 'output file (.onnx, or .yaml with --format mergekit)')
     .option('--format <fmt>', 'onnx or mergekit', 'onnx')
     .option('--external-data', 'onnx: write weights to <out>.data (default past 1 GiB)')
+    .option('--no-verify', "onnx: skip re-hashing the pool's shards before the merge (on by default)")
     .option('--hf <NAME=REPO>', "mergekit: Hugging Face repo or path of a vector's checkpoint (repeat)", collect)
     .option('--base-model <repo>', 'mergekit: Hugging Face repo or path of the base model')
     .option('--json', 'print the written files as JSON')
@@ -112,7 +134,8 @@ export function registerEval(program: Command, run: Run): void {
         if (o.format !== 'onnx' && o.format !== 'mergekit')
           throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
         const { exportMergekit, exportOnnx } = await workerSide();
-        const files = await withPoolWeights(o.pool, o.weights, (pool, weights) => {
+        // a mergekit config reads no shard: only an ONNX export needs them verified
+        const files = await withPoolWeights(o.pool, o.weights, o.format === 'onnx' && o.verify !== false, (pool, weights) => {
           if (o.format === 'onnx') return exportOnnx(pool, uniformWeighting(weights), o.out, o.externalData ? { externalData: true } : {});
           const models = new Map(parseNamed(o.hf, '--hf').map(({ name, value }) => [name, value]));
           for (const name of models.keys()) pool.vector(name);

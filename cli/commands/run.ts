@@ -185,11 +185,18 @@ export function registerRun(program: Command, run: Run): void {
           ...(o.id ? { id: o.id } : {}),
           ...(o.provider ? { provider: parseProvider(o.provider) } : {}),
         });
-        const stop = (): void => void worker.close();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-        await worker.closed();
+        // SIGINT/SIGTERM: a clean stop, exit 0 (close() is bounded in time, NATS reachable or
+        // not); a second signal finds no handler and ends the process at once
+        const stopped = new Promise<void>((resolve) => {
+          const stop = (): void => void worker.close().finally(resolve);
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+        await Promise.race([worker.closed(), stopped]);
         await worker.close();
+        // whatever else may still hold the event loop (a native handle, a library timer), the
+        // worker has stopped: do not linger
+        setTimeout(() => process.exit(), 2000).unref();
       }),
     );
 }

@@ -8,7 +8,11 @@ import { LOGPROBS_OUTPUT, TARGETS_INPUT } from './loss-graph.js';
  * known: token ids are checked against it before a batch runs (GatherElements and the
  * embedding's Gather would fail on them inside ONNX Runtime).
  */
-export type LmIo = ModelIo & { vocab?: number | null };
+export type LmIo = ModelIo & {
+  vocab?: number | null;
+  /** the context length when the pool knows it (then too-long lines are refused at load) */
+  contextLength?: number | null;
+};
 
 /**
  * A causal LM in an ONNX Runtime session of its loss graph (toLossGraph), as metrics see it.
@@ -71,13 +75,24 @@ export class SessionModel implements LanguageModel {
     feeds[TARGETS_INPUT] = new ort.Tensor('int64', targets, [B, len]);
     let result: ort.InferenceSession.ReturnType;
     try {
-      result = await session.run(feeds, [LOGPROBS_OUTPUT]);
+      // ONNX Runtime's own log of a failed run (a C++ error line per attempt) says no more than
+      // the error below, which names the batch: keep it off the user's terminal
+      result = await session.run(feeds, [LOGPROBS_OUTPUT], { logSeverityLevel: 4 });
     } catch (e) {
-      // out of memory on a shared GPU, for one: another attempt (maybe elsewhere) may succeed
-      throw new OptimerError('RUNTIME', `ONNX Runtime failed on a batch of ${B}×${len}: ${(e as Error).message}`, {
-        cause: e,
-        retryable: true,
-      });
+      // out of memory on a shared GPU, for one: another attempt (maybe elsewhere) may succeed.
+      // With no known context length nothing checked the lengths at load: say that a sequence
+      // longer than the model's context is a likely cause, and how to make it checked
+      const unchecked =
+        (io.contextLength ?? null) === null
+          ? `; the pool does not record the model's context length, so no sequence was checked against it: ` +
+            `if the model takes fewer than ${len} tokens, a ${len}-token sequence is the cause ` +
+            "(rebuild the pool with 'optimer pool build --context-length N' to have longer lines refused when a set is read)"
+          : '';
+      throw new OptimerError(
+        'RUNTIME',
+        `ONNX Runtime failed on a batch of ${B} sequence${B === 1 ? '' : 's'} of up to ${len} tokens: ${(e as Error).message.trim()}${unchecked}`,
+        { cause: e, retryable: true },
+      );
     }
     try {
       const lps = result[LOGPROBS_OUTPUT]!;
