@@ -1,7 +1,11 @@
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Coordinator } from '../coordinator/coordinator.js';
+import { openLevelStore } from '../coordinator/store/level-store.js';
+import { loadStudyConfig } from '../coordinator/study/config.js';
+import { silentLogger } from '../shared/logging.js';
 import { uniformWeighting } from '../shared/genome.js';
 import { decodeModel } from '../shared/onnx/proto.js';
 import { MANIFEST_FILE, parseManifest, partName, type PoolManifest, weightParts } from '../shared/pool/manifest.js';
@@ -11,11 +15,16 @@ import { evaluateMerge, evaluateSession } from '../worker/eval/evaluate.js';
 import { createFileSession } from '../worker/eval/session.js';
 import { exportOnnx } from '../worker/merge/export.js';
 import { mergeToBuffer } from '../worker/merge/merge.js';
+import { useNatsServer } from './helpers/nats.js';
+import { exited, Processes, writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
 
 const family = inject('family');
 const cli = inject('cli');
 const tmp = useTempDir('parts');
+const nats = useNatsServer();
+const procs = new Processes();
+afterAll(() => procs.stopAll());
 
 function optimer(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -156,4 +165,29 @@ describe('merged weights in several parts', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/weightParts add up to/);
   });
+
+  it('parts - a worker runs a study on a one-part pool, then on a multi-part one: the same baselines, bit for bit', async () => {
+    const [worker] = procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 1);
+    const store = await openLevelStore(join(tmp, 'db'));
+    const values: Record<string, number | undefined>[] = [];
+    for (const [name, dir] of [
+      ['one-part', one],
+      ['many-parts', many],
+    ] as const) {
+      const config = await loadStudyConfig(await writeStudyConfig(join(tmp, `${name}.json`), family, dir, { name, trials: 8 }));
+      const coordinator = await Coordinator.start({ config, store, natsUrl: nats.url, log: silentLogger() });
+      await coordinator.done();
+      expect(coordinator.complete).toBe(true);
+      await coordinator.close();
+      const trials = await store.listJobs(name, 'TRIAL');
+      expect(trials.length).toBe(8);
+      expect(trials.every((t) => t.state === 'complete' && Number.isFinite(t.value))).toBe(true);
+      values.push(Object.fromEntries(trials.slice(0, 6).map((t) => [t.label, t.value])));
+    }
+    expect(Object.keys(values[0]!)).toEqual(['base', 'only:ja', 'only:zh', 'only:math', 'only:code', 'average']);
+    expect(values[1]).toEqual(values[0]);
+    await store.close();
+    worker!.kill('SIGTERM');
+    await exited(worker!, 20_000);
+  }, 180_000);
 });
