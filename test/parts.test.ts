@@ -72,6 +72,10 @@ describe('merged weights in several parts', () => {
       expect(t.offset + t.bytes).toBeLessThanOrEqual(parts[p]!.start + parts[p]!.bytes);
     });
     expect(used.size).toBe(parts.length);
+    const inspect = await optimer('pool', 'inspect', many, '--json', '--verify');
+    expect(inspect.code).toBe(0);
+    expect(JSON.parse(inspect.stdout).weightParts).toEqual(m.weightParts);
+    expect((await optimer('pool', 'inspect', many)).stdout).toMatch(new RegExp(`in ${parts.length} parts`));
     for (const [i, p] of parts.entries()) {
       const inPart = m.tensors.filter((t) => t.offset !== null && (t.part ?? 0) === i);
       if (inPart.length > 1) expect(p.bytes).toBeLessThanOrEqual(Math.round(0.002 * (1 << 20)) + 64);

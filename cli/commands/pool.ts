@@ -74,6 +74,8 @@ export interface PoolSummary {
   tensors: { total: number; merged: number };
   parameters: number;
   weightsBytes: number;
+  /** sizes of the merged-weights layout's parts, each one buffer handed to ONNX Runtime */
+  weightParts: number[];
   baseBytes: number;
   shards: number;
   /** bytes of the stored tokenizer.json; null: built without --tokenizer */
@@ -95,6 +97,7 @@ export function summarize(m: PoolManifest, dir: string): PoolSummary {
     tensors: { total: m.tensors.length, merged: merged.length },
     parameters: merged.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0),
     weightsBytes: m.weightsBytes,
+    weightParts: m.weightParts ?? [m.weightsBytes],
     baseBytes: m.base.blob.bytes,
     shards: shards.size,
     tokenizerBytes: m.tokenizer?.bytes ?? null,
@@ -107,7 +110,7 @@ export function renderSummary(s: PoolSummary): string {
   const lines = [
     `pool ${s.pool}`,
     `  model: input '${s.model.input}', output '${s.model.output}', vocab ${s.model.vocab ?? '?'}, context ${s.model.contextLength ?? '?'}`,
-    `  ${s.tensors.merged} of ${s.tensors.total} tensors merged, ${s.parameters.toLocaleString('en-US')} parameters; merged weights ${formatBytes(s.weightsBytes)}, base ${formatBytes(s.baseBytes)}, ${s.shards} shards`,
+    `  ${s.tensors.merged} of ${s.tensors.total} tensors merged, ${s.parameters.toLocaleString('en-US')} parameters; merged weights ${formatBytes(s.weightsBytes)}${s.weightParts.length > 1 ? ` in ${s.weightParts.length} parts` : ''}, base ${formatBytes(s.baseBytes)}, ${s.shards} shards`,
     `  tokenizer: ${s.tokenizerBytes === null ? "none (evaluation sets are token ids only; add one with 'pool build --tokenizer')" : `tokenizer.json, ${formatBytes(s.tokenizerBytes)}`}`,
     '',
     table([['vector', 'size', 'L2 norm', 'source'], ...s.vectors.map((v) => [v.name, formatBytes(v.bytes), v.l2, v.source])]),
