@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
@@ -7,7 +7,9 @@ import { openLevelStore } from '../coordinator/store/level-store.js';
 import { loadStudyConfig } from '../coordinator/study/config.js';
 import { silentLogger } from '../shared/logging.js';
 import { uniformWeighting } from '../shared/genome.js';
-import { decodeModel } from '../shared/onnx/proto.js';
+import { setExternal } from '../shared/onnx/build.js';
+import { decodeModel, encodeModel } from '../shared/onnx/proto.js';
+import { buildPool, MAX_TENSOR_BYTES } from '../shared/pool/build.js';
 import { MANIFEST_FILE, parseManifest, partName, type PoolManifest, weightParts } from '../shared/pool/manifest.js';
 import { Pool } from '../shared/pool/reader.js';
 import { loadEvalSets } from '../shared/eval-set.js';
@@ -76,10 +78,14 @@ describe('merged weights in several parts', () => {
     expect(inspect.code).toBe(0);
     expect(JSON.parse(inspect.stdout).weightParts).toEqual(m.weightParts);
     expect((await optimer('pool', 'inspect', many)).stdout).toMatch(new RegExp(`in ${parts.length} parts`));
+    const partBytes = Math.round(0.002 * (1 << 20));
+    let alone = 0;
     for (const [i, p] of parts.entries()) {
       const inPart = m.tensors.filter((t) => t.offset !== null && (t.part ?? 0) === i);
-      if (inPart.length > 1) expect(p.bytes).toBeLessThanOrEqual(Math.round(0.002 * (1 << 20)) + 64);
+      if (inPart.length > 1) expect(p.bytes).toBeLessThanOrEqual(partBytes + 64);
+      else if (inPart[0]!.bytes > partBytes) alone++; // a tensor larger than a part has one of its own
     }
+    expect(alone).toBeGreaterThan(0);
   });
 
   it('parts - eval through the CLI scores a multi-part pool exactly as the one-part pool', async () => {
@@ -194,4 +200,21 @@ describe('merged weights in several parts', () => {
     worker!.kill('SIGTERM');
     await exited(worker!, 20_000);
   }, 180_000);
+
+  it('parts - pool build refuses a tensor larger than one JavaScript buffer, naming it', async () => {
+    const dir = join(tmp, 'huge');
+    await mkdir(dir, { recursive: true });
+    const model = decodeModel(await readFile(family.base), 'base');
+    const inits = model.graph!.initializer!;
+    const at = inits.findLastIndex((t) => t.dataType === 1); // a float32 initializer
+    const last = inits[at]!;
+    const elements = MAX_TENSOR_BYTES / 4 + 16; // float32: 64 bytes past the limit (its data is never read)
+    inits[at] = setExternal({ ...last, dims: [elements] }, 'huge.bin', 0, elements * 4);
+    const base = join(dir, 'base.onnx');
+    await writeFile(base, encodeModel(model));
+    const [name, ckpt] = Object.entries(family.checkpoints)[0]!;
+    await expect(buildPool({ base, vectors: [{ name, path: ckpt }], out: join(dir, 'pool') })).rejects.toThrow(
+      new RegExp(`tensor '${last.name}' holds ${elements * 4} bytes, more than one JavaScript buffer takes`),
+    );
+  });
 });

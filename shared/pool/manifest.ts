@@ -8,9 +8,10 @@ import { formatIssues } from '../validate.js';
  * A pool is `manifest.json` plus content-addressed shards (`shards/<sha256>`). Each blob (the
  * base weights, and each vector's deltas θ_i − θ_base) is a byte stream cut into shards; tensors
  * sit at offsets in their blob's stream. The graph without weights is a shard too: its float
- * initializers point into one external-data layout (`weights.bin`) that a merge fills in; the
- * non-float ones (shape constants and the like) stay inline, where ONNX Runtime's shape
- * inference needs them.
+ * initializers point into one external-data layout that a merge fills in, cut into parts of at
+ * most `pool build --weights-part-mb` (`weights.bin`, `weights-1.bin`, ...; one JavaScript buffer
+ * each, so models over 4 GiB are merged in memory all the same); the non-float ones (shape
+ * constants and the like) stay inline, where ONNX Runtime's shape inference needs them.
  * Manifests travel between machines, so they are validated like any other input.
  */
 export const MANIFEST_FILE = 'manifest.json';
