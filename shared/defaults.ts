@@ -9,6 +9,12 @@ export const DEFAULT_STORE_DIR = '.optimer';
 export const DEFAULT_BATCH_TOKENS = 8192;
 /** Shard size of a pool (`pool build --shard-mb`). */
 export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
+/**
+ * Largest part of a pool's merged-weights layout (`pool build --weights-part-mb`): a worker
+ * merges each part into its own buffer and hands them to ONNX Runtime together, so models larger
+ * than one JavaScript buffer (4 GiB) are evaluated from memory all the same.
+ */
+export const DEFAULT_WEIGHTS_PART_BYTES = 1024 * 1024 * 1024;
 
 // ---- study leases (a study config's `lease`) -------------------------------------------------
 /** How long a proposal stays leased to a silent worker before JetStream redelivers it. */

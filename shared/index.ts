@@ -14,6 +14,7 @@ export {
   DEFAULT_RESULT_BATCH,
   DEFAULT_RESULTS_MAX_AGE_MS,
   DEFAULT_SHARD_BYTES,
+  DEFAULT_WEIGHTS_PART_BYTES,
   DEFAULT_STORE_DIR,
   DEFAULT_STUDY_CONTEXTS,
   DEFAULT_STUDY_LIST_MS,
@@ -86,7 +87,7 @@ export {
   type ValueInfoProto,
 } from './onnx/proto.js';
 export { packageRoot } from './package-root.js';
-export { buildPool, type BuildPoolOptions } from './pool/build.js';
+export { buildPool, MAX_TENSOR_BYTES, type BuildPoolOptions } from './pool/build.js';
 export { describeModel, feedableInputs, type DescribeOptions } from './pool/lm-io.js';
 export {
   readManifest,
@@ -94,6 +95,9 @@ export {
   MANIFEST_FILE,
   SHARDS_DIR,
   WEIGHTS_LOCATION,
+  partName,
+  weightParts,
+  type WeightPart,
   type PoolManifest,
   type ModelDescription,
   type ModelIo,

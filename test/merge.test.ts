@@ -8,7 +8,7 @@ import { loadEvalSets } from '../shared/eval-set.js';
 import { evaluateSession } from '../worker/eval/evaluate.js';
 import { createMergedSession } from '../worker/eval/session.js';
 import { exportMergekit, exportOnnx } from '../worker/merge/export.js';
-import { mergeInto, mergeToBuffer, mergeWeights } from '../worker/merge/merge.js';
+import { mergeInto, mergeToBuffer as mergeToParts, mergeWeights } from '../worker/merge/merge.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { useTempDir } from './helpers/temp.js';
 
@@ -33,6 +33,9 @@ function byTensor(vectors: string[], weights: (t: TensorEntry) => number[]): Ten
 
 const merged = (pool: Pool) => pool.manifest.tensors.filter((t) => t.merged);
 const bytesOf = (buf: Uint8Array, t: TensorEntry) => buf.subarray(t.offset!, t.offset! + t.bytes);
+/** The merged parts laid end to end: the whole layout, as one buffer (the pools here have one part). */
+const concat = (parts: readonly Uint8Array[]) => new Uint8Array(Buffer.concat(parts));
+const mergeToBuffer = async (...a: Parameters<typeof mergeToParts>) => concat(await mergeToParts(...a));
 const equalBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
 
 describe('merge through a tensor weighting', () => {
@@ -106,8 +109,8 @@ describe('merge through a tensor weighting', () => {
       expect(equalBytes(bytesOf(got, t), bytesOf(uniform, t)), t.name).toBe(true);
     }
     const dest = new Uint8Array(pool.manifest.weightsBytes);
-    await mergeInto(pool, uniformWeighting(new Map([['code', 3]])), dest); // dirty the reused buffer first
-    expect(equalBytes(await mergeInto(pool, weighting, dest), got)).toBe(true);
+    await mergeInto(pool, uniformWeighting(new Map([['code', 3]])), [dest]); // dirty the reused buffer first
+    expect(equalBytes(concat(await mergeInto(pool, weighting, [dest])), got)).toBe(true);
     const streamed = new Uint8Array(pool.manifest.weightsBytes);
     await mergeWeights(pool, weighting, (offset, bytes) => {
       streamed.set(bytes, offset);
@@ -170,9 +173,9 @@ describe('merge and evaluation, cancelled', () => {
     const w = uniformWeighting(new Map([['ja', 0.5]]));
     const dest = new Uint8Array(pool.manifest.weightsBytes);
     const aborted = AbortSignal.abort(new Error('worker closing'));
-    await expect(mergeInto(pool, w, dest, aborted)).rejects.toThrow('worker closing');
+    await expect(mergeInto(pool, w, [dest], aborted)).rejects.toThrow('worker closing');
     expect(dest.every((b) => b === 0)).toBe(true); // stopped before the first tensor
-    const merged = await mergeInto(pool, w, dest, new AbortController().signal);
+    const merged = await mergeInto(pool, w, [dest], new AbortController().signal);
     const session = await createMergedSession(await pool.graphBytes(), merged, 'cpu');
     try {
       const sets = await loadEvalSets([{ name: 'ja', path: inject('family').dev.ja! }], pool.manifest.model);

@@ -1,5 +1,5 @@
 // The public entry of worker/: what cli/ may use.
-export { mergeWeights, mergeInto, mergeToBuffer, type MergeSink } from './merge/merge.js';
+export { mergeWeights, mergeInto, mergeToBuffer, allocateMerged, type MergeSink, type MergedWeights } from './merge/merge.js';
 export { exportOnnx, exportMergekit, INLINE_LIMIT_BYTES, type MergekitOptions } from './merge/export.js';
 export { SessionModel, type LmIo } from './eval/session-model.js';
 export { buildFeeds } from './eval/feeds.js';

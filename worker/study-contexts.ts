@@ -8,6 +8,7 @@ import {
   Pool,
   runAll,
   type StudyAnnouncement,
+  weightParts,
 } from '../shared/index.js';
 import { type LossGraph, toLossGraph } from './eval/loss-graph.js';
 import type { BlobCache } from './shards/fetch.js';
@@ -31,8 +32,8 @@ export interface StudyContext {
  */
 export class StudyContexts {
   private readonly contexts: StudyContext[] = [];
-  /** one merge buffer for every study: a worker runs one job at a time (reused: no page faults) */
-  private buffer = new Uint8Array(0);
+  /** one set of merge buffers (one per part) for every study: a worker runs one job at a time (reused: no page faults) */
+  private buffers: Uint8Array[] = [];
 
   constructor(
     private readonly cache: BlobCache,
@@ -59,14 +60,17 @@ export class StudyContexts {
     return ctx;
   }
 
-  /** The merge buffer, large enough for this study's merged weights. */
-  mergeBuffer(ctx: StudyContext): Uint8Array {
-    const bytes = ctx.pool.manifest.weightsBytes;
-    if (this.buffer.length < bytes) {
-      this.buffer = new Uint8Array(0); // let the old one go before the new one is allocated
-      this.buffer = new Uint8Array(bytes);
-    }
-    return this.buffer;
+  /** The merge buffers, one per part of this study's layout, each large enough for its part. */
+  mergeBuffer(ctx: StudyContext): Uint8Array[] {
+    const parts = weightParts(ctx.pool.manifest);
+    this.buffers.length = Math.min(this.buffers.length, parts.length); // parts this study lacks are let go
+    parts.forEach((p, i) => {
+      if ((this.buffers[i]?.length ?? -1) < p.bytes) {
+        this.buffers[i] = new Uint8Array(0); // let the old one go before the new one is allocated
+        this.buffers[i] = new Uint8Array(p.bytes);
+      }
+    });
+    return this.buffers;
   }
 
   private async load(key: string, ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
@@ -110,7 +114,7 @@ export class StudyContexts {
   }
 
   async close(): Promise<void> {
-    this.buffer = new Uint8Array(0);
+    this.buffers = [];
     await this.evict(() => true);
   }
 }

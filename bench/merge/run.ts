@@ -14,7 +14,7 @@ import { buildPool } from '../../shared/pool/build.js';
 import { uniformWeighting } from '../../shared/genome.js';
 import { Pool } from '../../shared/pool/reader.js';
 import { Rng } from '../../shared/rng.js';
-import { mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
+import { allocateMerged, mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
 import { table } from '../../cli/output.js';
 
 const { values } = parseArgs({
@@ -99,7 +99,7 @@ try {
       for (const blob of [manifest.base.blob, ...manifest.vectors.map((v) => v.blob)])
         await pool.read(blob, 0, Math.min(blob.bytes, M), scratch);
     });
-    const dest = new Uint8Array(M);
+    const dest = allocateMerged(pool);
     await mergeInto(pool, weights, dest); // warm
     const mergeS = await time(() => mergeInto(pool, weights, dest));
     const mergeFreshS = await time(() => mergeToBuffer(pool, weights));

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { buildPool, cosineMatrix, DEFAULT_SHARD_BYTES, Pool, type PoolManifest } from '../../shared/index.js';
+import { buildPool, cosineMatrix, DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES, Pool, type PoolManifest } from '../../shared/index.js';
 import { collect, formatBytes, parseNamed, parseNumberOption, printJson, progress, table } from '../output.js';
 
 export function registerPool(program: Command, run: (fn: () => Promise<void>, json?: boolean) => Promise<void>): void {
@@ -12,6 +12,11 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
     .option('--vector <NAME=CKPT.onnx>', 'a CPT checkpoint and the name of its vector (repeat)', collect)
     .requiredOption('--out <dir>', 'pool directory to write')
     .option('--shard-mb <n>', 'shard size in MiB', String(DEFAULT_SHARD_BYTES / (1 << 20)))
+    .option(
+      '--weights-part-mb <n>',
+      'largest part of the merged weights, in MiB: each part is one buffer handed to ONNX Runtime',
+      String(DEFAULT_WEIGHTS_PART_BYTES / (1 << 20)),
+    )
     .option('--input-name <name>', 'graph input holding token ids', 'input_ids')
     .option('--output-name <name>', 'graph output holding logits', 'logits')
     .option('--context-length <n>', 'longest sequence the model takes (default: read from the model)')
@@ -26,6 +31,7 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
           vectors,
           out: o.out,
           shardBytes: Math.round(parseNumberOption(o.shardMb, '--shard-mb', { min: 1 / 1024 }) * (1 << 20)),
+          weightsPartBytes: Math.round(parseNumberOption(o.weightsPartMb, '--weights-part-mb', { min: 1 / (1 << 20) }) * (1 << 20)),
           inputName: o.inputName,
           outputName: o.outputName,
           ...(o.contextLength !== undefined
@@ -68,6 +74,8 @@ export interface PoolSummary {
   tensors: { total: number; merged: number };
   parameters: number;
   weightsBytes: number;
+  /** sizes of the merged-weights layout's parts, each one buffer handed to ONNX Runtime */
+  weightParts: number[];
   baseBytes: number;
   shards: number;
   /** bytes of the stored tokenizer.json; null: built without --tokenizer */
@@ -89,6 +97,7 @@ export function summarize(m: PoolManifest, dir: string): PoolSummary {
     tensors: { total: m.tensors.length, merged: merged.length },
     parameters: merged.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0),
     weightsBytes: m.weightsBytes,
+    weightParts: m.weightParts ?? [m.weightsBytes],
     baseBytes: m.base.blob.bytes,
     shards: shards.size,
     tokenizerBytes: m.tokenizer?.bytes ?? null,
@@ -101,7 +110,7 @@ export function renderSummary(s: PoolSummary): string {
   const lines = [
     `pool ${s.pool}`,
     `  model: input '${s.model.input}', output '${s.model.output}', vocab ${s.model.vocab ?? '?'}, context ${s.model.contextLength ?? '?'}`,
-    `  ${s.tensors.merged} of ${s.tensors.total} tensors merged, ${s.parameters.toLocaleString('en-US')} parameters; merged weights ${formatBytes(s.weightsBytes)}, base ${formatBytes(s.baseBytes)}, ${s.shards} shards`,
+    `  ${s.tensors.merged} of ${s.tensors.total} tensors merged, ${s.parameters.toLocaleString('en-US')} parameters; merged weights ${formatBytes(s.weightsBytes)}${s.weightParts.length > 1 ? ` in ${s.weightParts.length} parts` : ''}, base ${formatBytes(s.baseBytes)}, ${s.shards} shards`,
     `  tokenizer: ${s.tokenizerBytes === null ? "none (evaluation sets are token ids only; add one with 'pool build --tokenizer')" : `tokenizer.json, ${formatBytes(s.tokenizerBytes)}`}`,
     '',
     table([['vector', 'size', 'L2 norm', 'source'], ...s.vectors.map((v) => [v.name, formatBytes(v.bytes), v.l2, v.source])]),

@@ -1,3 +1,4 @@
+import { constants as bufferConstants } from 'node:buffer';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
@@ -5,16 +6,8 @@ import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dty
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
-import {
-  MANIFEST_FILE,
-  SHARDS_DIR,
-  WEIGHTS_LOCATION,
-  parseManifest,
-  vectorNameSchema,
-  type PoolManifest,
-  type TensorEntry,
-} from './manifest.js';
-import { DEFAULT_SHARD_BYTES } from '../defaults.js';
+import { MANIFEST_FILE, SHARDS_DIR, parseManifest, partName, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
+import { DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js';
 import { sha256Hex } from '../hash.js';
 import { ShardWriter } from './shard-writer.js';
 import { compareFixed, compareModels } from './graph-compare.js';
@@ -28,6 +21,8 @@ export interface BuildPoolOptions {
   vectors: { name: string; path: string }[];
   out: string;
   shardBytes?: number;
+  /** Largest part of the merged-weights layout (default DEFAULT_WEIGHTS_PART_BYTES); a larger tensor gets a part of its own. */
+  weightsPartBytes?: number;
   inputName?: string;
   outputName?: string;
   /** Longest sequence the model takes; read from the model when not given. */
@@ -39,6 +34,9 @@ export interface BuildPoolOptions {
 
 /** Offsets of tensors in the merged weights' external-data layout (64-byte aligned). */
 const ALIGN = 64;
+
+/** The largest tensor a worker can merge: one part is one JavaScript buffer (buffer.constants.MAX_LENGTH). */
+export const MAX_TENSOR_BYTES = bufferConstants.MAX_LENGTH;
 
 /**
  * Turns a base model and its CPT checkpoints into a pool: the base weights, each vector
@@ -70,16 +68,30 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
         `pool build: --tokenizer ${opts.tokenizer} has token ids up to ${tokenizer.maxId}, the model's vocabulary is ${model.vocab}`,
       );
     }
+    const partBytes = opts.weightsPartBytes ?? DEFAULT_WEIGHTS_PART_BYTES;
+    if (!(partBytes > 0)) throw new OptimerError('BAD_ARGUMENT', `pool build: the weights part size must be positive, got ${partBytes}`);
+    // parts are consecutive ranges of the layout, each starting aligned; no tensor spans two
     let offset = 0;
+    const partStarts = [0];
     const tensors: TensorEntry[] = base.initializers.map((t) => {
       const merged = isMergeable(t.dtype);
       if (!merged) return { name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.bytes, merged, offset: null };
+      if (t.bytes > MAX_TENSOR_BYTES) {
+        throw new OptimerError(
+          'BAD_ARGUMENT',
+          `pool build: tensor '${t.name}' holds ${t.bytes} bytes, more than one JavaScript buffer takes (${MAX_TENSOR_BYTES}); a worker could not merge it`,
+        );
+      }
       offset = Math.ceil(offset / ALIGN) * ALIGN;
-      const e = { name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.bytes, merged, offset };
+      const start = partStarts[partStarts.length - 1]!;
+      if (offset > start && offset + t.bytes - start > partBytes) partStarts.push(offset);
+      const part = partStarts.length - 1;
+      const e = { name: t.name, dtype: t.dtype, shape: t.shape, bytes: t.bytes, merged, offset, ...(part > 0 ? { part } : {}) };
       offset += t.bytes;
       return e;
     });
     const weightsBytes = offset;
+    const weightParts = partStarts.map((s, i) => (partStarts[i + 1] ?? weightsBytes) - s);
     const total = tensors.length * (1 + opts.vectors.length);
     let done = 0;
 
@@ -136,6 +148,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
       ...(tokenizer ? { tokenizer: tokenizer.ref } : {}),
       tensors,
       weightsBytes,
+      ...(weightParts.length > 1 ? { weightParts } : {}),
       base: { source: opts.base, blob: baseBlob },
       vectors,
       gram: vectors.map(() => vectors.map(() => 0)),
@@ -178,6 +191,12 @@ async function readTokenizer(path: string): Promise<{ bytes: Uint8Array; ref: { 
   return { bytes, ref: { sha256: sha256Hex(bytes), bytes: bytes.length }, maxId };
 }
 
+/** Where part `part` starts in the layout: at its first tensor (parts start where a tensor does). */
+function partStart(tensors: TensorEntry[], part: number): number {
+  if (part === 0) return 0;
+  return tensors.find((t) => t.offset !== null && (t.part ?? 0) === part)!.offset!;
+}
+
 /** The base graph: float initializers point into the merged-weights layout, the rest inline. */
 async function graphWithoutWeights(base: OnnxModelFile, tensors: TensorEntry[]): Promise<Uint8Array> {
   const model = base.model;
@@ -195,7 +214,8 @@ async function graphWithoutWeights(base: OnnxModelFile, tensors: TensorEntry[]):
         ...rest
       } = t;
       if (e.offset === null) return { ...rest, rawData: await base.initializers[i]!.read() };
-      return setExternal(rest, WEIGHTS_LOCATION, e.offset, e.bytes);
+      const part = e.part ?? 0;
+      return setExternal(rest, partName(part), e.offset - partStart(tensors, part), e.bytes);
     }),
   );
   return encodeModel({ ...model, graph: { ...model.graph, initializer: inits } });

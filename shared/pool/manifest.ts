@@ -8,15 +8,24 @@ import { formatIssues } from '../validate.js';
  * A pool is `manifest.json` plus content-addressed shards (`shards/<sha256>`). Each blob (the
  * base weights, and each vector's deltas θ_i − θ_base) is a byte stream cut into shards; tensors
  * sit at offsets in their blob's stream. The graph without weights is a shard too: its float
- * initializers point into one external-data layout (`weights.bin`) that a merge fills in; the
- * non-float ones (shape constants and the like) stay inline, where ONNX Runtime's shape
- * inference needs them.
+ * initializers point into one external-data layout that a merge fills in, cut into parts of at
+ * most `pool build --weights-part-mb` (`weights.bin`, `weights-1.bin`, ...; one JavaScript buffer
+ * each, so models over 4 GiB are merged in memory all the same); the non-float ones (shape
+ * constants and the like) stay inline, where ONNX Runtime's shape inference needs them.
  * Manifests travel between machines, so they are validated like any other input.
  */
 export const MANIFEST_FILE = 'manifest.json';
 export const SHARDS_DIR = 'shards';
 /** The external-data file name the pool's graph refers to; a merge supplies its bytes. */
 export const WEIGHTS_LOCATION = 'weights.bin';
+
+/**
+ * The external-data file name of part `i` of the merged-weights layout: part 0 is
+ * `weights.bin` (WEIGHTS_LOCATION, so one-part pools are as before), then `weights-1.bin`, ...
+ */
+export function partName(i: number): string {
+  return i === 0 ? WEIGHTS_LOCATION : `weights-${i}.bin`;
+}
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a lowercase hex sha256');
 const count = z.number().int().nonnegative();
@@ -106,10 +115,18 @@ const manifestSchema = z
           merged: z.boolean(),
           /** offset in the merged-weights layout; null for non-float tensors, kept inline in the graph */
           offset: count.nullable(),
+          /** the part of the layout holding the tensor (see `weightParts`); absent: 0 */
+          part: count.optional(),
         })
         .strict(),
     ),
     weightsBytes: count,
+    /**
+     * The layout cut into consecutive parts, their sizes in order (summing to `weightsBytes`),
+     * each handed to ONNX Runtime as its own buffer (`partName(i)`); no tensor spans two. Absent:
+     * one part, `[weightsBytes]`.
+     */
+    weightParts: z.array(count).optional(),
     base: z.object({ source: z.string(), blob }).strict(),
     vectors: z.array(z.object({ name: vectorName, source: z.string(), l2: z.number(), blob }).strict()),
     /** Gram matrix of the vectors (dot products), in `vectors` order. */
@@ -150,12 +167,32 @@ export function parseManifest(json: unknown, where: string): PoolManifest {
       else if (at + t.bytes > b.bytes) fail(`${label}: tensor '${t.name}' runs past the end of the blob`);
     }
   };
+  const parts = m.weightParts ?? [m.weightsBytes];
+  if (parts.length === 0) fail('weightParts is empty');
+  const partsSum = parts.reduce((a, b) => a + b, 0);
+  if (partsSum !== m.weightsBytes) fail(`weightParts add up to ${partsSum} bytes, weightsBytes says ${m.weightsBytes}`);
+  const starts = partStarts(parts);
   const names = new Set<string>();
   for (const t of m.tensors) {
     if (names.has(t.name)) fail(`tensor '${t.name}' is listed twice`);
     names.add(t.name);
     if (t.merged !== (t.offset !== null)) fail(`tensor '${t.name}': merged tensors, and only they, have a layout offset`);
-    if (t.offset !== null && t.offset + t.bytes > m.weightsBytes) fail(`tensor '${t.name}' runs past weightsBytes`);
+    if (t.offset === null) {
+      if (t.part !== undefined) fail(`tensor '${t.name}': only merged tensors have a part`);
+      continue;
+    }
+    if (t.offset + t.bytes > m.weightsBytes) fail(`tensor '${t.name}' runs past weightsBytes`);
+    const p = t.part ?? 0;
+    if (p >= parts.length) fail(`tensor '${t.name}' is in part ${p}, the layout has ${parts.length}`);
+    if (t.offset < starts[p]! || t.offset + t.bytes > starts[p]! + parts[p]!)
+      fail(
+        `tensor '${t.name}' (bytes ${t.offset}..${t.offset + t.bytes}) is not inside its part ${p} (${starts[p]}..${starts[p]! + parts[p]!})`,
+      );
+  }
+  const laid = m.tensors.filter((t) => t.offset !== null && t.bytes > 0).sort((a, b) => a.offset! - b.offset!);
+  for (let i = 1; i < laid.length; i++) {
+    const [a, b] = [laid[i - 1]!, laid[i]!];
+    if (a.offset! + a.bytes > b.offset!) fail(`tensors '${a.name}' and '${b.name}' overlap in the merged-weights layout`);
   }
   checkBlob(m.base.blob, 'base.blob', m.tensors);
   const merged = m.tensors.filter((t) => t.merged);
@@ -169,6 +206,28 @@ export function parseManifest(json: unknown, where: string): PoolManifest {
     fail(`gram must be ${m.vectors.length}×${m.vectors.length}`);
   }
   return m;
+}
+
+function partStarts(parts: readonly number[]): number[] {
+  let at = 0;
+  return parts.map((b) => {
+    const s = at;
+    at += b;
+    return s;
+  });
+}
+
+/** One part of the merged-weights layout: where it starts in the layout, and its size. */
+export interface WeightPart {
+  start: number;
+  bytes: number;
+}
+
+/** The parts of a (parsed) manifest's merged-weights layout, in order. */
+export function weightParts(m: PoolManifest): WeightPart[] {
+  const parts = m.weightParts ?? [m.weightsBytes];
+  const starts = partStarts(parts);
+  return parts.map((bytes, i) => ({ start: starts[i]!, bytes }));
 }
 
 export async function readManifest(dir: string): Promise<PoolManifest> {

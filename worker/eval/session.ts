@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import ort from 'onnxruntime-node';
-import { type ExecutionProvider, OptimerError, WEIGHTS_LOCATION } from '../../shared/index.js';
+import { type ExecutionProvider, OptimerError, partName } from '../../shared/index.js';
 import { LossGraph, toLossGraph } from './loss-graph.js';
 
 const CUDA_HINT =
@@ -20,11 +20,12 @@ function hint(provider: ExecutionProvider, msg: string): string {
 /**
  * An inference session for the pool's graph with merged weights supplied from memory as its
  * external data: no model file is written per trial. `graph` is the loss graph (toLossGraph,
- * built once per study); the pool's graph as stored is transformed first.
+ * built once per study); the pool's graph as stored is transformed first. `weights` holds one
+ * buffer per part of the pool's layout (mergeInto), part i supplied as external data `partName(i)`.
  */
 export async function createMergedSession(
   graph: LossGraph | Uint8Array,
-  weights: Uint8Array,
+  weights: readonly Uint8Array[],
   provider: ExecutionProvider,
 ): Promise<ort.InferenceSession> {
   const loss = graph instanceof LossGraph ? graph : toLossGraph(graph);
@@ -32,7 +33,7 @@ export async function createMergedSession(
     return await ort.InferenceSession.create(loss.bytes, {
       executionProviders: [provider],
       graphOptimizationLevel: 'all',
-      externalData: [{ path: WEIGHTS_LOCATION, data: weights }],
+      externalData: weights.map((data, i) => ({ path: partName(i), data })),
     });
   } catch (e) {
     const msg = (e as Error).message;

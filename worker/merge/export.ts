@@ -1,7 +1,7 @@
 import { open, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { stringify } from 'yaml';
-import { decodeModel, encodeModel, OptimerError, type Pool, setExternal, type TensorWeighting } from '../../shared/index.js';
+import { decodeModel, encodeModel, OptimerError, type Pool, setExternal, type TensorWeighting, weightParts } from '../../shared/index.js';
 import { mergeToBuffer, mergeWeights } from './merge.js';
 
 /** Merged models up to this size are written as one self-contained .onnx file. */
@@ -9,7 +9,9 @@ export const INLINE_LIMIT_BYTES = 1 << 30;
 
 /**
  * Writes the merge `weighting` gives as an ONNX model onnxruntime loads: one file when small, else the graph plus
- * `<out>.data` external data (streamed: the merged weights are never all in memory).
+ * `<out>.data` external data (streamed: the merged weights are never all in memory). A pool whose layout is in
+ * several parts still exports one data file: the parts are consecutive ranges of one layout, so each tensor sits
+ * at its layout offset (`tensors[i].offset`) in `<out>.data`.
  */
 export async function exportOnnx(
   pool: Pool,
@@ -23,11 +25,14 @@ export async function exportOnnx(
   const inits = model.graph!.initializer ?? [];
   if (!external) {
     const merged = await mergeToBuffer(pool, weighting);
+    const parts = weightParts(pool.manifest);
     model.graph!.initializer = inits.map((t, i) => {
       const e = tensors[i]!;
       if (e.offset === null) return t;
       const { externalData: _e, dataLocation: _l, ...rest } = t;
-      return { ...rest, rawData: merged.subarray(e.offset, e.offset + e.bytes) };
+      const part = e.part ?? 0;
+      const at = e.offset - parts[part]!.start;
+      return { ...rest, rawData: merged[part]!.subarray(at, at + e.bytes) };
     });
     await writeFile(out, encodeModel(model));
     return [out];

@@ -1,8 +1,23 @@
-import { dtypeBytes, OptimerError, type Pool, type TensorEntry, type TensorWeighting, type VectorEntry } from '../../shared/index.js';
+import {
+  dtypeBytes,
+  OptimerError,
+  type Pool,
+  type TensorEntry,
+  type TensorWeighting,
+  type VectorEntry,
+  weightParts,
+} from '../../shared/index.js';
 import { mergeChunk } from './kernels.js';
 
 /** Elements merged at once: bounds memory to a few chunk buffers whatever the tensor size. */
 const CHUNK_ELEMENTS = 1 << 20;
+
+/**
+ * The merged weights, one buffer per part of the pool's layout (`manifest.weightParts`), part i
+ * being ONNX Runtime's external data `partName(i)`. Parts keep each buffer under JavaScript's
+ * 4 GiB limit.
+ */
+export type MergedWeights = Uint8Array[];
 
 /** Receives merged bytes destined for `offset` of the merged-weights layout. */
 export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<void>;
@@ -15,18 +30,19 @@ export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<vo
  * and with none the result is the base's bytes exactly. Non-float tensors are not in the layout:
  * they stay inline in the pool's graph.
  *
- * Writes into `dest` (the whole layout, `manifest.weightsBytes`) when given, else hands each
+ * Writes into `dest` (one buffer per part of the layout) when given, else hands each
  * merged chunk to `sink` (for streaming to a file).
  */
 async function merge(
   pool: Pool,
   weighting: TensorWeighting,
-  dest: Uint8Array | undefined,
+  dest: readonly Uint8Array[] | undefined,
   sink: MergeSink | undefined,
   signal: AbortSignal | undefined,
 ): Promise<void> {
   const m = pool.manifest;
   const vectors = resolveVectors(pool, weighting);
+  const parts = weightParts(m);
   // chunk buffers sized to the largest tensor, up to CHUNK_ELEMENTS: small models stay cheap
   const chunk = Math.min(CHUNK_ELEMENTS, Math.max(1, ...m.tensors.map((t) => (t.offset === null ? 0 : t.bytes / dtypeBytes(t.dtype)))));
   const maxBytes = chunk * 8;
@@ -42,11 +58,14 @@ async function merge(
     while (deltaRaw.length < active.length) deltaRaw.push(new Uint8Array(maxBytes));
     const size = dtypeBytes(t.dtype);
     const n = t.bytes / size;
+    const part = t.part ?? 0;
+    const into = dest?.[part];
+    const local = t.offset - parts[part]!.start; // the tensor's offset in its part's buffer
     for (let start = 0; start < n; start += chunk) {
       const count = Math.min(chunk, n - start);
       const bytes = count * size;
       const at = t.offset + start * size;
-      const out = dest ? dest.subarray(at, at + bytes) : scratch!.subarray(0, bytes);
+      const out = into ? into.subarray(local + start * size, local + start * size + bytes) : scratch!.subarray(0, bytes);
       if (active.length === 0) {
         await pool.readTensor(m.base.blob, t, start, count, out);
       } else {
@@ -101,15 +120,31 @@ export function mergeWeights(pool: Pool, weighting: TensorWeighting, sink: Merge
   return merge(pool, weighting, undefined, sink, undefined);
 }
 
-/** Merges into `dest` (reused across trials to avoid page faults), which must hold the layout. */
-export async function mergeInto(pool: Pool, weighting: TensorWeighting, dest: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
-  if (dest.length < pool.manifest.weightsBytes || dest.byteOffset % 8 !== 0)
-    throw new RangeError('mergeInto: destination too small or misaligned');
+/**
+ * Merges into `dest` (reused across trials to avoid page faults): one buffer per part of the
+ * layout, each at least the part's size. Returns the parts, each cut to its size.
+ */
+export async function mergeInto(
+  pool: Pool,
+  weighting: TensorWeighting,
+  dest: readonly Uint8Array[],
+  signal?: AbortSignal,
+): Promise<MergedWeights> {
+  const parts = weightParts(pool.manifest);
+  if (dest.length < parts.length || parts.some((p, i) => dest[i]!.length < p.bytes || dest[i]!.byteOffset % 8 !== 0))
+    throw new RangeError(
+      `mergeInto: need ${parts.length} destination buffers of [${parts.map((p) => p.bytes).join(', ')}] bytes, 8-byte aligned`,
+    );
   await merge(pool, weighting, dest, undefined, signal);
-  return dest.subarray(0, pool.manifest.weightsBytes);
+  return parts.map((p, i) => dest[i]!.subarray(0, p.bytes));
 }
 
-/** The merged weights as one new buffer in the pool's external-data layout. */
-export function mergeToBuffer(pool: Pool, weighting: TensorWeighting): Promise<Uint8Array> {
-  return mergeInto(pool, weighting, new Uint8Array(pool.manifest.weightsBytes));
+/** Buffers for the merged weights, one per part of the pool's layout. */
+export function allocateMerged(pool: Pool): MergedWeights {
+  return weightParts(pool.manifest).map((p) => new Uint8Array(p.bytes));
+}
+
+/** The merged weights as new buffers, one per part of the pool's external-data layout. */
+export function mergeToBuffer(pool: Pool, weighting: TensorWeighting): Promise<MergedWeights> {
+  return mergeInto(pool, weighting, allocateMerged(pool));
 }
