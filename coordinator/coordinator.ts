@@ -52,6 +52,8 @@ export interface CoordinatorOptions {
   queueDepth?: number;
   /** a first subscriber to the study's events, attached before anything happens */
   onEvent?: StudyEventListener;
+  /** told when the study is locked by another coordinator and this one waits for it to expire */
+  onLockWait?: (message: string) => void;
 }
 
 /**
@@ -148,6 +150,13 @@ export class Coordinator {
         study: c.name,
         ackWaitSeconds: c.lease.ackWaitSeconds,
         fresh: opts.fresh ?? false,
+        lock: {
+          onWait: (m) => {
+            log.warn(m);
+            opts.onLockWait?.(m);
+          },
+          onLost: (e) => log.error({ err: e.message }, 'coordinator: could not refresh the study lock'),
+        },
       });
       cleanup.push(() => transport.close());
       const book = TrialBook.restore(

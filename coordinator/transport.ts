@@ -34,6 +34,7 @@ import {
   TRIALS_STREAM,
   workConsumer,
 } from '../shared/index.js';
+import { StudyLock, type StudyLockOptions } from './study-lock.js';
 
 /**
  * One study's side of NATS: the shared streams (created or updated on start), the study's own
@@ -47,14 +48,24 @@ export class StudyTransport {
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly kv: KV,
+    private readonly lock: StudyLock,
   ) {}
 
   /** Connects and sets up the streams, the study's consumers and the announcement bucket. */
-  static async open(o: { natsUrl: string; study: string; ackWaitSeconds: number; fresh: boolean }): Promise<StudyTransport> {
+  static async open(o: {
+    natsUrl: string;
+    study: string;
+    ackWaitSeconds: number;
+    fresh: boolean;
+    lock?: StudyLockOptions;
+  }): Promise<StudyTransport> {
     const nc = await connectNats(o.natsUrl, `optimer-coordinator-${o.study}`);
+    let lock: StudyLock | undefined;
     try {
       const jsm = await nc.jetstreamManager();
       const js = nc.jetstream();
+      // one coordinator per study on this NATS, before anything of the study's is touched
+      lock = await StudyLock.acquire(js, o.study, o.lock);
       const dup = nanos(DEFAULT_DUPLICATE_WINDOW_MS);
       const file = StorageType.File;
       await ensureStream(jsm, {
@@ -93,8 +104,9 @@ export class StudyTransport {
         filter_subject: subjects.results(o.study),
       });
       const kv = await js.views.kv(STUDIES_BUCKET, { history: 1 });
-      return new StudyTransport(o.study, nc, js, jsm, kv);
+      return new StudyTransport(o.study, nc, js, jsm, kv, lock);
     } catch (e) {
+      await lock?.release();
       await nc.close().catch(() => undefined);
       // a server without JetStream answers every JetStream request with a bare '503'
       throw explainNoJetStream(e, o.natsUrl);
@@ -143,6 +155,8 @@ export class StudyTransport {
   }
 
   async close(): Promise<void> {
+    // the study is free at once for the next coordinator (bounded: NATS may be gone)
+    await Promise.race([this.lock.release(), new Promise((r) => setTimeout(r, 2000).unref())]);
     // bounded: a drain while the server is gone would otherwise never end
     await closeNats(this.nc);
   }

@@ -38,6 +38,14 @@ export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 /** How long results wait in JetStream for a coordinator that is down, ms. */
 export const DEFAULT_RESULTS_MAX_AGE_MS = 30 * 24 * 3600 * 1000;
 
+/**
+ * A study's lock in NATS (bucket optimer_locks) expires this long after its coordinator stopped
+ * refreshing it (refreshed every third of it); a coordinator killed outright frees its study then.
+ */
+export const DEFAULT_LOCK_TTL_MS = 10_000;
+/** How much longer than the lock's TTL a starting coordinator waits for a stale lock to expire. */
+export const DEFAULT_LOCK_WAIT_MARGIN_MS = 3_000;
+
 // ---- worker ----------------------------------------------------------------------------------
 /** How long one pull for a proposal waits before the worker looks at its other studies, ms. */
 export const DEFAULT_PULL_EXPIRES_MS = 1000;

@@ -125,6 +125,8 @@ export const subjects = {
 export const TRIALS_STREAM = 'OPTIMER_TRIALS';
 export const RESULTS_STREAM = 'OPTIMER_RESULTS';
 export const STUDIES_BUCKET = 'optimer_studies';
+/** One key per study: the coordinator running it (refreshed while it runs, expires after it stops). */
+export const LOCKS_BUCKET = 'optimer_locks';
 /** The durable consumer workers pull a study's proposals from: one per study, with its own lease. */
 export const workConsumer = (study: string) => `optimer-workers-${study}`;
 /** Before studies had their own: one consumer over every study's proposals (removed on sight). */

@@ -66,6 +66,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       natsUrl: url,
       fresh: o.fresh ?? false,
       log: o.log,
+      onLockWait: (m) => process.stderr.write(`optimer: ${m}\n`),
       ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
       ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
       onEvent: (e) => {
