@@ -3,7 +3,6 @@ import { accessSync, constants, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { OptimerError } from './errors.js';
-import { stopProcess } from './process.js';
 
 export const NATS_INSTALL_HINT =
   "install it with 'sudo apt-get install nats-server' (Debian/Ubuntu: /usr/sbin/nats-server), " +
@@ -60,8 +59,44 @@ function killOnExit(child: ChildProcess): void {
   exitHookInstalled = true;
   // a crashed parent must not leave servers behind
   process.once('exit', () => {
-    for (const c of running) c.kill('SIGKILL');
+    for (const c of running) killGroup(c, 'SIGKILL');
   });
+}
+
+/**
+ * nats-server runs under a small /bin/sh watchdog, in a process group of its own: the shell starts
+ * the server, then checks once a second that the process that started it is alive, and stops the
+ * server (SIGTERM, a clean shutdown) as soon as it is not: a launcher killed with SIGKILL leaves
+ * no server behind. A SIGTERM (or SIGINT, SIGHUP) to the shell stops the server at once and the
+ * shell exits with it; a server that exits on its own ends the shell too. The server inherits
+ * the shell's stderr, where its readiness line is read.
+ */
+const WATCHDOG = [
+  'parent=$1; shift',
+  '"$@" & child=$!',
+  "trap 'kill -TERM $child 2>/dev/null; wait $child; exit $?' TERM INT HUP",
+  'while kill -0 "$parent" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1 & wait $!; done',
+  'kill -TERM $child 2>/dev/null',
+  'wait $child',
+].join('\n');
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal);
+  } catch {
+    // gone already
+  }
+}
+
+/** SIGTERM to the watchdog (it stops the server and waits for it), SIGKILL to the group after `graceMs`. */
+async function stopWatched(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+  killGroup(child, 'SIGKILL'); // nothing of the group may outlive the watchdog
 }
 
 /**
@@ -80,7 +115,11 @@ export async function startNatsServer(options: {
   let lastError: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort(host);
-    const child = spawn(binary, ['-a', host, '-p', String(port), '-js', '-sd', options.storeDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = ['-a', host, '-p', String(port), '-js', '-sd', options.storeDir];
+    const child = spawn('/bin/sh', ['-c', WATCHDOG, 'optimer-nats-server', String(process.pid), binary, ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true, // its own process group: a stop reaches the server even if the shell is gone
+    });
     killOnExit(child);
     try {
       await waitReady(child, options.readyTimeoutMs ?? 10_000);
@@ -88,11 +127,11 @@ export async function startNatsServer(options: {
         url: `nats://${host}:${port}`,
         port,
         process: child,
-        stop: () => stopProcess(child),
+        stop: () => stopWatched(child),
       };
     } catch (e) {
       lastError = e;
-      await stopProcess(child);
+      await stopWatched(child);
     }
   }
   throw new OptimerError('SETUP', `could not start nats-server (${binary}): ${(lastError as Error)?.message}`, { cause: lastError });

@@ -96,7 +96,10 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
         o.workerLogLevel ?? 'warn',
       ];
       if (o.provider) args.push('--provider', o.provider);
-      children.push(spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
+      // an IPC channel: the worker stops when it closes, that is when this process dies however
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+      child.channel?.unref(); // the channel alone must not keep this process alive
+      children.push(child);
     }
     stops.push(() => Promise.all(children.map((c) => stopProcess(c, 10_000))));
     const aborted = new Promise<void>((resolve) => {
@@ -178,6 +181,17 @@ export function registerRun(program: Command, run: Run): void {
     .action((o) =>
       run(async () => {
         const log = createLogger('worker', o.logLevel);
+        // started by `optimer run` (an IPC channel): the channel closes when that process ends,
+        // however it ends (SIGKILL included); the worker stops then too, not to outlive it
+        let started = false;
+        const parentGone = new Promise<void>((resolve) => {
+          if (!process.channel) return;
+          if (!process.connected) resolve();
+          else process.once('disconnect', () => resolve());
+        });
+        void parentGone.then(() => {
+          if (!started) process.exit(0); // nothing to close yet
+        });
         const { Worker } = await workerSide();
         const worker = await Worker.start({
           natsUrl: o.nats,
@@ -186,15 +200,19 @@ export function registerRun(program: Command, run: Run): void {
           ...(o.id ? { id: o.id } : {}),
           ...(o.provider ? { provider: parseProvider(o.provider) } : {}),
         });
+        started = true;
         // SIGINT/SIGTERM: a clean stop, exit 0 (close() is bounded in time, NATS reachable or
         // not); a second signal finds no handler and ends the process at once
         const stopped = new Promise<void>((resolve) => {
           const stop = (): void => void worker.close().finally(resolve);
           process.once('SIGINT', stop);
           process.once('SIGTERM', stop);
+          void parentGone.then(stop);
         });
         await Promise.race([worker.closed(), stopped]);
         await worker.close();
+        process.removeAllListeners('disconnect');
+        process.channel?.unref(); // the channel must not keep a stopped worker alive
         // whatever else may still hold the event loop (a native handle, a library timer), the
         // worker has stopped: do not linger
         setTimeout(() => process.exit(), 2000).unref();
