@@ -93,7 +93,10 @@ export class StudyLock {
     try {
       this.revision = await this.kv.update(this.study, this.value, this.revision);
     } catch (e) {
-      if (!this.released) this.onLost?.(e as Error);
+      // expired meanwhile (NATS was out past the TTL) and nobody took it: take it again
+      const again = await this.kv.create(this.study, this.value).catch(() => undefined);
+      if (again !== undefined) this.revision = again;
+      else if (!this.released) this.onLost?.(e as Error);
     }
   }
 
