@@ -13,6 +13,7 @@ import {
   type ExecutionProvider,
   isNoJetStream,
   isOptimerError,
+  LOCKS_BUCKET,
   type Logger,
   noJetStreamMessage,
   perVectorGenome,
@@ -77,6 +78,8 @@ export class Worker {
   private readonly cache: BlobCache;
   private readonly contexts: StudyContexts;
   private readonly queues = new Map<string, StudyQueue>();
+  /** announced studies no coordinator runs (logged once) */
+  private readonly idleStudies = new Set<string>();
   private listedAt = 0;
   private status: WorkerStatus;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -205,7 +208,17 @@ export class Worker {
     const names = new Set<string>();
     for await (const k of await kv.keys()) names.add(k);
     for (const study of this.queues.keys()) if (!names.has(study)) this.queues.delete(study);
+    const held = await this.heldStudies();
     for (const study of names) {
+      if (held && !held.has(study)) {
+        // announced, but no coordinator holds it (stopped, or killed and its lock expired): its
+        // proposals would be worked for nobody; it is served again once a coordinator resumes it
+        if (this.queues.delete(study) || !this.idleStudies.has(study))
+          log.info({ study }, 'no coordinator runs this study; not taking its proposals');
+        this.idleStudies.add(study);
+        continue;
+      }
+      this.idleStudies.delete(study);
       try {
         // read again each time: a rerun of the study may have changed its lease
         const consumer = this.queues.get(study)?.consumer ?? (await this.js.consumers.get(TRIALS_STREAM, workConsumer(study)));
@@ -219,6 +232,19 @@ export class Worker {
     }
     this.listedAt = Date.now();
     return [...this.queues.values()];
+  }
+
+  /** Studies whose coordinator holds its lock; undefined when the mesh has no lock bucket (an older coordinator). */
+  private async heldStudies(): Promise<Set<string> | undefined> {
+    try {
+      const locks = await this.js.views.kv(LOCKS_BUCKET, { bindOnly: true });
+      await locks.status(); // throws when the bucket does not exist
+      const held = new Set<string>();
+      for await (const k of await locks.keys()) held.add(k);
+      return held;
+    } catch {
+      return undefined;
+    }
   }
 
   private async handle(msg: JsMsg, kv: KV, leaseRenewMs: number, signal: AbortSignal, log: Logger): Promise<void> {
