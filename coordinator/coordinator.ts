@@ -68,9 +68,9 @@ export interface CoordinatorOptions {
  */
 export class Coordinator {
   readonly events: StudyEvents;
-  private closing = false;
   /** why the coordinator stopped on its own (the record could not be written) */
   private failure: Error | undefined;
+  /** aborted by close(): stops the loop's sleep and any publish retries */
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
   private closePromise: Promise<void> | undefined;
@@ -99,6 +99,10 @@ export class Coordinator {
     this.genome = perVectorGenome(study.vectors);
     this.space = genomeSpace(this.genome, study.bounds);
     this.sampler = createSampler(opts.config.sampler);
+  }
+
+  private get closing(): boolean {
+    return this.abort.signal.aborted;
   }
 
   get name(): string {
@@ -207,7 +211,6 @@ export class Coordinator {
   /** Stops proposing and recording; the record stays consistent and the study resumable. */
   close(): Promise<void> {
     this.closePromise ??= (async () => {
-      this.closing = true;
       this.abort.abort();
       await runAll([() => this.loop, () => this.seeder.close(), () => this.transport.close(), () => this.pool.close()], (e) =>
         this.log.warn({ err: (e as Error).message }, 'coordinator: a close step failed'),

@@ -10,6 +10,7 @@ import { buildFamilyPool } from './helpers/family.js';
 import { useNatsServer } from './helpers/nats.js';
 import { outputOf, Processes, writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
+import { waitFor } from './helpers/wait.js';
 
 const family = inject('family');
 const cli = inject('cli');
@@ -29,7 +30,7 @@ describe('abandoned studies', () => {
     const nc = await connect({ servers: nats.url });
     const jsm = await nc.jetstreamManager();
     const queued = async () => (await jsm.consumers.info(TRIALS_STREAM, workConsumer('left'))).num_pending;
-    for (let i = 0; i < 50 && (await queued()) < 3; i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor(async () => (await queued()) >= 3, 5000, 'three proposals in the queue');
     await first.close();
     expect(await queued()).toBe(3);
 

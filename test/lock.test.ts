@@ -7,6 +7,7 @@ import { buildFamilyPool } from './helpers/family.js';
 import { useNatsServer } from './helpers/nats.js';
 import { Processes, exited, outputOf, writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
+import { waitFor } from './helpers/wait.js';
 
 const family = inject('family');
 const cli = inject('cli');
@@ -14,15 +15,6 @@ const tmp = useTempDir('lock');
 const nats = useNatsServer();
 const procs = new Processes();
 afterAll(() => procs.stopAll());
-
-async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('study lock', () => {
   it('lock - a second coordinator of the same study on the same NATS, another store, is refused; the first completes', async () => {

@@ -12,6 +12,7 @@ import { startNatsServer } from '../shared/nats-server.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { exited, outputOf, Processes, writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
+import { waitFor } from './helpers/wait.js';
 
 const family = inject('family');
 const cli = inject('cli');
@@ -29,15 +30,6 @@ function optimer(...args: string[]): Promise<{ code: number; stdout: string; std
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
-}
-
-/** Waits (bounded) until `cond()` holds, polling. */
-async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`no ${what} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** A nats-server WITHOUT JetStream (no -js) on a free loopback port, stopped after the file. */

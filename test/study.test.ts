@@ -11,6 +11,7 @@ import { buildFamilyPool } from './helpers/family.js';
 import { useNatsServer } from './helpers/nats.js';
 import { Processes, exited, outputOf, writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
+import { waitFor } from './helpers/wait.js';
 
 const family = inject('family');
 const cli = inject('cli');
@@ -18,15 +19,6 @@ const tmp = useTempDir('study');
 const nats = useNatsServer();
 const procs = new Processes();
 afterAll(() => procs.stopAll());
-
-async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('distributed study', () => {
   it('study - two workers run 40 trials, each recorded exactly once, beating model averaging', async () => {

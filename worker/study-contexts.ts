@@ -61,7 +61,7 @@ export class StudyContexts {
   }
 
   /** The merge buffers, one per part of this study's layout, each large enough for its part. */
-  mergeBuffer(ctx: StudyContext): Uint8Array[] {
+  mergeBuffers(ctx: StudyContext): Uint8Array[] {
     const parts = weightParts(ctx.pool.manifest);
     this.buffers.length = Math.min(this.buffers.length, parts.length); // parts this study lacks are let go
     parts.forEach((p, i) => {

@@ -71,7 +71,6 @@ interface StudyQueue {
  */
 export class Worker {
   readonly id: string;
-  private closing = false;
   private loop: Promise<void> | undefined;
   private current: { msg: JsMsg; abort: AbortController } | undefined;
   private closePromise: Promise<void> | undefined;
@@ -83,7 +82,10 @@ export class Worker {
   private listedAt = 0;
   private status: WorkerStatus;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** aborted by close(): ends the loop's waits and the result's publish retries */
   private readonly stopping = new AbortController();
+  /** the lock bucket, once it exists (an older coordinator never makes one) */
+  private locks: KV | undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -94,6 +96,10 @@ export class Worker {
     this.cache = new BlobCache(opts.cacheDir);
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
     this.status = idle(this.id, opts.provider ?? '', opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  }
+
+  private get closing(): boolean {
+    return this.stopping.signal.aborted;
   }
 
   static async start(opts: WorkerOptions): Promise<Worker> {
@@ -118,7 +124,6 @@ export class Worker {
    */
   close(): Promise<void> {
     this.closePromise ??= (async () => {
-      this.closing = true;
       this.stopping.abort();
       const job = this.current;
       job?.abort.abort();
@@ -187,6 +192,7 @@ export class Worker {
         if (this.closing) break;
         // no coordinator so far (no bucket), or NATS hiccuped, or the server has no JetStream
         kv = undefined;
+        this.locks = undefined;
         this.queues.clear();
         if (isNoJetStream(e)) {
           // said once until JetStream answers: the server may be restarted with it
@@ -237,12 +243,16 @@ export class Worker {
   /** Studies whose coordinator holds its lock; undefined when the mesh has no lock bucket (an older coordinator). */
   private async heldStudies(): Promise<Set<string> | undefined> {
     try {
-      const locks = await this.js.views.kv(LOCKS_BUCKET, { bindOnly: true });
-      await locks.status(); // throws when the bucket does not exist
+      if (!this.locks) {
+        const kv = await this.js.views.kv(LOCKS_BUCKET, { bindOnly: true });
+        await kv.status(); // throws when the bucket does not exist
+        this.locks = kv;
+      }
       const held = new Set<string>();
-      for await (const k of await locks.keys()) held.add(k);
+      for await (const k of await this.locks.keys()) held.add(k);
       return held;
     } catch {
+      this.locks = undefined;
       return undefined;
     }
   }
@@ -307,7 +317,7 @@ export class Worker {
       signal.throwIfAborted();
       const t1 = performance.now();
       const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
-      const merged = await mergeInto(ctx.pool, weighting, this.contexts.mergeBuffer(ctx), signal); // unknown vector → BAD_ARGUMENT
+      const merged = await mergeInto(ctx.pool, weighting, this.contexts.mergeBuffers(ctx), signal); // unknown vector → BAD_ARGUMENT
       const t2 = performance.now();
       const session = await createMergedSession(ctx.graph, merged, provider);
       let scores: Awaited<ReturnType<typeof evaluateSession>>;
