@@ -11,7 +11,8 @@ export function logStudyEvent(log: Logger, e: StudyEvent): void {
       );
       return;
     case 'trial.reissued':
-      log.warn(
+      // a resume re-running a failed study's trials is expected; a reissue on an error is not
+      log[e.reason === 'resume' ? 'info' : 'warn'](
         { kind: e.kind, trial: e.trial, attempt: e.attempt, reason: e.reason, worker: e.worker, err: e.error?.message },
         'issuing the trial again',
       );

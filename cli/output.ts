@@ -91,7 +91,7 @@ export function reportError(e: unknown, json: boolean): void {
   if (json) process.stderr.write(`${JSON.stringify({ error: err.toJSON() })}\n`);
   else process.stderr.write(`optimer: ${err.message}\n`);
   if (!isOptimerError(e) && process.env.OPTIMER_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
-  process.exitCode = err.code === 'RUNTIME' ? 1 : 2;
+  process.exitCode = err.code === 'RUNTIME' || err.code === 'STUDY_FAILED' ? 1 : 2;
 }
 
 export function parseProvider(value: string): ExecutionProvider {

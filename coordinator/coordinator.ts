@@ -8,6 +8,7 @@ import {
   type Logger,
   loadEvalSets,
   MANIFEST_FILE,
+  OptimerError,
   perVectorGenome,
   Pool,
   type Proposal,
@@ -28,7 +29,7 @@ import { genomeSpace, proposalParams } from './genome-space.js';
 import { createSampler } from './sampler/create.js';
 import type { Sampler } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
-import type { JobRecord, StudyRecord } from './store/records.js';
+import type { JobRecord, StudyFailure, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';
 import { prepareStudy } from './study/prepare.js';
@@ -167,7 +168,7 @@ export class Coordinator {
         bookSettings(study, c),
         await opts.store.listJobs(c.name, 'TRIAL'),
         await opts.store.listJobs(c.name, 'TEST'),
-        study.state === 'complete',
+        study.state,
       );
       // a complete study (a rerun to read its report) is not offered to workers
       if (book.phase === 'complete') await transport.withdrawAnnouncement();
@@ -193,14 +194,24 @@ export class Coordinator {
     }
   }
 
-  /** Resolves when the study is complete (or the coordinator was closed first). */
+  /**
+   * Resolves when the study is complete (or the coordinator was closed first); rejects with
+   * STUDY_FAILED when it stopped on a failure that repeats.
+   */
   async done(): Promise<void> {
     await this.loop;
     if (this.failure) throw this.failure;
+    const f = this.study.failure;
+    if (this.study.state === 'failed' && f) throw studyFailedError(this.name, f);
   }
 
   get complete(): boolean {
     return this.study.state === 'complete';
+  }
+
+  /** Complete or failed: the coordinator issues no more work. */
+  private get stopped(): boolean {
+    return this.study.state !== 'running';
   }
 
   /** Where the study stands: finished and total jobs of the current phase, running, best. */
@@ -225,6 +236,15 @@ export class Coordinator {
     // anything running was published before the stop: publish again under the same message id
     // (JetStream drops the copy if the original is still within its duplicate window)
     for (const job of this.book.running()) await this.publish(job);
+    const f = this.study.failure;
+    if (f && this.study.state === 'running') {
+      // a rerun of a study that stopped as failed: the trials of its streak run again
+      this.log.info({ code: f.code, trials: f.trials }, 'resuming a failed study: its failed trials run again');
+      await this.apply(this.book.renew(f.trials, new Date()));
+      const { failure: _, ...rest } = this.study;
+      this.study = { ...rest, updatedAt: new Date().toISOString() };
+      await this.opts.store.putStudy(this.study);
+    }
     const running = this.book.running().filter((j) => j.kind === 'TRIAL').length;
     const created = this.book.createdTrials;
     this.log.info({ trials: created, running, budget: this.book.budget }, created > 0 ? 'resuming' : 'starting');
@@ -242,7 +262,7 @@ export class Coordinator {
           await this.onResult(m);
           await this.tick();
         }).catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'a result could not be handled'));
-        if (this.complete) break;
+        if (this.stopped) break;
       }
     })();
     const workers = (async () => {
@@ -254,7 +274,7 @@ export class Coordinator {
       }
     })();
     try {
-      while (!this.closing && !this.complete) {
+      while (!this.closing && !this.stopped) {
         await this.serial(() => this.tick());
         await sleep(this.opts.pollMs ?? DEFAULT_TICK_MS, this.abort.signal);
       }
@@ -274,7 +294,7 @@ export class Coordinator {
 
   /** Time-outs, lost workers, new proposals, and the move to tests and completion; never throws. */
   private async tick(): Promise<void> {
-    if (this.closing || this.complete) return;
+    if (this.closing || this.stopped) return;
     try {
       const now = new Date();
       for (const ch of this.tracker.check(now.getTime())) {
@@ -294,10 +314,10 @@ export class Coordinator {
 
   /** Issues new trials while idle workers wait and the budget allows. */
   private async topUp(): Promise<void> {
-    if (!this.book.wantsTrial) return;
+    if (!this.book.mayCreateTrial) return;
     let { pending, waiting } = await this.transport.queue();
     const want = Math.max(this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, waiting);
-    while (pending < want && this.book.wantsTrial && !this.closing) {
+    while (pending < want && this.book.mayCreateTrial && !this.closing) {
       const { label, params } = this.propose(this.book.nextTrialNumber);
       await this.apply(this.book.create(label, params, new Date()));
       pending++;
@@ -365,7 +385,14 @@ export class Coordinator {
       if (e.type === 'record') await this.opts.store.putJobs(this.name, e.jobs).catch((err: unknown) => this.stopOnStoreFailure(err));
       else if (e.type === 'withdraw') await this.transport.withdraw(e.seq);
       else if (e.type === 'publish') await this.publishOrQueue(e.job);
-      else {
+      else if (e.type === 'fail') {
+        this.study = { ...this.study, state: 'failed', failure: e.failure, updatedAt: new Date().toISOString() };
+        this.log.error({ code: e.failure.code, trials: e.failure.trials }, studyFailedError(this.name, e.failure).message);
+        await this.opts.store.putStudy(this.study).catch((err: unknown) => this.stopOnStoreFailure(err));
+        await this.transport
+          .withdrawAnnouncement()
+          .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not withdraw the announcement'));
+      } else {
         this.study = { ...this.study, state: 'complete', updatedAt: new Date().toISOString() };
         await this.opts.store.putStudy(this.study).catch((err: unknown) => this.stopOnStoreFailure(err));
         await this.transport
@@ -436,6 +463,15 @@ function studyBaselines(genome: Genome, kinds: StudyConfig['baselines']) {
   );
 }
 
+function studyFailedError(study: string, f: StudyFailure): OptimerError {
+  const n = f.trials.length;
+  return new OptimerError(
+    'STUDY_FAILED',
+    `study '${study}' stopped: ${n} trial${n === 1 ? '' : 's'} (#${f.trials.join(', #')}) failed in a row with ${f.code}: ${f.message}. ` +
+      'No more trials are issued. Fix the cause and run the same command again: the study resumes, and these trials run again.',
+  );
+}
+
 function bookSettings(study: StudyRecord, c: StudyConfig) {
   const sets = c.objective.sets;
   return {
@@ -448,5 +484,7 @@ function bookSettings(study: StudyRecord, c: StudyConfig) {
     devSets: sets.map((s) => ({ name: s.name, weight: s.weight })),
     testSets: sets.filter((s) => s.test).map((s) => ({ name: s.name, weight: s.weight })),
     baselineLabels: new Set(studyBaselines(perVectorGenome(study.vectors), c.baselines).map((b) => b.label)),
+    canary: c.failFast.canary,
+    streak: c.failFast.streak,
   };
 }

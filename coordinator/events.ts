@@ -1,7 +1,7 @@
 import type { JobKind } from '../shared/index.js';
 
 /** Which phase a study is in: its trials, the held-out tests of the best and baselines, or done. */
-export type StudyPhase = 'trials' | 'tests' | 'complete';
+export type StudyPhase = 'trials' | 'tests' | 'complete' | 'failed';
 
 /** Identifies one attempt of one job (a trial or a test evaluation) of a study. */
 interface JobRef {
@@ -22,7 +22,12 @@ export type StudyEvent =
   | ({ type: 'trial.started'; worker: string } & JobRef)
   | ({ type: 'trial.completed'; worker: string; value: number } & JobRef)
   | ({ type: 'trial.failed'; worker?: string; error: { code: string; message: string } } & JobRef)
-  | ({ type: 'trial.reissued'; reason: 'error' | 'timeout'; worker?: string; error?: { code: string; message: string } } & JobRef)
+  | ({
+      type: 'trial.reissued';
+      reason: 'error' | 'timeout' | 'resume';
+      worker?: string;
+      error?: { code: string; message: string };
+    } & JobRef)
   | { type: 'worker.seen'; study: string; worker: string; provider: string }
   | { type: 'worker.lost'; study: string; worker: string; silentMs: number }
   | { type: 'phase'; study: string; phase: StudyPhase };

@@ -1,7 +1,7 @@
 import { better, type Direction, type JobKind, objectiveOf, type Result } from '../shared/index.js';
 import type { StudyEvent, StudyPhase } from './events.js';
 import type { TrialView } from './sampler/sampler.js';
-import type { AttemptRecord, JobRecord } from './store/records.js';
+import type { AttemptRecord, JobRecord, StudyFailure } from './store/records.js';
 
 /** What the book needs to know of a study: its budget, lease policy and objective. */
 export interface BookSettings {
@@ -18,7 +18,14 @@ export interface BookSettings {
   testSets: readonly { name: string; weight: number }[];
   /** labels of the baseline trials, tested at the end beside the best */
   baselineLabels: ReadonlySet<string>;
+  /** trials run alone until one completes; 0: none */
+  canary: number;
+  /** trials failing in a row with the same error that stop the study; 0: never */
+  streak: number;
 }
+
+/** Failed with a bad score: a property of the weights (a diverged merge), not of the mesh. */
+const WEIGHTS_FAULT = 'BAD_SCORE';
 
 /** What the coordinator must do, in order, to carry out a transition. */
 export type Effect =
@@ -29,7 +36,9 @@ export type Effect =
   /** publish the job's current attempt (idempotent per job and attempt) */
   | { type: 'publish'; job: JobRecord }
   /** the study is complete: record it */
-  | { type: 'complete' };
+  | { type: 'complete' }
+  /** a failure that will repeat: record the study as failed and stop issuing work */
+  | { type: 'fail'; failure: StudyFailure };
 
 export interface Transition {
   effects: Effect[];
@@ -62,11 +71,16 @@ export class TrialBook {
     private readonly s: BookSettings,
     private readonly trials: JobRecord[],
     private tests: JobRecord[],
-    private done: boolean,
+    private state: 'running' | 'complete' | 'failed',
   ) {}
 
   /** The book of a study from its record (trials and tests in number order). */
-  static restore(settings: BookSettings, trials: JobRecord[], tests: JobRecord[], complete = false): TrialBook {
+  static restore(
+    settings: BookSettings,
+    trials: JobRecord[],
+    tests: JobRecord[],
+    state: 'running' | 'complete' | 'failed' = 'running',
+  ): TrialBook {
     for (const [i, j] of [...trials, ...tests].entries()) {
       const list = i < trials.length ? 'trial' : 'test';
       const at = i < trials.length ? i : i - trials.length;
@@ -74,11 +88,12 @@ export class TrialBook {
         throw new Error(`study '${settings.study}': ${list} record #${at} has number ${j.number}; the record is not contiguous`);
     }
     // a study recorded complete whose budget has since grown has trials to run again
-    return new TrialBook(settings, trials, tests, complete && trials.length >= settings.budget);
+    const grown = state === 'complete' && trials.length < settings.budget;
+    return new TrialBook(settings, trials, tests, grown ? 'running' : state);
   }
 
   get phase(): StudyPhase {
-    return this.done ? 'complete' : this.tests.length > 0 ? 'tests' : 'trials';
+    return this.state !== 'running' ? this.state : this.tests.length > 0 ? 'tests' : 'trials';
   }
 
   get budget(): number {
@@ -87,7 +102,18 @@ export class TrialBook {
 
   /** Whether the budget allows another trial. */
   get wantsTrial(): boolean {
-    return !this.done && this.trials.length < this.s.budget;
+    return this.state === 'running' && this.trials.length < this.s.budget;
+  }
+
+  /**
+   * Whether a trial may be created now: the budget allows it, and the canary (the first trials,
+   * run alone until one of them completes) is not still out. A fault that fails every trial then
+   * costs the canary, not a queue full of proposals.
+   */
+  get mayCreateTrial(): boolean {
+    if (!this.wantsTrial) return false;
+    if (this.s.canary === 0 || this.trials.some((t) => t.state === 'complete')) return true;
+    return this.trials.filter((t) => t.state === 'running').length < this.s.canary;
   }
 
   get nextTrialNumber(): number {
@@ -196,8 +222,10 @@ export class TrialBook {
       }
       this.fail(job, r.error.code, r.error.message, at);
       return {
-        effects: [{ type: 'record', jobs: [job] }],
-        events: [this.event('trial.failed', job, { worker: r.worker, error: { code: r.error.code, message: r.error.message } })],
+        ...this.afterFailure(job, {
+          effects: [{ type: 'record', jobs: [job] }],
+          events: [this.event('trial.failed', job, { worker: r.worker, error: { code: r.error.code, message: r.error.message } })],
+        }),
         disposition: 'failed',
       };
     }
@@ -223,11 +251,13 @@ export class TrialBook {
     }
     // a diverged merge (NaN/inf) or a malformed score list: a failed trial, ignored by the sampler
     const why = names === expected ? 'the objective is not a finite number' : `scores for [${names}], expected [${expected}]`;
-    this.fail(job, 'BAD_SCORE', why, at);
+    this.fail(job, WEIGHTS_FAULT, why, at);
     rec.outcome = 'failed';
     return {
-      effects: [{ type: 'record', jobs: [job] }],
-      events: [this.event('trial.failed', job, { worker: r.worker, error: { code: 'BAD_SCORE', message: why } })],
+      ...this.afterFailure(job, {
+        effects: [{ type: 'record', jobs: [job] }],
+        events: [this.event('trial.failed', job, { worker: r.worker, error: { code: WEIGHTS_FAULT, message: why } })],
+      }),
       disposition: 'failed',
     };
   }
@@ -252,9 +282,74 @@ export class TrialBook {
     if (job.attempt < this.s.maxAttempts) return this.reissue(job, now, 'timeout');
     const message = `no result after ${job.attempt} attempts of ${this.s.trialTimeoutMs / 1000} s`;
     this.fail(job, 'TIMEOUT', message, now.toISOString());
-    return {
+    return this.afterFailure(job, {
       effects: [{ type: 'record', jobs: [job] }],
       events: [this.event('trial.failed', job, { error: { code: 'TIMEOUT', message } })],
+    });
+  }
+
+  /**
+   * Resuming a study that stopped as failed: the failed trials of its streak run again (same
+   * weights, a new job record, attempts from 1), so the fault they hit does not cost budget.
+   * Trials already renewed (running or finished again) are left as they are.
+   */
+  renew(numbers: readonly number[], now: Date): Transition {
+    const at = now.toISOString();
+    const jobs = numbers.map((n) => this.trials[n]).filter((j): j is JobRecord => j?.state === 'failed');
+    for (const job of jobs) {
+      const { attempts, error, createdAt, finishedAt } = job;
+      job.retried = [...(job.retried ?? []), { attempts, ...(error ? { error } : {}), createdAt, ...(finishedAt ? { finishedAt } : {}) }];
+      // a new createdAt: results of the earlier run's attempts no longer match this job
+      const created = Math.max(now.getTime(), Date.parse(createdAt) + 1);
+      Object.assign(job, {
+        state: 'running',
+        attempt: 1,
+        attempts: [{ attempt: 1, issuedAt: at }],
+        createdAt: new Date(created).toISOString(),
+      });
+      for (const k of ['error', 'finishedAt', 'value', 'scores', 'worker', 'provider', 'timings'] as const) delete job[k];
+    }
+    if (jobs.length === 0) return none();
+    return {
+      effects: [{ type: 'record', jobs }, ...jobs.map((job) => ({ type: 'publish' as const, job }))],
+      events: jobs.map((job) => this.event('trial.reissued', job, { reason: 'resume' })),
+    };
+  }
+
+  /**
+   * The trials failing in a row, most recent first, with the error they share: finished trials
+   * in the order they finished, back to the last complete one. Once a trial has completed, a
+   * diverged merge neither counts nor breaks the streak: it says nothing about the mesh.
+   */
+  failureStreak(): StudyFailure | undefined {
+    const afterCanary = this.trials.some((t) => t.state === 'complete');
+    const finishedTrials = this.trials
+      .filter((t) => t.state !== 'running')
+      .sort((a, b) => (a.finishedAt ?? '').localeCompare(b.finishedAt ?? '') || a.number - b.number);
+    let streak: StudyFailure | undefined;
+    for (const t of finishedTrials.reverse()) {
+      if (t.state === 'complete') break;
+      const error = t.error ?? { code: 'UNKNOWN', message: 'failed' };
+      if (afterCanary && error.code === WEIGHTS_FAULT) continue;
+      if (!streak) streak = { code: error.code, message: error.message, trials: [], at: t.finishedAt ?? '' };
+      else if (error.code !== streak.code) break;
+      streak.trials.push(t.number);
+    }
+    return streak;
+  }
+
+  /** After a trial failed: a streak long enough stops the study as failed. */
+  private afterFailure(job: JobRecord, t: Transition): Transition {
+    if (job.kind !== 'TRIAL' || this.state !== 'running') return t;
+    const streak = this.failureStreak();
+    const canary = !this.trials.some((x) => x.state === 'complete') && this.s.canary > 0;
+    const limit = canary ? Math.min(this.s.canary, this.s.budget) : this.s.streak;
+    if (!streak || limit === 0 || streak.trials.length < limit) return t;
+    this.state = 'failed';
+    const failure = { ...streak, trials: [...streak.trials].sort((a, b) => a - b) };
+    return {
+      effects: [...t.effects, { type: 'fail', failure }],
+      events: [...t.events, { type: 'phase', study: this.s.study, phase: 'failed' }],
     };
   }
 
@@ -264,7 +359,7 @@ export class TrialBook {
    * the study is complete.
    */
   advance(now: Date): Transition {
-    if (this.done || this.trials.length < this.s.budget || finished(this.trials) < this.trials.length) return none();
+    if (this.state !== 'running' || this.trials.length < this.s.budget || finished(this.trials) < this.trials.length) return none();
     if (this.s.testSets.length > 0 && this.tests.length === 0) {
       const jobs = this.testJobs(now);
       if (jobs.length > 0) {
@@ -279,7 +374,7 @@ export class TrialBook {
       }
     }
     if (finished(this.tests) < this.tests.length) return none();
-    this.done = true;
+    this.state = 'complete';
     return { effects: [{ type: 'complete' }], events: [{ type: 'phase', study: this.s.study, phase: 'complete' }] };
   }
 

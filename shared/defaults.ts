@@ -23,6 +23,10 @@ export const DEFAULT_ACK_WAIT_SECONDS = 60;
 export const DEFAULT_TRIAL_TIMEOUT_SECONDS = 3600;
 /** Attempts before a trial is recorded as failed. */
 export const DEFAULT_MAX_ATTEMPTS = 3;
+/** trials a study runs alone before the rest: a fault that fails every trial costs only these */
+export const DEFAULT_CANARY_TRIALS = 2;
+/** trials failing in a row with the same error that stop a study */
+export const DEFAULT_FAILURE_STREAK = 8;
 
 // ---- coordinator -----------------------------------------------------------------------------
 /** How often the coordinator checks timeouts and idle workers, ms. */

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'STORE' // the coordinator's record (LevelDB)
   | 'SETUP' // something to install or start (nats-server, ports)
   | 'TRANSPORT' // NATS or gRPC failed; usually worth retrying
+  | 'STUDY_FAILED' // a study stopped on a failure that repeats (the canary or a streak of trials)
   | 'RUNTIME'; // ONNX Runtime or I/O failed
 
 export class OptimerError extends Error {

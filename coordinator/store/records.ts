@@ -6,11 +6,25 @@ export interface StudyRecord {
   config: StudyConfig;
   /** bumped by --fresh, so results of an earlier run of the same name are recognised as stale */
   generation: number;
-  state: 'running' | 'complete';
+  state: 'running' | 'complete' | 'failed';
+  /**
+   * Why the study stopped as failed: a failure that would repeat (the same error failing the
+   * canary or a streak of trials). Kept after a rerun resumes it until the streak's trials are
+   * issued again, so a coordinator killed in between issues them on its next start.
+   */
+  failure?: StudyFailure;
   vectors: string[];
   bounds: Record<string, [number, number]>;
   createdAt: string;
   updatedAt: string;
+}
+
+export interface StudyFailure {
+  code: string;
+  message: string;
+  /** the failed trials of the streak: issued again, not counted against the budget, on resume */
+  trials: number[];
+  at: string;
 }
 
 export type TrialState = 'running' | 'complete' | 'failed';
@@ -60,4 +74,6 @@ export interface JobRecord {
   error?: { code: string; message: string };
   createdAt: string;
   finishedAt?: string;
+  /** earlier runs of this trial, failed in a streak that stopped the study before a resume */
+  retried?: { attempts: AttemptRecord[]; error?: { code: string; message: string }; createdAt: string; finishedAt?: string }[];
 }

@@ -6,6 +6,8 @@ import {
   DEFAULT_ACK_WAIT_SECONDS,
   DEFAULT_BATCH_TOKENS,
   DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_CANARY_TRIALS,
+  DEFAULT_FAILURE_STREAK,
   DEFAULT_METRIC,
   DEFAULT_TRIAL_TIMEOUT_SECONDS,
   type Direction,
@@ -96,6 +98,16 @@ const configSchema = z
         trialTimeoutSeconds: DEFAULT_TRIAL_TIMEOUT_SECONDS,
         maxAttempts: DEFAULT_MAX_ATTEMPTS,
       }),
+    /** when a failure that will repeat stops the study (as `failed`, resumable) instead of spending its budget */
+    failFast: z
+      .object({
+        /** trials run first, alone, until one completes; 0: no canary */
+        canary: z.number().int().nonnegative().default(DEFAULT_CANARY_TRIALS),
+        /** trials failing in a row with the same error stop the study (diverged merges excepted); 0: never */
+        streak: z.number().int().nonnegative().default(DEFAULT_FAILURE_STREAK),
+      })
+      .strict()
+      .default({ canary: DEFAULT_CANARY_TRIALS, streak: DEFAULT_FAILURE_STREAK }),
   })
   .strict();
 

@@ -3,13 +3,13 @@ import type { StudyRecord } from '../store/records.js';
 import type { StudyStore } from '../store/store.js';
 import type { StudyConfig } from './config.js';
 
-/** Fields a rerun may change: the budget (the study grows) and the lease (a mesh setting). */
-const CHANGEABLE: (keyof StudyConfig)[] = ['trials', 'lease'];
+/** Fields a rerun may change: the budget (the study grows), the lease (a mesh setting), when to stop on failures. */
+const CHANGEABLE: (keyof StudyConfig)[] = ['trials', 'lease', 'failFast'];
 
 /**
  * Loads or creates the study record. --fresh starts a new generation with no trials; a rerun
- * with a larger budget reopens a complete study (its tests run again, the best may change); any
- * other change of the config is refused, naming the field.
+ * with a larger budget reopens a complete study (its tests run again, the best may change); a
+ * rerun of a failed study resumes it; any other change of the config is refused, naming the field.
  */
 export async function prepareStudy(
   store: StudyStore,
@@ -45,7 +45,11 @@ export async function prepareStudy(
   }
   const grew = c.trials > old.config.trials;
   if (grew) await store.clearJobs(c.name, 'TEST'); // the best may change: test again at the end
-  const study: StudyRecord = { ...old, config: c, state: grew || old.state === 'running' ? 'running' : old.state, updatedAt: now };
+  // a rerun resumes a failed study (the coordinator runs its streak's trials again); it keeps
+  // `failure` until those are issued
+  const state = grew || old.state !== 'complete' ? 'running' : 'complete';
+  if (old.state === 'failed') o.log.info({ code: old.failure?.code }, 'resuming a study that stopped as failed');
+  const study: StudyRecord = { ...old, config: c, state, updatedAt: now };
   await store.putStudy(study);
   return study;
 }

@@ -20,6 +20,9 @@ function settings(over: Partial<BookSettings> = {}): BookSettings {
     ],
     testSets: [],
     baselineLabels: new Set(['base']),
+    // off unless a test is about them: the other transitions stay as they were
+    canary: 0,
+    streak: 0,
     ...over,
   };
 }
@@ -285,11 +288,129 @@ describe('trial book', () => {
     expect(types(resumed.advance(T0))).toEqual(['complete']);
 
     const complete = structuredClone(records).map((j) => ({ ...j, state: 'complete' as const, value: 1 }));
-    const grown = TrialBook.restore(settings({ budget: 5 }), complete, [], true);
+    const grown = TrialBook.restore(settings({ budget: 5 }), complete, [], 'complete');
     expect(grown.phase).toBe('trials');
     expect(grown.wantsTrial).toBe(true);
     expect(grown.nextTrialNumber).toBe(3);
-    expect(TrialBook.restore(settings({ budget: 3 }), complete, [], true).phase).toBe('complete');
+    expect(TrialBook.restore(settings({ budget: 3 }), complete, [], 'complete').phase).toBe('complete');
+  });
+
+  it('trial book - the canary: only its trials run until one completes; when they all fail alike the study stops as failed', () => {
+    const book = TrialBook.restore(settings({ budget: 10, canary: 2, streak: 3 }), [], []);
+    book.create('base', {}, T0);
+    expect(book.mayCreateTrial).toBe(true);
+    book.create('tpe', { x: 1 }, T0);
+    expect(book.mayCreateTrial).toBe(false); // two canary trials out, none complete
+    expect(book.wantsTrial).toBe(true);
+    const corrupt = { code: 'BAD_POOL', message: 'shard abc: sha256 mismatch', retryable: false };
+    const first = book.onResult(result(0, { error: corrupt, scores: [] }), at(1));
+    expect(types(first)).toEqual(['record']);
+    expect(book.mayCreateTrial).toBe(true); // one canary slot free again
+    const second = book.onResult(result(1, { error: corrupt, scores: [] }), at(2));
+    expect(types(second)).toEqual(['record', 'fail']);
+    expect(second.effects[1]).toMatchObject({ type: 'fail', failure: { code: 'BAD_POOL', message: corrupt.message, trials: [0, 1] } });
+    expect(second.events.at(-1)).toMatchObject({ type: 'phase', phase: 'failed' });
+    expect(book.phase).toBe('failed');
+    expect(book.wantsTrial).toBe(false);
+    expect(book.mayCreateTrial).toBe(false);
+    expect(types(book.advance(at(3)))).toEqual([]);
+    expect(() => book.create('tpe', {}, at(3))).toThrow(/budget/);
+  });
+
+  it('trial book - canary trials failing with different errors do not stop the study; once one completes the canary is over', () => {
+    const book = TrialBook.restore(settings({ budget: 10, canary: 2, streak: 3 }), [], []);
+    book.create('base', {}, T0);
+    book.create('tpe', {}, T0);
+    book.onResult(result(0, { error: { code: 'RUNTIME', message: 'oom', retryable: false }, scores: [] }), at(1));
+    const t = book.onResult(result(1, { error: { code: 'BAD_POOL', message: 'x', retryable: false }, scores: [] }), at(2));
+    expect(types(t)).toEqual(['record']);
+    expect(book.phase).toBe('trials');
+    book.create('tpe', {}, at(3));
+    book.onResult(result(2), at(4));
+    expect(book.mayCreateTrial).toBe(true);
+    for (let i = 3; i < 9; i++) book.create('tpe', {}, at(5));
+    expect(book.running()).toHaveLength(6); // no canary limit any more
+  });
+
+  it('trial book - a streak of the same error after the canary stops the study; diverged merges neither count nor break it', () => {
+    const book = TrialBook.restore(settings({ budget: 20, canary: 1, streak: 3 }), [], []);
+    for (let i = 0; i < 7; i++) book.create('tpe', {}, T0);
+    book.onResult(result(0), at(1));
+    const timeout = { code: 'RUNTIME', message: 'session failed', retryable: false };
+    expect(types(book.onResult(result(1, { error: timeout, scores: [] }), at(2)))).toEqual(['record']);
+    expect(types(book.onResult(result(2, { error: timeout, scores: [] }), at(3)))).toEqual(['record']);
+    // a NaN objective: a property of these weights, skipped by the streak
+    const nan = book.onResult(
+      result(3, {
+        scores: [
+          { name: 'a', score: NaN, tokens: 1 },
+          { name: 'b', score: 1, tokens: 1 },
+        ],
+      }),
+      at(4),
+    );
+    expect(nan.disposition).toBe('failed');
+    expect(types(nan)).toEqual(['record']);
+    // a complete trial resets the streak
+    book.onResult(result(4), at(5));
+    expect(types(book.onResult(result(5, { error: timeout, scores: [] }), at(6)))).toEqual(['record']);
+    expect(book.failureStreak()).toMatchObject({ code: 'RUNTIME', trials: [5] });
+    book.onResult(result(6, { error: timeout, scores: [] }), at(7));
+    book.create('tpe', {}, at(8));
+    const third = book.onResult(result(7, { error: timeout, scores: [] }), at(9));
+    expect(third.effects.at(-1)).toMatchObject({ type: 'fail', failure: { code: 'RUNTIME', trials: [5, 6, 7] } });
+  });
+
+  it('trial book - streak 0 and canary 0 never stop a study; tests-phase failures do not count', () => {
+    const book = TrialBook.restore(settings({ budget: 4, canary: 0, streak: 0 }), [], []);
+    for (let i = 0; i < 4; i++) book.create('tpe', {}, T0);
+    for (let i = 0; i < 4; i++) {
+      const t = book.onResult(result(i, { error: { code: 'BAD_POOL', message: 'x', retryable: false }, scores: [] }), at(i + 1));
+      expect(types(t)).toEqual(['record']);
+    }
+    expect(types(book.advance(at(9)))).toEqual(['complete']);
+  });
+
+  it('trial book - resuming a failed study renews the streak trials: same weights, attempts from 1, old runs kept, old results dropped', () => {
+    const book = TrialBook.restore(settings({ budget: 5, canary: 2 }), [], []);
+    const store = new Map<number, JobRecord>(); // what the coordinator would have written
+    const write = (t: Transition) => {
+      for (const j of recorded(t)) store.set(j.number, structuredClone(j));
+      return t;
+    };
+    write(book.create('base', { x: 0.5 }, T0));
+    write(book.create('tpe', { x: 0.7 }, T0));
+    const err = { code: 'TRANSPORT', message: 'no seeder delivered it', retryable: false };
+    write(book.onResult(result(0, { error: err, scores: [] }), at(1)));
+    const stop = write(book.onResult(result(1, { error: err, scores: [] }), at(2)));
+    const failure = stop.effects.flatMap((e) => (e.type === 'fail' ? [e.failure] : []))[0]!;
+    expect(failure.trials).toEqual([0, 1]);
+    const before = structuredClone(store.get(0)!);
+
+    // the rerun: the record says running again, and the failed trials are renewed
+    const resumed = TrialBook.restore(settings({ budget: 5, canary: 2 }), [...store.values()], []);
+    expect(resumed.phase).toBe('trials');
+    const r = write(resumed.renew(failure.trials, at(10)));
+    expect(types(r)).toEqual(['record', 'publish', 'publish']);
+    expect(events(r)).toEqual(['trial.reissued', 'trial.reissued']);
+    expect(r.events[0]).toMatchObject({ reason: 'resume' });
+    const renewed = recorded(r);
+    expect(renewed.map((j) => [j.number, j.state, j.attempt, j.params])).toEqual([
+      [0, 'running', 1, { x: 0.5 }],
+      [1, 'running', 1, { x: 0.7 }],
+    ]);
+    expect(renewed[0]!.retried).toEqual([
+      { attempts: before.attempts, error: before.error, createdAt: before.createdAt, finishedAt: before.finishedAt },
+    ]);
+    expect(renewed[0]!.error).toBeUndefined();
+    expect(renewed[0]!.createdAt).not.toBe(before.createdAt);
+    // no trial number was spent on the failed run
+    expect(resumed.nextTrialNumber).toBe(2);
+    // a late result of the earlier run (its created time) is not taken for the renewed job
+    expect(resumed.onResult(result(0, { created: Date.parse(before.createdAt) }), at(11)).disposition).toBe('not-current');
+    expect(resumed.onResult(result(0, { created: Date.parse(renewed[0]!.createdAt) }), at(12)).disposition).toBe('recorded');
+    // renewing again (a coordinator killed before it cleared the failure) leaves renewed trials alone
+    expect(types(resumed.renew(failure.trials, at(13)))).toEqual([]);
   });
 
   it('trial book - a record with a gap in its numbers is refused', () => {
