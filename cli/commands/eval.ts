@@ -149,7 +149,7 @@ export function registerEval(program: Command, run: Run): void {
           for (const name of models.keys()) pool.vector(name);
           return exportMergekit(pool, uniformWeighting(weights), o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
         });
-        if (o.json) printJson({ format: o.format, files, weights: spec, ...from });
+        if (o.json) printJson({ format: o.format, files, ...(from ? { weights: spec, ...from } : {}) });
         else
           process.stdout.write(
             `wrote ${files.join(', ')}${from ? ` (study ${from.study}, trial ${from.trial}: --weights ${spec})` : ''}\n`,
