@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
+import { registerInit } from './commands/init.js';
 import { registerPool } from './commands/pool.js';
 import { registerRun } from './commands/run.js';
 import { registerSample } from './commands/sample.js';
@@ -27,6 +28,7 @@ const program = new Command('optimer')
 
 registerPool(program, run);
 registerEval(program, run);
+registerInit(program, run);
 registerRun(program, run);
 registerStudy(program, run);
 registerSample(program, run);

@@ -100,3 +100,12 @@ export function parseProvider(value: string): ExecutionProvider {
   }
   return value as ExecutionProvider;
 }
+
+/** A duration for people: 45s, 3m 20s, 2h 05m. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '?';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}

@@ -33,6 +33,7 @@ import type { JobRecord, StudyFailure, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';
 import { prepareStudy } from './study/prepare.js';
+import { StatusService } from './status/status-service.js';
 import { type Progress, type Transition, TrialBook } from './trial-book.js';
 import { StudyTransport } from './transport.js';
 import { WorkerTracker } from './worker-tracker.js';
@@ -83,6 +84,8 @@ export class Coordinator {
   private chain: Promise<void> = Promise.resolve();
   /** running jobs whose proposal could not be published yet */
   private readonly unpublished = new Set<JobRecord>();
+  /** answers `optimer study status` over NATS */
+  private statusService: StatusService | undefined;
 
   private constructor(
     private readonly opts: CoordinatorOptions,
@@ -185,6 +188,14 @@ export class Coordinator {
         });
       }
       const coord = new Coordinator(opts, study, book, pool, seeder, transport);
+      coord.statusService = await StatusService.start({
+        natsUrl: opts.natsUrl,
+        study: c.name,
+        store: opts.store,
+        workers: () => coord.tracker.list(),
+        log,
+      });
+      cleanup.push(() => coord.statusService?.close());
       await coord.recover();
       coord.loop = coord.run();
       return coord;
@@ -223,8 +234,15 @@ export class Coordinator {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.abort.abort();
-      await runAll([() => this.loop, () => this.seeder.close(), () => this.transport.close(), () => this.pool.close()], (e) =>
-        this.log.warn({ err: (e as Error).message }, 'coordinator: a close step failed'),
+      await runAll(
+        [
+          () => this.loop,
+          () => this.statusService?.close(),
+          () => this.seeder.close(),
+          () => this.transport.close(),
+          () => this.pool.close(),
+        ],
+        (e) => this.log.warn({ err: (e as Error).message }, 'coordinator: a close step failed'),
       );
     })();
     return this.closePromise;

@@ -31,8 +31,12 @@ export interface StudyReport {
 export async function buildReport(store: StudyStore, name: string): Promise<StudyReport> {
   const study = await store.getStudy(name);
   if (!study) throw new OptimerError('NOT_FOUND', `no study '${name}' in ${store.path}`);
-  const trials = await store.listJobs(name, 'TRIAL');
-  const tests = await store.listJobs(name, 'TEST');
+  return reportFromRecords(study, await store.listJobs(name, 'TRIAL'), await store.listJobs(name, 'TEST'));
+}
+
+/** The report of a study from its records (trials and tests in number order). */
+export function reportFromRecords(study: StudyRecord, trials: readonly JobRecord[], tests: readonly JobRecord[]): StudyReport {
+  const name = study.name;
   const c = study.config;
 
   const dir = c.objective.direction;

@@ -8,6 +8,8 @@ export interface TrackedWorker {
   lastSeenMs: number;
   heartbeatMs: number;
   lost: boolean;
+  /** when busy: the job it said it works on */
+  job: { study: string; kind: WorkerStatus['kind']; trial: number; attempt: number } | null;
 }
 
 export type WorkerChange = { type: 'seen'; worker: TrackedWorker } | { type: 'lost'; worker: TrackedWorker; silentMs: number };
@@ -31,10 +33,12 @@ export class WorkerTracker {
       lastSeenMs: nowMs,
       heartbeatMs: s.heartbeatMs,
       lost: false,
+      job: s.state === 'busy' && s.study ? { study: s.study, kind: s.kind, trial: s.trial, attempt: s.attempt } : null,
     };
     this.workers.set(s.worker, w);
     if (s.state === 'stopped') {
       w.lost = true;
+      w.job = null;
       return known && !known.lost ? [{ type: 'lost', worker: w, silentMs: 0 }] : [];
     }
     return !known || known.lost ? [{ type: 'seen', worker: w }] : [];

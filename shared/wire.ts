@@ -121,6 +121,12 @@ export const subjects = {
   allResults: 'optimer.v1.results.>',
   /** worker status messages (core NATS: a lost one is replaced by the next) */
   workers: 'optimer.v1.workers',
+  /** request/reply (JSON): the status of one study, answered by the coordinator running it */
+  status: (study: string) => `optimer.v1.status.study.${study}`,
+  /** request/reply (JSON): every running coordinator answers with the studies of its store */
+  statusList: 'optimer.v1.status.list',
+  /** what a viewer may request: both of the above */
+  allStatus: 'optimer.v1.status.>',
 };
 export const TRIALS_STREAM = 'OPTIMER_TRIALS';
 export const RESULTS_STREAM = 'OPTIMER_RESULTS';

@@ -38,7 +38,7 @@ describe('layers', () => {
   it('layers - the coordinator side and every CLI command module never load the ONNX Runtime binding; the worker side does', async () => {
     const coordinatorSide = await addonsLoadedBy([
       'coordinator/index.js',
-      ...['demo', 'eval', 'pool', 'run', 'sample', 'study'].map((c) => `cli/commands/${c}.js`),
+      ...['demo', 'eval', 'init', 'pool', 'run', 'sample', 'study'].map((c) => `cli/commands/${c}.js`),
     ]);
     expect(coordinatorSide.filter((f) => /onnxruntime/i.test(f))).toEqual([]);
     // the probe can see the binding load: importing the worker side does load it

@@ -157,7 +157,7 @@ export class Worker {
         noJetStream = false;
         const queues = await this.studyQueues(kv, log);
         if (queues.length === 0) {
-          if (!waiting) log.info('waiting for a study to be announced');
+          if (!waiting) log.info({ nats: this.opts.natsUrl }, 'waiting for a coordinator to announce a study');
           waiting = true;
           await sleep(backoff.next(), this.stopping.signal);
           continue;
@@ -199,7 +199,7 @@ export class Worker {
           if (!noJetStream) log.warn(`${noJetStreamMessage(this.opts.natsUrl)}; waiting for it`);
           noJetStream = true;
         } else if (!waiting || noJetStream) {
-          log.info({ err: (e as Error).message }, 'waiting for a coordinator');
+          log.info({ nats: this.opts.natsUrl, err: (e as Error).message }, 'waiting for a coordinator');
           noJetStream = false;
         }
         waiting = true;

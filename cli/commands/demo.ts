@@ -16,7 +16,8 @@ import {
   Pool,
   weightedMean,
 } from '../../shared/index.js';
-import { fmt, parseNumberOption, printJson, progress } from '../output.js';
+import { fmt, parseNumberOption, printJson } from '../output.js';
+import { progressMode, studyProgress } from '../progress.js';
 import { workerSide } from '../worker-side.js';
 import { renderSummary, summarize } from './pool.js';
 import { runStudy } from './run.js';
@@ -88,14 +89,14 @@ export function registerDemo(program: Command, run: Run): void {
         };
         await writeFile(configPath, stringify(config));
         say(`running study ${configPath}: ${trials} trials on ${workers} local workers (a private nats-server, coordinator, workers) ...`);
-        const bar = progress('study demo', !o.json);
+        const bar = studyProgress({ study: 'demo', budget: trials, mode: progressMode(Boolean(o.json)) });
         const { report, interrupted } = await runStudy({
           config: await loadStudyConfig(configPath),
           storeDir: join(out, 'store'),
           workers,
           fresh: true,
           log: createLogger('coordinator', 'warn'),
-          onEvent: (_e, p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
+          onEvent: (e, p) => bar.onEvent(e, p),
         });
         bar.stop();
         if (interrupted || !report.best) throw new Error('the demo study did not complete');

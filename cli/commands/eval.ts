@@ -17,6 +17,8 @@ import {
 } from '../../shared/index.js';
 import { workerSide } from '../worker-side.js';
 import { collect, fmt, parseNamed, parseNumberOption, parseProvider, printJson, table } from '../output.js';
+import { readStatus } from '../status-source.js';
+import { DEFAULT_STORE } from './study.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
 
@@ -109,9 +111,9 @@ export function registerEval(program: Command, run: Run): void {
           ...report.scores.map((s) => [s.name, s.score, s.weight, s.tokens]),
         ];
         process.stdout.write(
-          `weights ${Object.entries(report.weights)
+          `weights (--weights): ${Object.entries(report.weights)
             .map(([k, v]) => `${k}=${v}`)
-            .join(', ')}\n${table(rows)}\nweighted mean ${metric} ${fmt(report.mean)}\n`,
+            .join(',')}\n${table(rows)}\nweighted mean ${metric} ${fmt(report.mean)}\n`,
         );
         if (failure) throw failure;
       }, o.json),
@@ -119,9 +121,14 @@ export function registerEval(program: Command, run: Run): void {
 
   program
     .command('export')
-    .description('write a merge as an ONNX model, or as a mergekit config')
-    .requiredOption('--pool <dir>', 'pool directory')
-    .requiredOption('--weights <spec>', 'merge weights, e.g. ja=0.5,zh=0.2')
+    .description("write a merge as an ONNX model, or as a mergekit config: given weights, or a study's best or one of its trials")
+    .option('--pool <dir>', "pool directory (default with --study: the study's pool)")
+    .option('--weights <spec>', 'merge weights, e.g. ja=0.5,zh=0.2')
+    .option('--study <name>', 'take the weights from this study (with --best or --trial N)')
+    .option('--best', "--study: the study's best trial so far")
+    .option('--trial <n>', '--study: this trial')
+    .option('--store <dir>', "--study: the study's store (locked by a running coordinator: asked over NATS)", DEFAULT_STORE)
+    .option('--nats <url>', "--study: ask the study's running coordinator over this NATS")
     .requiredOption('--out <path>', 'output file (.onnx, or .yaml with --format mergekit)')
     .option('--format <fmt>', 'onnx or mergekit', 'onnx')
     .option('--external-data', 'onnx: write weights to <out>.data (default past 1 GiB)')
@@ -133,16 +140,59 @@ export function registerEval(program: Command, run: Run): void {
       run(async () => {
         if (o.format !== 'onnx' && o.format !== 'mergekit')
           throw new OptimerError('BAD_ARGUMENT', `--format '${o.format}': expected onnx or mergekit`);
+        const { pool: poolDir, weights: spec, from } = await exportSource(o);
         const { exportMergekit, exportOnnx } = await workerSide();
         // a mergekit config reads no shard: only an ONNX export needs them verified
-        const files = await withPoolWeights(o.pool, o.weights, o.format === 'onnx' && o.verify !== false, (pool, weights) => {
+        const files = await withPoolWeights(poolDir, spec, o.format === 'onnx' && o.verify !== false, (pool, weights) => {
           if (o.format === 'onnx') return exportOnnx(pool, uniformWeighting(weights), o.out, o.externalData ? { externalData: true } : {});
           const models = new Map(parseNamed(o.hf, '--hf').map(({ name, value }) => [name, value]));
           for (const name of models.keys()) pool.vector(name);
           return exportMergekit(pool, uniformWeighting(weights), o.out, { models, ...(o.baseModel ? { baseModel: o.baseModel } : {}) });
         });
-        if (o.json) printJson({ format: o.format, files });
-        else process.stdout.write(`wrote ${files.join(', ')}\n`);
+        if (o.json) printJson({ format: o.format, files, ...(from ? { weights: spec, ...from } : {}) });
+        else
+          process.stdout.write(
+            `wrote ${files.join(', ')}${from ? ` (study ${from.study}, trial ${from.trial}: --weights ${spec})` : ''}\n`,
+          );
       }, o.json),
     );
+}
+
+/** The pool and weights of an export: given, or a study's best or numbered trial, read from its record. */
+async function exportSource(o: {
+  pool?: string;
+  weights?: string;
+  study?: string;
+  best?: boolean;
+  trial?: string;
+  store: string;
+  nats?: string;
+}): Promise<{ pool: string; weights: string; from?: { study: string; trial: number; label: string; objective: number | null } }> {
+  if (!o.study) {
+    if (o.best || o.trial !== undefined) throw new OptimerError('BAD_ARGUMENT', '--best and --trial take the weights of a --study NAME');
+    if (!o.pool || o.weights === undefined)
+      throw new OptimerError('BAD_ARGUMENT', 'give --pool and --weights, or --study NAME with --best or --trial N');
+    return { pool: o.pool, weights: o.weights };
+  }
+  if (o.weights !== undefined) throw new OptimerError('BAD_ARGUMENT', '--weights and --study: give one of them');
+  if (Boolean(o.best) === (o.trial !== undefined))
+    throw new OptimerError('BAD_ARGUMENT', '--study: give --best or --trial N (one of them)');
+  const n = o.trial !== undefined ? parseNumberOption(o.trial, '--trial', { min: 0, integer: true }) : undefined;
+  const { status } = await readStatus({ store: o.store, ...(o.nats ? { nats: o.nats } : {}) }, o.study, {
+    offset: n ?? 0,
+    limit: n === undefined ? 0 : 1,
+  });
+  const s = status.summary;
+  const pool = o.pool ?? s.pool;
+  if (n === undefined) {
+    if (!s.best) throw new OptimerError('NOT_FOUND', `study '${o.study}' has no complete trial yet`);
+    return {
+      pool,
+      weights: s.best.weightsArg,
+      from: { study: s.study, trial: s.best.trial ?? -1, label: s.best.label, objective: s.best.objective },
+    };
+  }
+  const t = status.trials.items.find((x) => x.number === n);
+  if (!t) throw new OptimerError('NOT_FOUND', `study '${o.study}' has no trial ${n} (it has ${status.trials.total})`);
+  return { pool, weights: t.weightsArg, from: { study: s.study, trial: t.number, label: t.label, objective: t.objective } };
 }

@@ -13,14 +13,19 @@ import {
   type StudyReport,
 } from '../../coordinator/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
-import { parseNumberOption, parseProvider, printJson, progress } from '../output.js';
+import { parseNumberOption, parseProvider, printJson } from '../output.js';
 import { logStudyEvent } from '../event-log.js';
+import { DEFAULT_PROGRESS_EVERY_S, progressMode, studyProgress } from '../progress.js';
+import { writeCoordinatorFile } from '../status-source.js';
 import { workerSide } from '../worker-side.js';
 import { DEFAULT_STORE, renderReport, storeDbPath } from './study.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
 
 const CLI = join(packageRoot, 'dist', 'cli', 'main.js');
+
+/** With --workers 0: how long to wait for a worker to join before saying how to start one, ms. */
+const JOIN_HINT_AFTER_MS = 3000;
 
 export interface RunStudyOptions {
   config: StudyConfig;
@@ -60,6 +65,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       url = nats.url;
     }
     let started: Coordinator | undefined;
+    let workerSeen = false;
     const coordinator = await Coordinator.start({
       config: o.config,
       store,
@@ -70,16 +76,27 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
       ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
       onEvent: (e) => {
+        if (e.type === 'worker.seen') workerSeen = true;
         logStudyEvent(o.log, e);
         if (started) o.onEvent?.(e, started.progress());
       },
     });
     started = coordinator;
     stops.push(() => coordinator.close());
-    if (o.workers === 0) {
-      // nobody else will run the trials: say how to add workers (a private server is loopback-only)
-      const where = o.natsUrl ? '' : ' (this private nats-server listens on loopback: run it on this machine, or give --nats)';
-      process.stderr.write(`optimer: waiting for workers; start them with: optimer worker --nats ${url}${where}\n`);
+    // `optimer study status --store` finds the coordinator through this note while the store is locked
+    const removeNote = await writeCoordinatorFile(o.storeDir, url, o.config.name);
+    stops.push(removeNote);
+    if (o.workers === 0 && !coordinator.complete) {
+      // no local workers: when none has joined after a heartbeat or so, say how to start one
+      // (a private nats-server listens on loopback only)
+      const joinUrl = url;
+      const hint = setTimeout(() => {
+        if (workerSeen || coordinator.complete) return;
+        const where = o.natsUrl ? '' : ' (this private nats-server listens on loopback: run it on this machine, or give --nats)';
+        process.stderr.write(`optimer: no worker has joined yet; start workers with: optimer worker --nats ${joinUrl}${where}\n`);
+      }, JOIN_HINT_AFTER_MS);
+      hint.unref();
+      stops.push(async () => clearTimeout(hint));
     }
     const children: ChildProcess[] = [];
     for (let i = 0; i < o.workers; i++) {
@@ -129,13 +146,24 @@ export function registerRun(program: Command, run: Run): void {
     .option('--grpc-host <host>', 'address the shard seeder listens on', '127.0.0.1')
     .option('--advertise-host <host>', 'host name workers should use to reach the seeder (default: --grpc-host)')
     .option('--log-level <level>', 'coordinator log level (fatal, error, warn, info, debug)', 'warn')
+    .option(
+      '--progress-every <s>',
+      'seconds between plain progress lines on stderr when it is not a terminal',
+      String(DEFAULT_PROGRESS_EVERY_S),
+    )
     .option('--json', 'print the report as one JSON object')
     .action((configPath: string, o) =>
       run(async () => {
         const workers = parseNumberOption(o.workers, '--workers', { min: 0, integer: true });
         if (o.provider) parseProvider(o.provider);
+        const everyS = parseNumberOption(o.progressEvery, '--progress-every', { min: 0.1 });
         const config = await loadStudyConfig(configPath);
-        const bar = progress(`study ${config.name}`, !o.json);
+        const bar = studyProgress({
+          study: config.name,
+          budget: config.trials,
+          mode: progressMode(Boolean(o.json)),
+          everyMs: everyS * 1000,
+        });
         const abort = new AbortController();
         const onSignal = (): void => {
           process.stderr.write('\nstopping (the study resumes when you run the same command again)…\n');
@@ -155,7 +183,7 @@ export function registerRun(program: Command, run: Run): void {
             advertiseHost: o.advertiseHost,
             log: createLogger('coordinator', o.logLevel),
             workerLogLevel: o.logLevel,
-            onEvent: (_e, p) => bar.update(p.finished, p.total, p.best !== undefined ? `best ${p.best.toFixed(4)}` : ''),
+            onEvent: (e, p) => bar.onEvent(e, p),
             signal: abort.signal,
           });
           bar.stop();

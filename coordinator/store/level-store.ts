@@ -39,9 +39,7 @@ export async function openLevelStore(path: string, opts: OpenLevelStoreOptions =
     const busy = /lock/i.test(cause);
     throw new OptimerError(
       'STORE',
-      busy
-        ? `${path}: the study store is in use by another optimer process (a running coordinator?)`
-        : `${path}: cannot open the study store: ${cause}`,
+      busy ? `${path}: ${IN_USE} (a running coordinator?)` : `${path}: cannot open the study store: ${cause}`,
       { cause: e },
     );
   }
@@ -52,6 +50,13 @@ export async function openLevelStore(path: string, opts: OpenLevelStoreOptions =
     throw e;
   }
   return new LevelStudyStore(db, path);
+}
+
+const IN_USE = 'the study store is in use by another optimer process';
+
+/** Whether opening a store failed because another process (a running coordinator) holds it. */
+export function isStoreInUse(e: unknown): boolean {
+  return e instanceof OptimerError && e.code === 'STORE' && e.message.includes(IN_USE);
 }
 
 async function isFile(p: string): Promise<boolean> {
