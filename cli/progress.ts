@@ -48,14 +48,15 @@ export function studyProgress(o: StudyProgressOptions): StudyProgressDisplay {
     const tests = p.phase !== 'trials' && p.total > o.budget;
     const done = tests ? Math.max(0, p.finished - o.budget) : p.finished;
     const total = tests ? p.total - o.budget : p.total;
-    const eta = p.phase === 'complete' ? null : estimateEta(finishes, total - done, Date.now());
+    const over = p.phase === 'complete' || p.phase === 'failed';
+    const eta = over ? null : estimateEta(finishes, total - done, Date.now());
     return {
-      phase: p.phase === 'complete' ? 'complete' : tests ? 'tests' : 'trials',
+      phase: over ? p.phase : tests ? 'tests' : 'trials',
       done,
       total,
       running: p.running,
       best: p.best !== undefined ? fmt(p.best) : '-',
-      eta: eta ? formatDuration(eta.seconds) : '?',
+      eta: over ? '-' : eta ? formatDuration(eta.seconds) : '?',
       workers: workers.size,
     };
   };

@@ -73,8 +73,10 @@ describe('fail fast', () => {
     } finally {
       await store.close();
     }
-    const status = await optimer('study', 'status', 'family', '--store', storeDir, '--json');
-    expect(JSON.parse(status.stdout)).toMatchObject({ state: 'failed' });
+    const status = await optimer('study', 'status', 'family', '--store', storeDir);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/: failed, phase failed /);
+    expect(status.stdout).toContain('stopped: trials #0, #1 failed in a row with TRANSPORT: blob ');
 
     // the cause fixed: the same command resumes, the two failed trials run again, the study completes
     await flipByte(baseShard);

@@ -6,6 +6,8 @@ import {
   DEFAULT_ACK_WAIT_SECONDS,
   DEFAULT_BATCH_TOKENS,
   DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_CANARY_TRIALS,
+  DEFAULT_FAILURE_STREAK,
   DEFAULT_METRIC,
   DEFAULT_TRIAL_TIMEOUT_SECONDS,
   EXECUTION_PROVIDERS,
@@ -92,6 +94,13 @@ export function studyConfigYaml(o: {
     `  # a trial unanswered this long is issued again; after maxAttempts it is recorded failed`,
     `  trialTimeoutSeconds: ${DEFAULT_TRIAL_TIMEOUT_SECONDS}`,
     `  maxAttempts: ${DEFAULT_MAX_ATTEMPTS}`,
+    '',
+    `# a failure that would repeat stops the study as failed (rerun to resume) instead of spending it`,
+    `failFast:`,
+    `  # the first trials run alone until one completes; 0: no canary`,
+    `  canary: ${DEFAULT_CANARY_TRIALS}`,
+    `  # this many trials failing in a row with the same error stop the study; 0: never`,
+    `  streak: ${DEFAULT_FAILURE_STREAK}`,
     '',
   ];
   return lines.join('\n');

@@ -75,6 +75,14 @@ export function renderStatus(st: StudyStatus, via: StatusVia): string {
       `${t.created} of ${t.budget} trials created, ${t.complete} complete, ${t.failed} failed, ${t.running} running` +
       (s.tests.total > 0 ? `; tests ${s.tests.complete + s.tests.failed}/${s.tests.total}` : ''),
   ];
+  if (s.failure) {
+    const f = s.failure;
+    lines.push(
+      s.state === 'failed'
+        ? `stopped: trials #${f.trials.join(', #')} failed in a row with ${f.code}: ${f.message} (fix it and rerun the study to resume)`
+        : `resuming after trials #${f.trials.join(', #')} failed with ${f.code}`,
+    );
+  }
   if (s.best) {
     lines.push(`best ${s.metric} ${fmt(s.best.objective ?? NaN)} (trial ${s.best.trial}, ${s.best.label})`);
     lines.push(`best weights (--weights): ${s.best.weightsArg}`);

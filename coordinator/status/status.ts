@@ -20,7 +20,7 @@ export const MAX_STATUS_PAGE = 500;
 
 const num = z.number().finite();
 const weights = z.record(z.string(), num);
-const phase = z.enum(['trials', 'tests', 'complete']);
+const phase = z.enum(['trials', 'tests', 'complete', 'failed']);
 const counts = z.object({
   budget: z.number().int(),
   created: z.number().int(),
@@ -81,7 +81,9 @@ export const studySummarySchema = z.object({
   study: z.string(),
   /** answered by the running coordinator (true) or read from a store no coordinator holds */
   live: z.boolean(),
-  state: z.enum(['running', 'complete']),
+  state: z.enum(['running', 'complete', 'failed']),
+  /** why a failed study stopped (the error its streak of trials shares), or a resumed one had */
+  failure: z.object({ code: z.string(), message: z.string(), trials: z.array(z.number().int()), at: z.string() }).nullable(),
   phase,
   direction: z.enum(['minimize', 'maximize']),
   metric: z.string(),
@@ -206,14 +208,14 @@ export function statusTrial(study: StudyRecord, j: JobRecord): StatusTrial {
 export function studySummary(study: StudyRecord, trials: readonly JobRecord[], tests: readonly JobRecord[], live?: LiveView): StudySummary {
   const r = reportFromRecords(study, trials, tests);
   const c = study.config;
-  const phaseNow: StudySummary['phase'] = study.state === 'complete' ? 'complete' : tests.length > 0 ? 'tests' : 'trials';
+  const phaseNow: StudySummary['phase'] = study.state !== 'running' ? study.state : tests.length > 0 ? 'tests' : 'trials';
   const finished = (jobs: readonly JobRecord[]) => jobs.filter((j) => j.state !== 'running');
   const progress =
     phaseNow === 'tests'
       ? { phase: phaseNow, done: finished(tests).length, total: tests.length }
       : { phase: phaseNow, done: finished(trials).length, total: Math.max(c.trials, trials.length) };
   let eta: StudySummary['eta'] = null;
-  if (live && phaseNow !== 'complete') {
+  if (live && study.state === 'running') {
     const jobs = phaseNow === 'tests' ? tests : trials;
     const times = finished(jobs)
       .map((j) => Date.parse(j.finishedAt ?? ''))
@@ -234,6 +236,7 @@ export function studySummary(study: StudyRecord, trials: readonly JobRecord[], t
     study: study.name,
     live: live !== undefined,
     state: study.state,
+    failure: study.failure ?? null,
     phase: phaseNow,
     direction: r.direction,
     metric: r.metric,
