@@ -79,6 +79,10 @@ describe('operating a study', () => {
       new RegExp(`^study op \\(live, from the coordinator on ${nats.url.replace(/[.]/g, '\\.')}\\): running, phase trials 0/40`),
     );
 
+    // listed while it runs (asked before any worker joins: a tiny study can finish in seconds)
+    const listed = await json('study', 'list', '--nats', nats.url, '--json');
+    expect(listed.map((s: { study: string }) => s.study)).toContain('op');
+
     procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 1);
     const later = await waitFor(
       async () => {
@@ -91,9 +95,6 @@ describe('operating a study', () => {
     expect(later.trials.complete).toBeGreaterThan(early.trials.complete);
     expect(later.mesh.workers).toBe(1);
     expect(later.workers[0]).toMatchObject({ id: 'test-1' });
-
-    const listed = await json('study', 'list', '--nats', nats.url, '--json');
-    expect(listed.map((s: { study: string }) => s.study)).toContain('op');
 
     expect(await exited(run, 120_000)).toBe(0);
     // not a terminal: plain progress lines came during the run
