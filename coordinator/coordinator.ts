@@ -26,6 +26,7 @@ import {
 import { baselineParams } from './baselines.js';
 import { type StudyEvent, type StudyEventListener, StudyEvents } from './events.js';
 import { genomeSpace, proposalParams } from './genome-space.js';
+import { probeSeeder } from './preflight.js';
 import { createSampler } from './sampler/create.js';
 import type { Sampler } from './sampler/sampler.js';
 import type { SearchSpace } from './sampler/space.js';
@@ -151,6 +152,7 @@ export class Coordinator {
         sets.push({ name: s.name, metric: s.metric, weight: s.weight, dev, test });
       }
       const address = await seeder.start(opts.grpcHost ?? '127.0.0.1', 0, opts.advertiseHost);
+      await probeSeeder(address, manifestRef);
       log.info({ seeder: address }, 'serving shards');
 
       const transport = await StudyTransport.open({
@@ -251,18 +253,19 @@ export class Coordinator {
   // ---- the loop -------------------------------------------------------------------------------
 
   private async recover(): Promise<void> {
-    // anything running was published before the stop: publish again under the same message id
-    // (JetStream drops the copy if the original is still within its duplicate window)
-    for (const job of this.book.running()) await this.publish(job);
     const f = this.study.failure;
     if (f && this.study.state === 'running') {
-      // a rerun of a study that stopped as failed: the trials of its streak run again
+      // a rerun of a study that stopped as failed: the trials of its streak run again, and those
+      // running at the stop start over (their pending results come from before the fix)
       this.log.info({ code: f.code, trials: f.trials }, 'resuming a failed study: its failed trials run again');
       await this.apply(this.book.renew(f.trials, new Date()));
       const { failure: _, ...rest } = this.study;
       this.study = { ...rest, updatedAt: new Date().toISOString() };
       await this.opts.store.putStudy(this.study);
     }
+    // anything running was published before the stop: publish again under the same message id
+    // (JetStream drops the copy if the original is still within its duplicate window)
+    for (const job of this.book.running()) await this.publish(job);
     const running = this.book.running().filter((j) => j.kind === 'TRIAL').length;
     const created = this.book.createdTrials;
     this.log.info({ trials: created, running, budget: this.book.budget }, created > 0 ? 'resuming' : 'starting');

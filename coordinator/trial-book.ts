@@ -291,11 +291,18 @@ export class TrialBook {
   /**
    * Resuming a study that stopped as failed: the failed trials of its streak run again (same
    * weights, a new job record, attempts from 1), so the fault they hit does not cost budget.
-   * Trials already renewed (running or finished again) are left as they are.
+   * Trials still running at the stop are renewed too: results of their attempts from before the
+   * fix, still in the results stream, then no longer match them. Call it once per resume.
    */
-  renew(numbers: readonly number[], now: Date): Transition {
+  renew(failed: readonly number[], now: Date): Transition {
     const at = now.toISOString();
-    const jobs = numbers.map((n) => this.trials[n]).filter((j): j is JobRecord => j?.state === 'failed');
+    const streak = failed.map((n) => this.trials[n]).filter((j): j is JobRecord => j?.state === 'failed');
+    const running = this.trials.filter((j) => j.state === 'running');
+    const withdraw = running.flatMap((j) => {
+      const seq = this.current(j).seq;
+      return seq === undefined ? [] : [{ type: 'withdraw' as const, seq }];
+    });
+    const jobs = [...streak, ...running].sort((a, b) => a.number - b.number);
     for (const job of jobs) {
       const { attempts, error, createdAt, finishedAt } = job;
       job.retried = [...(job.retried ?? []), { attempts, ...(error ? { error } : {}), createdAt, ...(finishedAt ? { finishedAt } : {}) }];
@@ -311,7 +318,7 @@ export class TrialBook {
     }
     if (jobs.length === 0) return none();
     return {
-      effects: [{ type: 'record', jobs }, ...jobs.map((job) => ({ type: 'publish' as const, job }))],
+      effects: [...withdraw, { type: 'record', jobs }, ...jobs.map((job) => ({ type: 'publish' as const, job }))],
       events: jobs.map((job) => this.event('trial.reissued', job, { reason: 'resume' })),
     };
   }

@@ -31,6 +31,39 @@ async function flipByte(path: string): Promise<void> {
 }
 
 describe('fail fast', () => {
+  it('fail fast - a seeder address workers cannot use is refused before any trial: exit 2, SETUP, naming the address and the flag', async () => {
+    const poolDir = join(tmp, 'pool-probe');
+    await buildFamilyPool(family, poolDir);
+    const storeDir = join(tmp, 'store-probe');
+    const config = await writeStudyConfig(join(tmp, 'probe.json'), family, poolDir, { name: 'probe', trials: 4 });
+    // a port nothing listens on stands in for a wrong host: what the probe sees is the same
+    const r = await optimer(
+      'run',
+      config,
+      '--workers',
+      '0',
+      '--store',
+      storeDir,
+      '--advertise-host',
+      '127.0.0.2',
+      '--grpc-host',
+      '127.0.0.1',
+      '--json',
+    );
+    expect(r.code).toBe(2);
+    const error = JSON.parse(r.stderr.trim().split('\n').at(-1)!).error;
+    expect(error.code).toBe('SETUP');
+    expect(error.message).toMatch(
+      /^the shard seeder is not reachable at 127\.0\.0\.2:\d+, the address workers are told to use: .*Check --advertise-host/,
+    );
+    const store = await openLevelStore(join(storeDir, 'db'), { create: false });
+    try {
+      expect(await store.listJobs('probe', 'TRIAL')).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  }, 60_000);
+
   it('fail fast - a corrupt shard fails the canary: the study stops as failed, exit 1, budget unspent; fixed, a rerun resumes and completes', async () => {
     const poolDir = join(tmp, 'pool');
     await buildFamilyPool(family, poolDir);
@@ -44,6 +77,7 @@ describe('fail fast', () => {
       failFast: { canary: 2, streak: 4 },
     });
     const args = ['run', config, '--workers', '1', '--store', storeDir, '--json'];
+    let stoppedWith = 0; // trials created when the study stopped
 
     // every worker rejects the coordinator's base shard: each trial would fail the same way
     await flipByte(baseShard);
@@ -70,6 +104,7 @@ describe('fail fast', () => {
         ['failed', 2],
       ]);
       expect(trials.slice(2).every((t) => t.state === 'running')).toBe(true);
+      stoppedWith = trials.length;
     } finally {
       await store.close();
     }
@@ -93,9 +128,10 @@ describe('fail fast', () => {
       expect(study?.failure).toBeUndefined();
       const trials = await again.listJobs('family', 'TRIAL');
       expect(trials).toHaveLength(12);
-      expect(trials.every((t) => t.state === 'complete')).toBe(true);
-      // the failed run is kept as history of trials 0 and 1, not counted against the budget
-      expect(trials.filter((t) => t.retried).map((t) => t.number)).toEqual([0, 1]);
+      expect(trials.map((t) => [t.number, t.state, t.error?.message ?? ''])).toEqual(trials.map((t) => [t.number, 'complete', '']));
+      // the failed run is kept as history of trials 0 and 1 (and of a third still running at the
+      // stop, started over), not counted against the budget
+      expect(trials.filter((t) => t.retried).map((t) => t.number)).toEqual(stoppedWith === 3 ? [0, 1, 2] : [0, 1]);
       expect(trials[0]!.retried![0]!.error?.code).toBe('TRANSPORT');
       expect(trials[0]!.attempts).toHaveLength(1);
     } finally {

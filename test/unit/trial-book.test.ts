@@ -409,8 +409,20 @@ describe('trial book', () => {
     // a late result of the earlier run (its created time) is not taken for the renewed job
     expect(resumed.onResult(result(0, { created: Date.parse(before.createdAt) }), at(11)).disposition).toBe('not-current');
     expect(resumed.onResult(result(0, { created: Date.parse(renewed[0]!.createdAt) }), at(12)).disposition).toBe('recorded');
-    // renewing again (a coordinator killed before it cleared the failure) leaves renewed trials alone
-    expect(types(resumed.renew(failure.trials, at(13)))).toEqual([]);
+    // trials running at the stop start over too: a late result of their earlier attempt no longer matches
+    const withRunning = TrialBook.restore(settings({ budget: 5, canary: 3 }), [], []);
+    for (let i = 0; i < 3; i++) withRunning.create('tpe', { x: i }, T0);
+    withRunning.published('TRIAL', 2, 1, 42);
+    withRunning.onResult(result(0, { error: err, scores: [] }), at(1));
+    withRunning.onResult(result(1, { error: err, scores: [] }), at(2));
+    const rr = withRunning.renew([0, 1], at(3));
+    expect(types(rr)).toEqual(['withdraw', 'record', 'publish', 'publish', 'publish']);
+    expect(recorded(rr).map((j) => [j.number, j.state, j.attempt])).toEqual([
+      [0, 'running', 1],
+      [1, 'running', 1],
+      [2, 'running', 1],
+    ]);
+    expect(withRunning.onResult(result(2, { created: T0.getTime() }), at(4)).disposition).toBe('not-current');
   });
 
   it('trial book - a record with a gap in its numbers is refused', () => {
