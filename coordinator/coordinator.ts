@@ -120,6 +120,7 @@ export class Coordinator {
     const pool = await Pool.open(c.pool);
     const cleanup: (() => unknown)[] = [() => pool.close()];
     try {
+      await pool.checkSizes(); // a missing or truncated shard would fail every trial
       const { vectors, bounds } = resolveVectors(
         c,
         pool.manifest.vectors.map((v) => v.name),

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { openLevelStore } from '../coordinator/index.js';
@@ -62,6 +62,20 @@ describe('fail fast', () => {
     } finally {
       await store.close();
     }
+  }, 60_000);
+
+  it('fail fast - a truncated shard in the pool of the coordinator is refused at start: exit 2, BAD_POOL naming the shard', async () => {
+    const poolDir = join(tmp, 'pool-truncated');
+    await buildFamilyPool(family, poolDir);
+    const manifest = JSON.parse(await readFile(join(poolDir, 'manifest.json'), 'utf8'));
+    const shard: string = manifest.vectors[1].blob.shards[0].sha256;
+    await truncate(join(poolDir, 'shards', shard), 100);
+    const config = await writeStudyConfig(join(tmp, 'truncated.json'), family, poolDir, { name: 'truncated', trials: 4 });
+    const r = await optimer('run', config, '--workers', '0', '--store', join(tmp, 'store-truncated'), '--json');
+    expect(r.code).toBe(2);
+    const error = JSON.parse(r.stderr.trim().split('\n').at(-1)!).error;
+    expect(error).toMatchObject({ code: 'BAD_POOL' });
+    expect(error.message).toBe(`${poolDir}: shard ${shard} has 100 bytes, the manifest says ${manifest.vectors[1].blob.shards[0].bytes}`);
   }, 60_000);
 
   it('fail fast - a corrupt shard fails the canary: the study stops as failed, exit 1, budget unspent; fixed, a rerun resumes and completes', async () => {

@@ -1,4 +1,4 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { hashFile } from '../hash.js';
@@ -110,6 +110,22 @@ export class Pool {
     if (m.tokenizer) seen.set(m.tokenizer.sha256, m.tokenizer.bytes);
     for (const b of [m.base.blob, ...m.vectors.map((v) => v.blob)]) for (const s of b.shards) seen.set(s.sha256, s.bytes);
     return [...seen].map(([sha256, bytes]) => ({ sha256, bytes }));
+  }
+
+  /**
+   * Every shard is there with its manifest size: cheap (a stat each), unlike `verify`, so a
+   * coordinator runs it at each start; content is checked by every worker on arrival.
+   */
+  async checkSizes(): Promise<void> {
+    for (const { sha256, bytes } of this.allShards()) {
+      const size = await stat(join(this.shardsDir, sha256)).then(
+        (st) => st.size,
+        (e: unknown) => {
+          throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
+        },
+      );
+      if (size !== bytes) throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} has ${size} bytes, the manifest says ${bytes}`);
+    }
   }
 
   /** Re-hashes every shard; throws naming the first one that is missing or altered. */
