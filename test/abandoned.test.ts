@@ -23,7 +23,9 @@ describe('abandoned studies', () => {
   it('abandoned - a worker leaves the proposals of a study no coordinator runs, and takes them once it resumes', async () => {
     const poolDir = join(tmp, 'pool');
     await buildFamilyPool(family, poolDir);
-    const config = await loadStudyConfig(await writeStudyConfig(join(tmp, 'study.json'), family, poolDir, { name: 'left', trials: 10 }));
+    const config = await loadStudyConfig(
+      await writeStudyConfig(join(tmp, 'study.json'), family, poolDir, { name: 'left', trials: 10, failFast: { canary: 0 } }),
+    );
     const store = new MemoryStudyStore();
     // a coordinator publishes its first proposals, then stops before any worker came
     const first = await Coordinator.start({ config, store, natsUrl: nats.url, log: silentLogger(), queueDepth: 3 });

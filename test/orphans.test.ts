@@ -83,7 +83,7 @@ describe('a killed optimer run', () => {
 
     run.kill('SIGKILL');
     await exited(run, 5000);
-    const left = await waitFor(() => (pids.some(alive) ? undefined : []), 5000, 'the children to end').catch(() =>
+    const left = await waitFor(() => (pids.some(alive) ? undefined : []), 10_000, 'the children to end').catch(() =>
       pids.filter(alive).map((p) => `${p}: ${commandOf(p)}`),
     );
     expect(left).toEqual([]);

@@ -24,6 +24,13 @@ type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
 
 const CLI = join(packageRoot, 'dist', 'cli', 'main.js');
 
+/** A local worker whose `optimer run` died stops within this long, clean or not, ms. */
+const PARENT_GONE_EXIT_MS = 3000;
+/** Set by `optimer run` for the workers it starts: its pid, so a worker stops when it is gone. */
+const PARENT_PID_ENV = 'OPTIMER_PARENT_PID';
+/** How often a local worker checks that its `optimer run` is still its parent, ms. */
+const PARENT_POLL_MS = 500;
+
 /** With --workers 0: how long to wait for a worker to join before saying how to start one, ms. */
 const JOIN_HINT_AFTER_MS = 3000;
 
@@ -114,7 +121,10 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       ];
       if (o.provider) args.push('--provider', o.provider);
       // an IPC channel: the worker stops when it closes, that is when this process dies however
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+      const child = spawn(process.execPath, args, {
+        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+        env: { ...process.env, [PARENT_PID_ENV]: String(process.pid) },
+      });
       child.channel?.unref(); // the channel alone must not keep this process alive
       children.push(child);
     }
@@ -213,9 +223,15 @@ export function registerRun(program: Command, run: Run): void {
         // however it ends (SIGKILL included); the worker stops then too, not to outlive it
         let started = false;
         const parentGone = new Promise<void>((resolve) => {
-          if (!process.channel) return;
-          if (!process.connected) resolve();
-          else process.once('disconnect', () => resolve());
+          // launched by `optimer run`: it names itself, since the worker may start after it died
+          // (no channel left to see close); then the channel's close, or a new parent pid, says so
+          const parent = Number(process.env[PARENT_PID_ENV] ?? 0);
+          if (!parent) return;
+          if (process.ppid !== parent || !process.connected) return resolve();
+          process.once('disconnect', () => resolve());
+          setInterval(() => {
+            if (process.ppid !== parent) resolve();
+          }, PARENT_POLL_MS).unref();
         });
         void parentGone.then(() => {
           if (!started) process.exit(0); // nothing to close yet
@@ -235,7 +251,12 @@ export function registerRun(program: Command, run: Run): void {
           const stop = (): void => void worker.close().finally(resolve);
           process.once('SIGINT', stop);
           process.once('SIGTERM', stop);
-          void parentGone.then(stop);
+          // the parent is gone (killed): nobody waits for a clean stop, and with the private NATS
+          // and the seeder gone with it a close step may wait out its bound; cap it
+          void parentGone.then(() => {
+            setTimeout(() => process.exit(0), PARENT_GONE_EXIT_MS).unref();
+            stop();
+          });
         });
         await Promise.race([worker.closed(), stopped]);
         await worker.close();
