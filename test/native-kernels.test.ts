@@ -27,7 +27,16 @@ function randomBuffer(rng: Rng, dtype: DtypeName, n: number): Uint8Array {
 
 function runJs(dtype: DtypeName, base: Uint8Array, deltas: Uint8Array[], w: number[], n: number): Uint8Array {
   const out = new Uint8Array(n * size(dtype));
-  mergeChunkJs(dtype, base, deltas, w, out, n, new Float32Array(n), [0, 1, 2, 3].map(() => new Float32Array(n)));
+  mergeChunkJs(
+    dtype,
+    base,
+    deltas,
+    w,
+    out,
+    n,
+    new Float32Array(n),
+    [0, 1, 2, 3].map(() => new Float32Array(n)),
+  );
   return out;
 }
 
@@ -67,7 +76,17 @@ describe('native kernels', () => {
           const js = runJs(dtype, base, deltas, w, n);
           const got = new Uint8Array(n * size(dtype));
           if (native) native.merge(['float32', 'float16', 'bfloat16'].indexOf(dtype), base, deltas, Float64Array.from(w), got, n, 1);
-          else mergeChunk(dtype, base, deltas, w, got, n, new Float32Array(n), [0, 1, 2, 3].map(() => new Float32Array(n)));
+          else
+            mergeChunk(
+              dtype,
+              base,
+              deltas,
+              w,
+              got,
+              n,
+              new Float32Array(n),
+              [0, 1, 2, 3].map(() => new Float32Array(n)),
+            );
           expectSame(dtype, got, js, n, `${dtype} n=${n} K=${K}`);
           cases++;
         }
@@ -82,7 +101,16 @@ describe('native kernels', () => {
       const deltas = [randomBuffer(rng, dtype, n), randomBuffer(rng, dtype, n)];
       const w = [0.25, -1.5];
       const got = new Uint8Array(n * size(dtype));
-      mergeChunk(dtype, base, deltas, w, got, n, new Float32Array(n), [0, 1, 2, 3].map(() => new Float32Array(n)));
+      mergeChunk(
+        dtype,
+        base,
+        deltas,
+        w,
+        got,
+        n,
+        new Float32Array(n),
+        [0, 1, 2, 3].map(() => new Float32Array(n)),
+      );
       expectSame(dtype, got, runJs(dtype, base, deltas, w, n), n, dtype);
     }
   });
