@@ -44,6 +44,9 @@ if [ -z "$(find_nats)" ]; then
   fi
 fi
 
+# --- native kernels (optional: a failed or impossible build says so in one line, the JS kernels run) ---
+bash native/build.sh || true
+
 # --- compile ---------------------------------------------------------------------------------
 node node_modules/typescript/bin/tsc -p tsconfig.build.json
 chmod +x dist/cli/main.js

@@ -91,6 +91,7 @@ export {
   type ValueInfoProto,
 } from './onnx/proto.js';
 export { packageRoot } from './package-root.js';
+export { NATIVE_DTYPE, nativeKernels, type NativeKernels } from './native-kernels.js';
 export { buildPool, MAX_TENSOR_BYTES, type BuildPoolOptions } from './pool/build.js';
 export { describeModel, feedableInputs, type DescribeOptions } from './pool/lm-io.js';
 export {

@@ -15,10 +15,17 @@ import { uniformWeighting } from '../../shared/genome.js';
 import { Pool } from '../../shared/pool/reader.js';
 import { Rng } from '../../shared/rng.js';
 import { allocateMerged, mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
+import { mergeChunkJs } from '../../worker/merge/kernels.js';
+import { NATIVE_DTYPE, nativeKernels } from '../../shared/native-kernels.js';
 import { table } from '../../cli/output.js';
 
 const { values } = parseArgs({
-  options: { mb: { type: 'string', default: '256' }, vectors: { type: 'string', default: '4' }, repeat: { type: 'string', default: '3' } },
+  options: {
+    'kernels-only': { type: 'boolean', default: false },
+    mb: { type: 'string', default: '256' },
+    vectors: { type: 'string', default: '4' },
+    repeat: { type: 'string', default: '3' },
+  },
 });
 const MB = Number(values.mb);
 const K = Number(values.vectors);
@@ -67,6 +74,71 @@ async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
   }
   return best(times);
 }
+
+/**
+ * In-memory kernel table: one chunk of n elements (n = --mb MiB of fp32, 16M elements at --mb 64), K vectors.
+ * Bytes moved = (K + 1) buffers read + 1 written = (K + 2)·n·element size; memcpy moves the same bytes
+ * (Buffer.copy of half that size: it reads and writes each byte), as the pool rows below count it.
+ */
+function kernelTable(): (string | number)[][] {
+  const native = nativeKernels();
+  const n = Math.floor((MB * 2 ** 20) / 4);
+  const out: (string | number)[][] = [['dtype', 'K', 'MiB moved', 'memcpy GB/s', 'js GB/s', 'native GB/s', 'native/memcpy']];
+  const rng = new Rng(1);
+  for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
+    const size = dtype === 'float32' ? 4 : 2;
+    const vals = new Float32Array(n);
+    for (let i = 0; i < n; i++) vals[i] = rng.normal();
+    const make = () => {
+      const b = new Uint8Array(n * size);
+      encodeFloats(dtype, vals, b, n);
+      return b;
+    };
+    const base = make();
+    const deltas = Array.from({ length: 8 }, make);
+    const dest = new Uint8Array(n * size);
+    const acc = new Float32Array(n);
+    const tmp = [0, 1, 2, 3].map(() => new Float32Array(n));
+    for (const k of [4, 8]) {
+      const d = deltas.slice(0, k);
+      const w = d.map((_, j) => 0.1 * (j + 1));
+      const wf = Float64Array.from(w);
+      const moved = (k + 2) * n * size;
+      // memcpy reads and writes: copying moved/2 bytes moves the same bytes as the merge
+      const src = Buffer.alloc(moved / 2, 1);
+      const dst = Buffer.alloc(moved / 2);
+      const bestOf = (fn: () => void) => {
+        let b = Number.POSITIVE_INFINITY;
+        for (let r = 0; r < REPEAT; r++) {
+          const t0 = performance.now();
+          fn();
+          b = Math.min(b, (performance.now() - t0) / 1000);
+        }
+        return b;
+      };
+      const memS = bestOf(() => src.copy(dst));
+      const jsS = bestOf(() => mergeChunkJs(dtype, base, d, w, dest, n, acc, tmp));
+      const natS = native ? bestOf(() => native.merge(NATIVE_DTYPE[dtype], base, d, wf, dest, n, 1)) : Number.NaN;
+      const gb = (s: number) => moved / s / 1e9;
+      out.push([
+        dtype,
+        k,
+        (moved / 2 ** 20).toFixed(0),
+        gb(memS).toFixed(2),
+        gb(jsS).toFixed(2),
+        native ? gb(natS).toFixed(2) : 'n/a',
+        native ? `${((100 * memS) / natS).toFixed(0)}%` : 'n/a',
+      ]);
+    }
+  }
+  process.stdout.write(
+    `in-memory kernels, n = ${n} elements, 1 thread, best of ${REPEAT}, native: ${native ? native.simd : 'not built'} (node ${process.version})\n${table(out)}\n`,
+  );
+  return out;
+}
+
+kernelTable();
+if (values['kernels-only']) process.exit(0);
 
 const rows: (string | number)[][] = [['dtype', 'operation', 'bytes moved', 'seconds', 'GB/s', 'vs memcpy']];
 const dir = await mkdtemp(join(tmpdir(), 'optimer-bench-merge-'));

@@ -5,7 +5,32 @@ import {
   encodeFloats,
   halfFromFloatBits,
   halfToFloatTable,
+  NATIVE_DTYPE,
+  nativeKernels,
 } from '../../shared/index.js';
+
+const native = nativeKernels();
+
+/**
+ * out = base + Σ_k w_k·delta_k for one chunk: the native kernels (bit-identical, NaN payloads aside) for
+ * float32/float16/bfloat16 when they are built and loadable, else mergeChunkJs.
+ */
+export function mergeChunk(
+  dtype: DtypeName,
+  base: Uint8Array,
+  deltas: Uint8Array[],
+  w: number[],
+  out: Uint8Array,
+  n: number,
+  acc: Float32Array,
+  tmp: Float32Array[],
+): void {
+  if (native && deltas.length <= 64 && (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16')) {
+    native.merge(NATIVE_DTYPE[dtype], base, deltas, Float64Array.from(w.slice(0, deltas.length)), out, n, 1);
+    return;
+  }
+  mergeChunkJs(dtype, base, deltas, w, out, n, acc, tmp);
+}
 
 /**
  * out = base + Σ_k w_k·delta_k for one chunk of `n` elements, fp32 accumulation, every buffer in
@@ -13,7 +38,7 @@ import {
  * aligned and chunk buffers are fresh allocations). Vectors are taken four at a time with a
  * specialised loop: a generic loop over an array of vectors runs ~2.7× slower in V8.
  */
-export function mergeChunk(
+export function mergeChunkJs(
   dtype: DtypeName,
   base: Uint8Array,
   deltas: Uint8Array[],

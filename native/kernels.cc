@@ -1,0 +1,512 @@
+// optimer's native kernels: the merge θ = θ_base + Σ_k w_k·δ_k and what pool build needs (δ = θ_ckpt − θ_base,
+// dot products for the Gram matrix), for float32, float16 and bfloat16.
+//
+// Every result is bit-identical to the JavaScript kernels (worker/merge/kernels.ts, shared/kernels/js.ts), which
+// define the arithmetic:
+//   merge: the vectors are taken four at a time; per group, in double precision and left to right,
+//          acc = (float)(acc + w0·x0 + w1·x1 + w2·x2 + w3·x3), acc starting at the base; the weights are doubles;
+//          the output is acc rounded (to nearest even) to the dtype.
+//   delta: (float)(c − b), rounded to the dtype (a float subtraction: computing it in double and rounding, as
+//          JavaScript does, gives the same float).
+//   dot:   eight double partial sums, element i in sum i mod 8, in order; ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)).
+// Only NaN payloads (and a NaN's sign) may differ: IEEE 754 does not define them, nor does V8.
+// Built with -ffp-contract=off (no FMA contraction) and without -ffast-math, so the compiler keeps that order.
+//
+// One binary for every x86-64 CPU: the AVX-512 and AVX2+F16C paths are compiled with target attributes and chosen
+// at load time with __builtin_cpu_supports; elsewhere (or on other architectures) the portable scalar path runs.
+#if defined(__has_include)
+#if __has_include(<node_api.h>)
+#include <node_api.h>
+#else
+#include "napi-min.h"
+#endif
+#else
+#include "napi-min.h"
+#endif
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define OPTIMER_X86 1
+#endif
+
+namespace {
+
+enum Dtype { F32 = 0, F16 = 1, BF16 = 2 };
+constexpr size_t kElemBytes[] = {4, 2, 2};
+constexpr size_t kMaxVectors = 64;
+
+// ---- scalar conversions, exactly as shared/onnx/dtype.ts ---------------------------------------------------
+
+inline float bitsToFloat(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+inline uint32_t floatToBits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+float halfTable[65536];
+
+void buildHalfTable() {
+  for (uint32_t h = 0; h < 65536; h++) {
+    uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, frac = h & 0x3ff, bits;
+    if (exp == 0) {
+      if (frac == 0) bits = sign;
+      else {
+        int e = -1;
+        uint32_t f = frac;
+        do {
+          f <<= 1;
+          e++;
+        } while ((f & 0x400) == 0);
+        bits = sign | (uint32_t(127 - 15 - e) << 23) | ((f & 0x3ff) << 13);
+      }
+    } else if (exp == 31) bits = sign | 0x7f800000u | (frac << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (frac << 13);
+    halfTable[h] = bitsToFloat(bits);
+  }
+}
+
+inline uint16_t halfFromFloatBits(uint32_t b) {
+  uint32_t sign = (b >> 16) & 0x8000, exp = (b >> 23) & 0xff, frac = b & 0x7fffff;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00 | (frac ? 0x200 : 0));
+  int e = int(exp) - 127 + 15;
+  if (e >= 0x1f) return uint16_t(sign | 0x7c00);
+  if (e <= 0) {
+    if (e < -10) return uint16_t(sign);
+    uint32_t m = frac | 0x800000, shift = uint32_t(14 - e), h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1))) h++;
+    return uint16_t(sign | h);
+  }
+  uint32_t h = (uint32_t(e) << 10) | (frac >> 13), rem = frac & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+  return uint16_t(sign | h);
+}
+
+inline uint16_t bf16FromFloatBits(uint32_t b) {
+  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffff)) return uint16_t((b >> 16) | 0x40);
+  return uint16_t((b + 0x7fffu + ((b >> 16) & 1)) >> 16);
+}
+
+inline float load1(int dt, const uint8_t* p, size_t i) {
+  if (dt == F32) {
+    float f;
+    std::memcpy(&f, p + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, 2);
+  return dt == F16 ? halfTable[h] : bitsToFloat(uint32_t(h) << 16);
+}
+
+inline void store1(int dt, uint8_t* p, size_t i, float v) {
+  if (dt == F32) {
+    std::memcpy(p + 4 * i, &v, 4);
+    return;
+  }
+  uint16_t h = dt == F16 ? halfFromFloatBits(floatToBits(v)) : bf16FromFloatBits(floatToBits(v));
+  std::memcpy(p + 2 * i, &h, 2);
+}
+
+struct MergeArgs {
+  int dt;
+  const uint8_t* base;
+  const uint8_t* const* d;
+  const double* w;
+  size_t K;
+  uint8_t* out;
+};
+
+void mergeScalar(const MergeArgs& a, size_t from, size_t to) {
+  for (size_t i = from; i < to; i++) {
+    float acc = load1(a.dt, a.base, i);
+    for (size_t k = 0; k < a.K; k += 4) {
+      double s = acc;
+      size_t end = k + 4 < a.K ? k + 4 : a.K;
+      for (size_t j = k; j < end; j++) s = s + a.w[j] * double(load1(a.dt, a.d[j], i));
+      acc = float(s);
+    }
+    store1(a.dt, a.out, i, acc);
+  }
+}
+
+void deltaScalar(int dt, const uint8_t* c, const uint8_t* b, uint8_t* out, float* rounded, size_t from, size_t to) {
+  for (size_t i = from; i < to; i++) {
+    float v = load1(dt, c, i) - load1(dt, b, i);
+    store1(dt, out, i, v);
+    if (rounded) rounded[i] = load1(dt, out, i);
+  }
+}
+
+// ---- x86-64 SIMD paths ------------------------------------------------------------------------------------
+
+#ifdef OPTIMER_X86
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,avx2,fma")))
+#define AVX2 __attribute__((target("avx2,f16c")))
+
+AVX512 inline __m512 load16(int dt, const uint8_t* p, size_t i) {
+  if (dt == F32) return _mm512_loadu_ps(p + 4 * i);
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i));
+  if (dt == F16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AVX512 inline void store16(int dt, uint8_t* p, size_t i, __m512 v) {
+  if (dt == F32) {
+    _mm512_storeu_ps(p + 4 * i, v);
+    return;
+  }
+  __m256i h;
+  if (dt == F16) h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  else {
+    __m512i b = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+    __m512i nanq = _mm512_or_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40));
+    __mmask16 isnan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    h = _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, isnan, nanq));
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 2 * i), h);
+}
+
+AVX512 void mergeAvx512(const MergeArgs& a, size_t from, size_t to) {
+  size_t i = from;
+  for (; i + 16 <= to; i += 16) {
+    __m512 acc = load16(a.dt, a.base, i);
+    for (size_t k = 0; k < a.K; k += 4) {
+      __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc));
+      __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+      size_t end = k + 4 < a.K ? k + 4 : a.K;
+      for (size_t j = k; j < end; j++) {
+        __m512 x = load16(a.dt, a.d[j], i);
+        __m512d wj = _mm512_set1_pd(a.w[j]);
+        lo = _mm512_add_pd(lo, _mm512_mul_pd(wj, _mm512_cvtps_pd(_mm512_castps512_ps256(x))));
+        hi = _mm512_add_pd(hi, _mm512_mul_pd(wj, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)))));
+      }
+      acc = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo))), _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
+    }
+    store16(a.dt, a.out, i, acc);
+  }
+  mergeScalar(a, i, to);
+}
+
+AVX512 void deltaAvx512(int dt, const uint8_t* c, const uint8_t* b, uint8_t* out, float* rounded, size_t from, size_t to) {
+  size_t i = from;
+  for (; i + 16 <= to; i += 16) {
+    __m512 v = _mm512_sub_ps(load16(dt, c, i), load16(dt, b, i));
+    store16(dt, out, i, v);
+    if (rounded) _mm512_storeu_ps(rounded + i, dt == F32 ? v : load16(dt, out, i));
+  }
+  deltaScalar(dt, c, b, out, rounded, i, to);
+}
+
+AVX2 inline __m256 load8(int dt, const uint8_t* p, size_t i) {
+  if (dt == F32) return _mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i));
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
+  if (dt == F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 inline void store8(int dt, uint8_t* p, size_t i, __m256 v) {
+  if (dt == F32) {
+    _mm256_storeu_ps(reinterpret_cast<float*>(p + 4 * i), v);
+    return;
+  }
+  __m128i h;
+  if (dt == F16) h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  else {
+    __m256i b = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+    __m256i nanq = _mm256_or_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x40));
+    __m256i isnan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, nanq, isnan);
+    // 32 → 16 bits: packus works within 128-bit lanes, the permute puts the halves back in order
+    r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    h = _mm256_castsi256_si128(r);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 2 * i), h);
+}
+
+AVX2 void mergeAvx2(const MergeArgs& a, size_t from, size_t to) {
+  size_t i = from;
+  for (; i + 8 <= to; i += 8) {
+    __m256 acc = load8(a.dt, a.base, i);
+    for (size_t k = 0; k < a.K; k += 4) {
+      __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(acc));
+      __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(acc, 1));
+      size_t end = k + 4 < a.K ? k + 4 : a.K;
+      for (size_t j = k; j < end; j++) {
+        __m256 x = load8(a.dt, a.d[j], i);
+        __m256d wj = _mm256_set1_pd(a.w[j]);
+        lo = _mm256_add_pd(lo, _mm256_mul_pd(wj, _mm256_cvtps_pd(_mm256_castps256_ps128(x))));
+        hi = _mm256_add_pd(hi, _mm256_mul_pd(wj, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1))));
+      }
+      acc = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
+    }
+    store8(a.dt, a.out, i, acc);
+  }
+  mergeScalar(a, i, to);
+}
+
+AVX2 void deltaAvx2(int dt, const uint8_t* c, const uint8_t* b, uint8_t* out, float* rounded, size_t from, size_t to) {
+  size_t i = from;
+  for (; i + 8 <= to; i += 8) {
+    __m256 v = _mm256_sub_ps(load8(dt, c, i), load8(dt, b, i));
+    store8(dt, out, i, v);
+    if (rounded) _mm256_storeu_ps(rounded + i, dt == F32 ? v : load8(dt, out, i));
+  }
+  deltaScalar(dt, c, b, out, rounded, i, to);
+}
+
+// dots: lane l of the accumulators holds the elements i ≡ l (mod 8); products of floats are exact in double
+AVX2 void dotsAvx2(const float* const* v, size_t K, size_t n, double* lanes /* K*K*8 */) {
+  constexpr size_t B = 512;
+  std::vector<double> blk(K * B);
+  size_t n8 = n - n % 8;
+  for (size_t s = 0; s < n8; s += B) {
+    size_t m = n8 - s < B ? n8 - s : B;
+    for (size_t k = 0; k < K; k++)
+      for (size_t e = 0; e < m; e += 4) _mm256_storeu_pd(&blk[k * B + e], _mm256_cvtps_pd(_mm_loadu_ps(v[k] + s + e)));
+    for (size_t p = 0; p < K; p++)
+      for (size_t q = p; q < K; q++) {
+        double* L = lanes + (p * K + q) * 8;
+        __m256d a0 = _mm256_loadu_pd(L), a1 = _mm256_loadu_pd(L + 4);
+        const double* x = &blk[p * B];
+        const double* y = &blk[q * B];
+        for (size_t e = 0; e < m; e += 8) {
+          a0 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_loadu_pd(x + e), _mm256_loadu_pd(y + e)));
+          a1 = _mm256_add_pd(a1, _mm256_mul_pd(_mm256_loadu_pd(x + e + 4), _mm256_loadu_pd(y + e + 4)));
+        }
+        _mm256_storeu_pd(L, a0);
+        _mm256_storeu_pd(L + 4, a1);
+      }
+  }
+  for (size_t p = 0; p < K; p++)
+    for (size_t q = p; q < K; q++)
+      for (size_t i = n8; i < n; i++) lanes[(p * K + q) * 8 + (i - n8)] += double(v[p][i]) * double(v[q][i]);
+}
+
+#endif  // OPTIMER_X86
+
+void dotsScalar(const float* const* v, size_t K, size_t n, double* lanes) {
+  for (size_t p = 0; p < K; p++)
+    for (size_t q = p; q < K; q++) {
+      double* L = lanes + (p * K + q) * 8;
+      for (size_t i = 0; i < n; i++) L[i % 8] += double(v[p][i]) * double(v[q][i]);
+    }
+}
+
+// ---- dispatch ---------------------------------------------------------------------------------------------
+
+using MergeFn = void (*)(const MergeArgs&, size_t, size_t);
+using DeltaFn = void (*)(int, const uint8_t*, const uint8_t*, uint8_t*, float*, size_t, size_t);
+using DotsFn = void (*)(const float* const*, size_t, size_t, double*);
+MergeFn mergeImpl = mergeScalar;
+DeltaFn deltaImpl = deltaScalar;
+DotsFn dotsImpl = dotsScalar;
+const char* simdName = "scalar";
+
+void choose() {
+  buildHalfTable();
+#ifdef OPTIMER_X86
+  __builtin_cpu_init();
+  bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  if (avx2) {
+    mergeImpl = mergeAvx2;
+    deltaImpl = deltaAvx2;
+    dotsImpl = dotsAvx2;
+    simdName = "avx2";
+  }
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+    mergeImpl = mergeAvx512;
+    deltaImpl = deltaAvx512;
+    simdName = "avx512";
+  }
+#endif
+  const char* forced = std::getenv("OPTIMER_NATIVE_SIMD");  // for tests of every path on one machine
+  if (forced && std::strcmp(forced, "scalar") == 0) {
+    mergeImpl = mergeScalar;
+    deltaImpl = deltaScalar;
+    dotsImpl = dotsScalar;
+    simdName = "scalar";
+  }
+#ifdef OPTIMER_X86
+  else if (forced && std::strcmp(forced, "avx2") == 0 && std::strcmp(simdName, "scalar") != 0) {
+    mergeImpl = mergeAvx2;
+    deltaImpl = deltaAvx2;
+    dotsImpl = dotsAvx2;
+    simdName = "avx2";
+  }
+#endif
+}
+
+// ---- Node-API glue ----------------------------------------------------------------------------------------
+
+struct View {
+  uint8_t* data = nullptr;
+  size_t bytes = 0;
+  napi_typedarray_type type = napi_uint8_array;
+};
+
+bool fail(napi_env env, const char* msg) {
+  napi_throw_error(env, "ERR_OPTIMER_NATIVE", msg);
+  return false;
+}
+
+bool view(napi_env env, napi_value v, View* out) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return fail(env, "optimer native: expected a typed array");
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value ab;
+  size_t off = 0;
+  if (napi_get_typedarray_info(env, v, &out->type, &length, &data, &ab, &off) != napi_ok) return fail(env, "optimer native: bad typed array");
+  size_t elem = out->type == napi_float32_array ? 4 : out->type == napi_float64_array ? 8 : out->type == napi_uint8_array ? 1 : 0;
+  if (elem == 0) return fail(env, "optimer native: expected a Uint8Array, Float32Array or Float64Array");
+  out->data = static_cast<uint8_t*>(data);
+  out->bytes = length * elem;
+  return true;
+}
+
+bool u32(napi_env env, napi_value v, uint32_t* out) {
+  if (napi_get_value_uint32(env, v, out) != napi_ok) return fail(env, "optimer native: expected a non-negative integer");
+  return true;
+}
+
+bool views(napi_env env, napi_value arr, std::vector<View>* out) {
+  bool is = false;
+  uint32_t len = 0;
+  if (napi_is_array(env, arr, &is) != napi_ok || !is || napi_get_array_length(env, arr, &len) != napi_ok)
+    return fail(env, "optimer native: expected an array of typed arrays");
+  if (len > kMaxVectors) return fail(env, "optimer native: more than 64 vectors");
+  out->resize(len);
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value e;
+    if (napi_get_element(env, arr, i, &e) != napi_ok || !view(env, e, &(*out)[i])) return false;
+  }
+  return true;
+}
+
+template <typename F>
+void parallel(size_t n, uint32_t threads, F body) {
+  // ranges are multiples of 64 elements, so every thread but the last runs whole SIMD blocks
+  size_t T = threads < 1 ? 1 : threads;
+  if (T > 64) T = 64;
+  if (n < T * 65536) T = n / 65536 > 0 ? n / 65536 : 1;
+  if (T == 1) {
+    body(size_t(0), n);
+    return;
+  }
+  size_t per = (n / T + 63) & ~size_t(63);
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < T; t++) {
+    size_t from = t * per < n ? t * per : n, to = (t + 1) * per < n && t + 1 < T ? (t + 1) * per : n;
+    pool.emplace_back([=] { body(from, to); });
+  }
+  body(0, per < n ? per : n);
+  for (auto& th : pool) th.join();
+}
+
+// merge(dtype, base, deltas[], w: Float64Array, out, n, threads)
+napi_value Merge(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 7) return fail(env, "optimer native: merge(dtype, base, deltas, w, out, n, threads)"), nullptr;
+  uint32_t dt, n, threads;
+  View base, w, out;
+  std::vector<View> d;
+  if (!u32(env, argv[0], &dt) || !view(env, argv[1], &base) || !views(env, argv[2], &d) || !view(env, argv[3], &w) ||
+      !view(env, argv[4], &out) || !u32(env, argv[5], &n) || !u32(env, argv[6], &threads))
+    return nullptr;
+  if (dt > BF16) return fail(env, "optimer native: unknown dtype"), nullptr;
+  size_t bytes = size_t(n) * kElemBytes[dt];
+  if (w.type != napi_float64_array || w.bytes < d.size() * 8) return fail(env, "optimer native: w must be a Float64Array, one per vector"), nullptr;
+  if (base.bytes < bytes || out.bytes < bytes) return fail(env, "optimer native: a buffer is shorter than n elements"), nullptr;
+  const uint8_t* ptrs[kMaxVectors];
+  for (size_t k = 0; k < d.size(); k++) {
+    if (d[k].bytes < bytes) return fail(env, "optimer native: a delta is shorter than n elements"), nullptr;
+    ptrs[k] = d[k].data;
+  }
+  MergeArgs a{int(dt), base.data, ptrs, reinterpret_cast<const double*>(w.data), d.size(), out.data};
+  parallel(n, threads, [&](size_t from, size_t to) { mergeImpl(a, from, to); });
+  return nullptr;
+}
+
+// delta(dtype, ckpt, base, out, rounded: Float32Array | null, n)
+napi_value Delta(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 6) return fail(env, "optimer native: delta(dtype, ckpt, base, out, rounded, n)"), nullptr;
+  uint32_t dt, n;
+  View c, b, out, r;
+  napi_valuetype rt;
+  napi_typeof(env, argv[4], &rt);
+  bool hasR = rt != napi_null && rt != napi_undefined;
+  if (!u32(env, argv[0], &dt) || !view(env, argv[1], &c) || !view(env, argv[2], &b) || !view(env, argv[3], &out) ||
+      (hasR && !view(env, argv[4], &r)) || !u32(env, argv[5], &n))
+    return nullptr;
+  if (dt > BF16) return fail(env, "optimer native: unknown dtype"), nullptr;
+  size_t bytes = size_t(n) * kElemBytes[dt];
+  if (c.bytes < bytes || b.bytes < bytes || out.bytes < bytes || (hasR && (r.type != napi_float32_array || r.bytes < size_t(n) * 4)))
+    return fail(env, "optimer native: a buffer is shorter than n elements"), nullptr;
+  deltaImpl(int(dt), c.data, b.data, out.data, hasR ? reinterpret_cast<float*>(r.data) : nullptr, 0, n);
+  return nullptr;
+}
+
+// dots(vectors: Float32Array[], n, lanes: Float64Array(K*K*8)): adds each pair's (p ≤ q) products to its eight lanes
+napi_value Dots(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 3) return fail(env, "optimer native: dots(vectors, n, lanes)"), nullptr;
+  std::vector<View> v;
+  uint32_t n;
+  View lanes;
+  if (!views(env, argv[0], &v) || !u32(env, argv[1], &n) || !view(env, argv[2], &lanes)) return nullptr;
+  size_t K = v.size();
+  if (lanes.type != napi_float64_array || lanes.bytes < K * K * 8 * 8) return fail(env, "optimer native: lanes must be a Float64Array of K*K*8"), nullptr;
+  const float* ptrs[kMaxVectors];
+  for (size_t k = 0; k < K; k++) {
+    if (v[k].type != napi_float32_array || v[k].bytes < size_t(n) * 4) return fail(env, "optimer native: vectors must be Float32Arrays of n"), nullptr;
+    ptrs[k] = reinterpret_cast<const float*>(v[k].data);
+  }
+  dotsImpl(ptrs, K, n, reinterpret_cast<double*>(lanes.data));
+  return nullptr;
+}
+
+void method(napi_env env, napi_value exports, const char* name, napi_callback cb) {
+  napi_value fn;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, nullptr, &fn);
+  napi_set_named_property(env, exports, name, fn);
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) napi_value napi_register_module_v1(napi_env env, napi_value exports) {
+  static std::once_flag once;  // one choice per process, whichever worker thread loads the addon first
+  std::call_once(once, choose);
+  method(env, exports, "merge", Merge);
+  method(env, exports, "delta", Delta);
+  method(env, exports, "dots", Dots);
+  napi_value s;
+  napi_create_string_utf8(env, simdName, NAPI_AUTO_LENGTH, &s);
+  napi_set_named_property(env, exports, "simd", s);
+  napi_value hw;
+  napi_create_uint32(env, std::thread::hardware_concurrency(), &hw);
+  napi_set_named_property(env, exports, "hardwareThreads", hw);
+  return exports;
+}

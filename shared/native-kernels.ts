@@ -1,0 +1,33 @@
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { packageRoot } from './package-root.js';
+
+/** Element types of the native kernels, as native/kernels.cc numbers them. */
+export const NATIVE_DTYPE = { float32: 0, float16: 1, bfloat16: 2 } as const;
+
+/** The Node-API addon built by native/build.sh (native/kernels.cc gives the argument conventions). */
+export interface NativeKernels {
+  /** out = base + Σ w_k·deltas_k over n elements; dtype from NATIVE_DTYPE; at most 64 deltas. */
+  merge(dtype: number, base: Uint8Array, deltas: Uint8Array[], w: Float64Array, out: Uint8Array, n: number, threads: number): void;
+  delta(dtype: number, ckpt: Uint8Array, base: Uint8Array, out: Uint8Array, rounded: Float32Array | null, n: number): void;
+  dots(vectors: Float32Array[], n: number, lanes: Float64Array): void;
+  readonly simd: string;
+  readonly hardwareThreads: number;
+}
+
+let cached: NativeKernels | null | undefined;
+
+/** The native kernels, or null when not built, not loadable, or OPTIMER_NATIVE=0. Never throws. */
+export function nativeKernels(): NativeKernels | null {
+  if (cached !== undefined) return cached;
+  cached = null;
+  if (process.env.OPTIMER_NATIVE === '0') return cached;
+  try {
+    const require = createRequire(import.meta.url);
+    const addon = require(join(packageRoot, 'native', 'build', 'optimer_kernels.node')) as NativeKernels;
+    if (typeof addon?.merge === 'function') cached = addon;
+  } catch {
+    cached = null;
+  }
+  return cached;
+}

@@ -1,0 +1,117 @@
+import { describe, expect, it } from 'vitest';
+import { decodeFloats, type DtypeName } from '../shared/onnx/dtype.js';
+import { nativeKernels } from '../shared/native-kernels.js';
+import { Rng } from '../shared/rng.js';
+import { mergeChunk, mergeChunkJs } from '../worker/merge/kernels.js';
+
+const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
+const SIZES = [1, 7, 63, 64, 65, 1000, 4097];
+const size = (d: DtypeName) => (d === 'float32' ? 4 : 2);
+
+/** Random values in the dtype, aligned, with NaN, ±Inf and ±0 sprinkled in. */
+function randomBuffer(rng: Rng, dtype: DtypeName, n: number): Uint8Array {
+  const buf = new Uint8Array(n * size(dtype));
+  if (dtype === 'float32') {
+    const f = new Float32Array(buf.buffer);
+    for (let i = 0; i < n; i++) f[i] = rng.normal() * 2 ** Math.floor(rng.normal() * 4);
+    const specials = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 0, -0, 1e-45];
+    for (let i = 0; i < n; i++) if (rng.uniform() < 0.02) f[i] = specials[Math.floor(rng.uniform() * specials.length)]!;
+  } else {
+    // raw 16-bit patterns: every class (subnormal, NaN, Inf) appears at random
+    const u = new Uint16Array(buf.buffer);
+    for (let i = 0; i < n; i++) u[i] = Math.floor(rng.uniform() * 65536);
+    if (dtype === 'bfloat16') for (let i = 0; i < n; i++) if (rng.uniform() < 0.7) u[i] = (u[i]! & 0x807f) | 0x3c00; // mostly moderate exponents
+  }
+  return buf;
+}
+
+function runJs(dtype: DtypeName, base: Uint8Array, deltas: Uint8Array[], w: number[], n: number): Uint8Array {
+  const out = new Uint8Array(n * size(dtype));
+  mergeChunkJs(
+    dtype,
+    base,
+    deltas,
+    w,
+    out,
+    n,
+    new Float32Array(n),
+    [0, 1, 2, 3].map(() => new Float32Array(n)),
+  );
+  return out;
+}
+
+/** Equal bytes, element by element, except where both are NaN. */
+function expectSame(dtype: DtypeName, a: Uint8Array, b: Uint8Array, n: number, label: string): void {
+  const fa = new Float32Array(n);
+  const fb = new Float32Array(n);
+  decodeFloats(dtype, a, fa, n);
+  decodeFloats(dtype, b, fb, n);
+  const s = size(dtype);
+  for (let i = 0; i < n; i++) {
+    if (Number.isNaN(fa[i]) && Number.isNaN(fb[i])) continue;
+    const ea = Buffer.from(a.subarray(i * s, (i + 1) * s)).toString('hex');
+    const eb = Buffer.from(b.subarray(i * s, (i + 1) * s)).toString('hex');
+    if (ea !== eb) expect.fail(`${label}: element ${i}: native ${ea} (${fa[i]}), js ${eb} (${fb[i]})`);
+  }
+}
+
+const native = nativeKernels();
+
+describe('native kernels', () => {
+  it('load when built (and must when CI_EXPECT_NATIVE=1); null under OPTIMER_NATIVE=0', () => {
+    if (process.env.CI_EXPECT_NATIVE === '1') expect(native).not.toBeNull();
+    if (process.env.OPTIMER_NATIVE === '0') expect(native).toBeNull();
+    if (native) expect(['avx512', 'avx2', 'scalar']).toContain(native.simd);
+  });
+
+  it('merge: the same bytes as the JavaScript kernels (NaN payloads aside), or the JS path when absent', () => {
+    const rng = new Rng(7);
+    let cases = 0;
+    for (const dtype of DTYPES)
+      for (const n of SIZES)
+        for (let K = 0; K <= 9; K++) {
+          const base = randomBuffer(rng, dtype, n);
+          const deltas = Array.from({ length: K }, () => randomBuffer(rng, dtype, n));
+          const w = Array.from({ length: K }, (_, k) => (k % 5 === 0 ? 0 : k % 3 === 0 ? -rng.uniform() : rng.normal()));
+          const js = runJs(dtype, base, deltas, w, n);
+          const got = new Uint8Array(n * size(dtype));
+          if (native) native.merge(['float32', 'float16', 'bfloat16'].indexOf(dtype), base, deltas, Float64Array.from(w), got, n, 1);
+          else
+            mergeChunk(
+              dtype,
+              base,
+              deltas,
+              w,
+              got,
+              n,
+              new Float32Array(n),
+              [0, 1, 2, 3].map(() => new Float32Array(n)),
+            );
+          expectSame(dtype, got, js, n, `${dtype} n=${n} K=${K}`);
+          cases++;
+        }
+    expect(cases).toBe(DTYPES.length * SIZES.length * 10);
+  });
+
+  it('mergeChunk (dispatching) agrees with mergeChunkJs', () => {
+    const rng = new Rng(11);
+    for (const dtype of DTYPES) {
+      const n = 1000;
+      const base = randomBuffer(rng, dtype, n);
+      const deltas = [randomBuffer(rng, dtype, n), randomBuffer(rng, dtype, n)];
+      const w = [0.25, -1.5];
+      const got = new Uint8Array(n * size(dtype));
+      mergeChunk(
+        dtype,
+        base,
+        deltas,
+        w,
+        got,
+        n,
+        new Float32Array(n),
+        [0, 1, 2, 3].map(() => new Float32Array(n)),
+      );
+      expectSame(dtype, got, runJs(dtype, base, deltas, w, n), n, dtype);
+    }
+  });
+});
