@@ -124,7 +124,8 @@ export class Pool {
           throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
         },
       );
-      if (size !== bytes) throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} has ${size} bytes, the manifest says ${bytes}`);
+      if (size !== bytes)
+        throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} has ${size} bytes, the manifest says ${bytes}`);
     }
   }
 
