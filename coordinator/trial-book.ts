@@ -112,7 +112,7 @@ export class TrialBook {
    */
   get mayCreateTrial(): boolean {
     if (!this.wantsTrial) return false;
-    if (this.s.canary === 0 || this.trials.some((t) => t.state === 'complete')) return true;
+    if (this.s.canary === 0 || this.canaryPassed) return true;
     return this.trials.filter((t) => t.state === 'running').length < this.s.canary;
   }
 
@@ -329,7 +329,6 @@ export class TrialBook {
    * diverged merge neither counts nor breaks the streak: it says nothing about the mesh.
    */
   failureStreak(): StudyFailure | undefined {
-    const afterCanary = this.trials.some((t) => t.state === 'complete');
     const finishedTrials = this.trials
       .filter((t) => t.state !== 'running')
       .sort((a, b) => (a.finishedAt ?? '').localeCompare(b.finishedAt ?? '') || a.number - b.number);
@@ -337,7 +336,7 @@ export class TrialBook {
     for (const t of finishedTrials.reverse()) {
       if (t.state === 'complete') break;
       const error = t.error ?? { code: 'UNKNOWN', message: 'failed' };
-      if (afterCanary && error.code === WEIGHTS_FAULT) continue;
+      if (this.canaryPassed && error.code === WEIGHTS_FAULT) continue;
       if (!streak) streak = { code: error.code, message: error.message, trials: [], at: t.finishedAt ?? '' };
       else if (error.code !== streak.code) break;
       streak.trials.push(t.number);
@@ -345,12 +344,16 @@ export class TrialBook {
     return streak;
   }
 
+  /** A trial has completed: the canary is over (whatever `canary` is set to). */
+  private get canaryPassed(): boolean {
+    return this.trials.some((t) => t.state === 'complete');
+  }
+
   /** After a trial failed: a streak long enough stops the study as failed. */
   private afterFailure(job: JobRecord, t: Transition): Transition {
     if (job.kind !== 'TRIAL' || this.state !== 'running') return t;
     const streak = this.failureStreak();
-    const canary = !this.trials.some((x) => x.state === 'complete') && this.s.canary > 0;
-    const limit = canary ? Math.min(this.s.canary, this.s.budget) : this.s.streak;
+    const limit = this.s.canary > 0 && !this.canaryPassed ? Math.min(this.s.canary, this.s.budget) : this.s.streak;
     if (!streak || limit === 0 || streak.trials.length < limit) return t;
     this.state = 'failed';
     const failure = { ...streak, trials: [...streak.trials].sort((a, b) => a - b) };

@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process';
-import { open, readFile, truncate } from 'node:fs/promises';
+import { readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { openLevelStore } from '../coordinator/index.js';
+import { flipByte } from './helpers/corrupt.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
@@ -17,17 +18,6 @@ function optimer(...args: string[]): Promise<{ code: number; stdout: string; std
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
-}
-
-/** Flips one bit in the middle of a file; flipping again restores it. */
-async function flipByte(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  const { size } = await fh.stat();
-  const b = Buffer.alloc(1);
-  await fh.read(b, 0, 1, size >> 1);
-  b[0] = b[0]! ^ 0x01;
-  await fh.write(b, 0, 1, size >> 1);
-  await fh.close();
 }
 
 describe('fail fast', () => {

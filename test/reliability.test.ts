@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { DEFAULT_FAMILY_SHAPE, loadFamilyParams } from '../shared/family/build.js';
@@ -9,6 +9,7 @@ import { buildPool } from '../shared/pool/build.js';
 import { findNatsServer, freePort } from '../shared/nats-server.js';
 import { stopProcess } from '../shared/process.js';
 import { startNatsServer } from '../shared/nats-server.js';
+import { flipByte } from './helpers/corrupt.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { exited, outputOf, Processes, writeStudyConfig } from './helpers/study.js';
 import { useTempDir } from './helpers/temp.js';
@@ -130,14 +131,8 @@ describe('reliability', () => {
     expect(ok.code).toBe(0);
     const manifest = JSON.parse(await readFile(join(poolDir, 'manifest.json'), 'utf8'));
     const shard: string = manifest.vectors[0].blob.shards[0].sha256;
-    // one bit of one weight in the middle of the shard, as a bad disk or a bad copy would
-    const fh = await open(join(poolDir, 'shards', shard), 'r+');
-    const { size } = await fh.stat();
-    const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, size >> 1);
-    b[0] = b[0]! ^ 0x01;
-    await fh.write(b, 0, 1, size >> 1);
-    await fh.close();
+    // one bit of one weight in the middle of the shard
+    await flipByte(join(poolDir, 'shards', shard));
 
     const r = await optimer('eval', '--pool', poolDir, '--weights', 'ja=0.5', ...sets);
     expect(r.code).toBe(2);

@@ -219,8 +219,8 @@ export function registerRun(program: Command, run: Run): void {
     .action((o) =>
       run(async () => {
         const log = createLogger('worker', o.logLevel);
-        // started by `optimer run` (an IPC channel): the channel closes when that process ends,
-        // however it ends (SIGKILL included); the worker stops then too, not to outlive it
+        // started by `optimer run`: when that process ends, however it ends (SIGKILL included),
+        // the worker stops too, not to outlive it
         let started = false;
         const parentGone = new Promise<void>((resolve) => {
           // launched by `optimer run`: it names itself, since the worker may start after it died
