@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerDashboard } from './commands/dashboard.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerInit } from './commands/init.js';
@@ -31,6 +32,7 @@ registerEval(program, run);
 registerInit(program, run);
 registerRun(program, run);
 registerStudy(program, run);
+registerDashboard(program, run);
 registerSample(program, run);
 registerDemo(program, run);
 

@@ -34,6 +34,7 @@ import type { JobRecord, StudyFailure, StudyRecord } from './store/records.js';
 import type { StudyStore } from './store/store.js';
 import { resolveVectors, type StudyConfig } from './study/config.js';
 import { prepareStudy } from './study/prepare.js';
+import { LiveStatus } from './status/live-status.js';
 import { StatusService } from './status/status-service.js';
 import { type Progress, type Transition, TrialBook } from './trial-book.js';
 import { StudyTransport } from './transport.js';
@@ -87,6 +88,8 @@ export class Coordinator {
   private readonly unpublished = new Set<JobRecord>();
   /** answers `optimer study status` over NATS */
   private statusService: StatusService | undefined;
+  /** the study's status from its record and the mesh now: for a dashboard */
+  readonly status: LiveStatus;
 
   private constructor(
     private readonly opts: CoordinatorOptions,
@@ -104,6 +107,7 @@ export class Coordinator {
     this.genome = perVectorGenome(study.vectors);
     this.space = genomeSpace(this.genome, study.bounds);
     this.sampler = createSampler(opts.config.sampler);
+    this.status = new LiveStatus(study.name, opts.store, () => this.tracker.list());
   }
 
   private get closing(): boolean {
@@ -191,13 +195,7 @@ export class Coordinator {
         });
       }
       const coord = new Coordinator(opts, study, book, pool, seeder, transport);
-      coord.statusService = await StatusService.start({
-        natsUrl: opts.natsUrl,
-        study: c.name,
-        store: opts.store,
-        workers: () => coord.tracker.list(),
-        log,
-      });
+      coord.statusService = await StatusService.start({ natsUrl: opts.natsUrl, status: coord.status, log });
       cleanup.push(() => coord.statusService?.close());
       await coord.recover();
       coord.loop = coord.run();

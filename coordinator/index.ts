@@ -27,6 +27,15 @@ export { estimateEta } from './status/eta.js';
 export { StatusService, type StatusServiceOptions } from './status/status-service.js';
 export { requestFullStatus, requestStudyList, requestStudyStatus, DEFAULT_STATUS_TIMEOUT_MS } from './status/status-client.js';
 export { listFromStore, statusFromStore } from './status/from-store.js';
+export { LiveStatus } from './status/live-status.js';
+export {
+  DashboardServer,
+  type DashboardOptions,
+  type DashboardSource,
+  DEFAULT_DASHBOARD_HOST,
+  DEFAULT_DASHBOARD_PORT,
+} from './dashboard/server.js';
+export { coordinatorSource } from './dashboard/sources.js';
 export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig } from './study/config.js';
 export type { StudyStore } from './store/store.js';
 export { isStoreInUse, openLevelStore, type OpenLevelStoreOptions } from './store/level-store.js';

@@ -20,6 +20,7 @@ import { fmt, parseNumberOption, printJson } from '../output.js';
 import { progressMode, studyProgress } from '../progress.js';
 import { workerSide } from '../worker-side.js';
 import { renderSummary, summarize } from './pool.js';
+import { parseDashboardAddress } from './dashboard.js';
 import { runStudy } from './run.js';
 import { renderReport } from './study.js';
 
@@ -46,9 +47,11 @@ export function registerDemo(program: Command, run: Run): void {
     .option('--seed <n>', 'seed of the model family and of the sampler', '1')
     .option('--trials <n>', 'trial budget, baselines included', '60')
     .option('--workers <n>', 'local worker processes', '2')
+    .option('--dashboard [address]', 'serve the web dashboard while the study runs (PORT or HOST:PORT; default 127.0.0.1:8710)')
     .option('--json', 'print the report as JSON')
     .action((o) =>
       run(async () => {
+        const dashboard = o.dashboard === undefined ? undefined : parseDashboardAddress(o.dashboard, '--dashboard');
         const seed = parseNumberOption(o.seed, '--seed', { min: 0, integer: true });
         const trials = parseNumberOption(o.trials, '--trials', { min: 1, integer: true });
         const workers = parseNumberOption(o.workers, '--workers', { min: 1, integer: true });
@@ -97,6 +100,7 @@ export function registerDemo(program: Command, run: Run): void {
           fresh: true,
           log: createLogger('coordinator', 'warn'),
           onEvent: (e, p) => bar.onEvent(e, p),
+          ...(dashboard ? { dashboard } : {}),
         });
         bar.stop();
         if (interrupted || !report.best) throw new Error('the demo study did not complete');

@@ -5,6 +5,8 @@ import type { Command } from 'commander';
 import {
   buildReport,
   Coordinator,
+  coordinatorSource,
+  DashboardServer,
   loadStudyConfig,
   openLevelStore,
   type Progress,
@@ -13,6 +15,7 @@ import {
   type StudyReport,
 } from '../../coordinator/index.js';
 import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
+import { announceDashboard, type DashboardAddress, parseDashboardAddress } from './dashboard.js';
 import { parseNumberOption, parseProvider, printJson } from '../output.js';
 import { logStudyEvent } from '../event-log.js';
 import { DEFAULT_PROGRESS_EVERY_S, progressMode, studyProgress } from '../progress.js';
@@ -49,6 +52,8 @@ export interface RunStudyOptions {
   onEvent?: (e: StudyEvent, progress: Progress) => void;
   /** aborting stops everything cleanly; the study resumes on the next run */
   signal?: AbortSignal;
+  /** serve the web dashboard here */
+  dashboard?: DashboardAddress;
 }
 
 /**
@@ -93,6 +98,12 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     // `optimer study status --store` finds the coordinator through this note while the store is locked
     const removeNote = await writeCoordinatorFile(o.storeDir, url, o.config.name);
     stops.push(removeNote);
+    if (o.dashboard) {
+      const source = coordinatorSource(coordinator.status, coordinator.events, store);
+      const d = await DashboardServer.start({ source, ...o.dashboard, log: o.log });
+      stops.push(() => d.close());
+      announceDashboard(d, o.dashboard);
+    }
     if (o.workers === 0 && !coordinator.complete) {
       // no local workers: when none has joined after a heartbeat or so, say how to start one
       // (a private nats-server listens on loopback only)
@@ -161,12 +172,14 @@ export function registerRun(program: Command, run: Run): void {
       'seconds between plain progress lines on stderr when it is not a terminal',
       String(DEFAULT_PROGRESS_EVERY_S),
     )
+    .option('--dashboard [address]', `serve the web dashboard on PORT or HOST:PORT (default 127.0.0.1:8710; token: $OPTIMER_DASHBOARD_TOKEN)`)
     .option('--json', 'print the report as one JSON object')
     .action((configPath: string, o) =>
       run(async () => {
         const workers = parseNumberOption(o.workers, '--workers', { min: 0, integer: true });
         if (o.provider) parseProvider(o.provider);
         const everyS = parseNumberOption(o.progressEvery, '--progress-every', { min: 0.1 });
+        const dashboard = o.dashboard === undefined ? undefined : parseDashboardAddress(o.dashboard, '--dashboard');
         const config = await loadStudyConfig(configPath);
         const bar = studyProgress({
           study: config.name,
@@ -195,6 +208,7 @@ export function registerRun(program: Command, run: Run): void {
             workerLogLevel: o.logLevel,
             onEvent: (e, p) => bar.onEvent(e, p),
             signal: abort.signal,
+            ...(dashboard ? { dashboard } : {}),
           });
           bar.stop();
           if (o.json) printJson(report);

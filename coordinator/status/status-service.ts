@@ -1,30 +1,14 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { closeNats, connectNats, type Logger, OptimerError, subjects } from '../../shared/index.js';
-import type { StudyStore } from '../store/store.js';
-import type { TrackedWorker } from '../worker-tracker.js';
-import {
-  listItem,
-  STATUS_FORMAT,
-  STATUS_VERSION,
-  type StudyListItem,
-  type StudyStatus,
-  statusRequestSchema,
-  studyStatus,
-  studySummary,
-} from './status.js';
-
-/** Studies of the store a list reply names besides the live one (a reply must stay small). */
-const MAX_LISTED_STUDIES = 200;
+import type { LiveStatus } from './live-status.js';
+import { STATUS_FORMAT, STATUS_VERSION, type StudyListItem, type StudyStatus, statusRequestSchema } from './status.js';
 /** What a reply leaves free of the server's max_payload (headers, the reply subject). */
 const PAYLOAD_MARGIN = 4096;
 
 export interface StatusServiceOptions {
   natsUrl: string;
-  /** the study this coordinator runs */
-  study: string;
-  store: StudyStore;
-  /** the mesh as the coordinator hears it, now */
-  workers: () => readonly TrackedWorker[];
+  /** the study this coordinator runs, its record and mesh */
+  status: LiveStatus;
   log: Logger;
 }
 
@@ -51,9 +35,9 @@ export class StatusService {
   ) {}
 
   static async start(o: StatusServiceOptions): Promise<StatusService> {
-    const nc = await connectNats(o.natsUrl, `optimer-status-${o.study}`);
+    const nc = await connectNats(o.natsUrl, `optimer-status-${o.status.study}`);
     const s = new StatusService(nc, o);
-    s.serve(subjects.status(o.study), (m) => s.status(m));
+    s.serve(subjects.status(o.status.study), (m) => s.status(m));
     s.serve(subjects.statusList, () => s.list());
     await nc.flush(); // subscribed before anyone is told the study runs
     return s;
@@ -117,31 +101,17 @@ export class StatusService {
     }
     const req = statusRequestSchema.safeParse(body);
     if (!req.success) throw new OptimerError('BAD_MESSAGE', `status request on ${m.subject}: ${req.error.issues[0]?.message ?? 'invalid'}`);
-    const { store, study: name } = this.o;
-    const study = await store.getStudy(name);
-    if (!study) throw new OptimerError('NOT_FOUND', `no study '${name}' in ${store.path}`);
-    const trials = await store.listJobs(name, 'TRIAL');
-    const tests = await store.listJobs(name, 'TEST');
-    const live = { workers: this.o.workers(), nowMs: Date.now() };
     // a page too large for one message is cut (its `next` says where to go on)
     let limit = req.data.limit;
     for (;;) {
-      const s = studyStatus(study, trials, tests, { offset: req.data.offset, limit }, live);
+      const s = await this.o.status.status({ offset: req.data.offset, limit });
       if (limit <= 1 || new TextEncoder().encode(JSON.stringify(s)).length <= this.maxBytes) return s;
       limit = Math.floor(limit / 2);
     }
   }
 
   private async list(): Promise<{ format: string; version: number; at: string; studies: StudyListItem[] }> {
-    const { store } = this.o;
-    const now = Date.now();
-    const studies: StudyListItem[] = [];
-    for (const study of (await store.listStudies()).slice(0, MAX_LISTED_STUDIES)) {
-      const live = study.name === this.o.study ? { workers: this.o.workers(), nowMs: now } : undefined;
-      const trials = await store.listJobs(study.name, 'TRIAL');
-      const tests = await store.listJobs(study.name, 'TEST');
-      studies.push(listItem(studySummary(study, trials, tests, live)));
-    }
-    return { format: STATUS_FORMAT, version: STATUS_VERSION, at: new Date(now).toISOString(), studies };
+    const studies = await this.o.status.list();
+    return { format: STATUS_FORMAT, version: STATUS_VERSION, at: new Date().toISOString(), studies };
   }
 }
