@@ -5,6 +5,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerInit } from './commands/init.js';
 import { registerPool } from './commands/pool.js';
+import { registerReport } from './commands/report.js';
 import { registerRun } from './commands/run.js';
 import { registerSample } from './commands/sample.js';
 import { registerStudy } from './commands/study.js';
@@ -33,6 +34,7 @@ registerInit(program, run);
 registerRun(program, run);
 registerStudy(program, run);
 registerDashboard(program, run);
+registerReport(program, run);
 registerSample(program, run);
 registerDemo(program, run);
 

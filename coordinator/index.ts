@@ -36,6 +36,7 @@ export {
   DEFAULT_DASHBOARD_PORT,
 } from './dashboard/server.js';
 export { coordinatorSource } from './dashboard/sources.js';
+export { renderHtmlReport } from './dashboard/report-html.js';
 export { loadStudyConfig, parseStudyConfig, parseSamplerConfig, type StudyConfig } from './study/config.js';
 export type { StudyStore } from './store/store.js';
 export { isStoreInUse, openLevelStore, type OpenLevelStoreOptions } from './store/level-store.js';
