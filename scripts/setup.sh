@@ -22,26 +22,33 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# Debian packages: apt-get as root, or through a password-less sudo; says so when it cannot.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else return 1; fi
+  fi
+  say "installing $* (Debian packages)"
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+    || { say "apt-get could not install $*"; return 1; }
+}
+
 # --- nats-server (the distributed search's message broker) ----------------------------------
 find_nats() { command -v nats-server 2>/dev/null || { [ -x /usr/sbin/nats-server ] && echo /usr/sbin/nats-server; } || true; }
 if [ -z "$(find_nats)" ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-      if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi
-    fi
-    if [ "$sudo" != "none" ]; then
-      say "installing nats-server (Debian package)"
-      $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null \
-        || say "apt-get could not install nats-server"
-    fi
-  fi
+  apt_install nats-server || true
   if [ -z "$(find_nats)" ]; then
     say "nats-server is not installed and could not be installed here."
     say "  Debian/Ubuntu: sudo apt-get install nats-server   (installs /usr/sbin/nats-server)"
     say "  elsewhere: put a nats-server 2.9+ binary on PATH, or set OPTIMER_NATS_SERVER=/path/to/nats-server"
     say "  (pool, eval, export and the demo work without it; the distributed search needs it)"
   fi
+fi
+
+# --- Chromium, for the dashboard's browser tests only (`setup.sh --for-tests`, as `npm test` runs it) ---
+if [ "${1:-}" = "--for-tests" ] && [ ! -x "${OPTIMER_CHROMIUM:-/usr/bin/chromium}" ]; then
+  apt_install chromium || say "chromium is not installed: the dashboard's browser tests will fail (Debian: apt-get install chromium, or set OPTIMER_CHROMIUM)"
 fi
 
 # --- native kernels (optional: a failed or impossible build says so in one line, the JS kernels run) ---

@@ -26,7 +26,10 @@ export function parseDashboardAddress(value: string | true, flag: string): Dashb
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+))?:?(\d{1,5})$/.exec(value.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || !Number.isInteger(port) || port > 65535)
-    throw new OptimerError('BAD_ARGUMENT', `${flag} '${value}': expected PORT, HOST:PORT or [IPv6]:PORT (for example 8710 or 0.0.0.0:8710)`);
+    throw new OptimerError(
+      'BAD_ARGUMENT',
+      `${flag} '${value}': expected PORT, HOST:PORT or [IPv6]:PORT (for example 8710 or 0.0.0.0:8710)`,
+    );
   return withToken({ host: m[1] ?? m[2] ?? DEFAULT_DASHBOARD_HOST, port });
 }
 
@@ -49,10 +52,16 @@ function statusSource(o: StatusOptions): DashboardSource {
 export function registerDashboard(program: Command, run: Run): void {
   program
     .command('dashboard')
-    .description('serve the web dashboard for the studies of a store, or of the coordinators on a NATS (`optimer run --dashboard` serves its own)')
+    .description(
+      'serve the web dashboard for the studies of a store, or of the coordinators on a NATS (`optimer run --dashboard` serves its own)',
+    )
     .option('--store <dir>', 'the study store to show', DEFAULT_STORE)
     .option('--nats <url>', 'show the studies the coordinators on this NATS run (they answer over NATS)')
-    .option('--listen <address>', `PORT or HOST:PORT to listen on (token: $${DASHBOARD_TOKEN_ENV})`, `${DEFAULT_DASHBOARD_HOST}:${DEFAULT_DASHBOARD_PORT}`)
+    .option(
+      '--listen <address>',
+      `PORT or HOST:PORT to listen on (token: $${DASHBOARD_TOKEN_ENV})`,
+      `${DEFAULT_DASHBOARD_HOST}:${DEFAULT_DASHBOARD_PORT}`,
+    )
     .option('--log-level <level>', 'log level', 'warn')
     .action((o) =>
       run(async () => {

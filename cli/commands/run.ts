@@ -172,7 +172,10 @@ export function registerRun(program: Command, run: Run): void {
       'seconds between plain progress lines on stderr when it is not a terminal',
       String(DEFAULT_PROGRESS_EVERY_S),
     )
-    .option('--dashboard [address]', `serve the web dashboard on PORT or HOST:PORT (default 127.0.0.1:8710; token: $OPTIMER_DASHBOARD_TOKEN)`)
+    .option(
+      '--dashboard [address]',
+      `serve the web dashboard on PORT or HOST:PORT (default 127.0.0.1:8710; token: $OPTIMER_DASHBOARD_TOKEN)`,
+    )
     .option('--json', 'print the report as one JSON object')
     .action((configPath: string, o) =>
       run(async () => {

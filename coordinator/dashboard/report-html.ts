@@ -35,7 +35,10 @@ export function renderHtmlReport(st: StudyStatus): string {
       ]),
     ),
     `<h2>Top ${top.length} trials</h2>`,
-    table(['#', s.metric, ...s.sets.map((x) => x.name), 'weights', 'worker'], top.map((t) => trialRow(s.sets, t))),
+    table(
+      ['#', s.metric, ...s.sets.map((x) => x.name), 'weights', 'worker'],
+      top.map((t) => trialRow(s.sets, t)),
+    ),
     `<h2>Failed trials (${failed.length})</h2>`,
     failed.length
       ? table(
@@ -75,10 +78,7 @@ th{background:#eef0f4}td.n{text-align:right;font-variant-numeric:tabular-nums}co
 const COLORS = ['#2f6fde', '#e67e22', '#16a085', '#8e44ad', '#c0392b', '#7f8c8d', '#d4ac0d', '#1abc9c', '#34495e', '#e84393'];
 
 function esc(x: string): string {
-  return x.replace(
-    /[&<>"']/g,
-    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c,
-  );
+  return x.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] ?? c);
 }
 
 function num(x: number | null | undefined, digits = 4): string {
@@ -104,7 +104,9 @@ function table(head: string[], rows: string[][]): string {
 /** Each trial's objective (dots), the best so far (a step line) and the baselines (dashed). */
 function objectivePlot(st: StudyStatus): string {
   const s = st.summary;
-  const pts = st.trials.items.filter((t) => t.state === 'complete' && t.objective !== null).map((t) => [t.number, t.objective as number] as const);
+  const pts = st.trials.items
+    .filter((t) => t.state === 'complete' && t.objective !== null)
+    .map((t) => [t.number, t.objective as number] as const);
   if (pts.length === 0) return '<p class="muted">No complete trial.</p>';
   const W = 900;
   const H = 300;

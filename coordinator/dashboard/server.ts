@@ -29,7 +29,7 @@ export interface DashboardOptions {
   host?: string;
   /** 0: any free port */
   port?: number;
-  /** when set, every request must carry it (`Authorization: Bearer …`, or `?token=` for the page and its stream) */
+  /** when set, every request for data must carry it (`Authorization: Bearer …`, or `?token=` for the event stream) */
   token?: string;
   log: Logger;
 }
@@ -164,7 +164,9 @@ export class DashboardServer {
       return send(res, 400, { error: 'bad request URL' });
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'the dashboard is read-only: GET only' });
-    if (!this.authorized(req, url)) {
+    // the page's own files are code, not data (and a browser fetches them without the token);
+    // everything under /api needs it
+    if (url.pathname.startsWith('/api/') && !this.authorized(req, url)) {
       res.setHeader('WWW-Authenticate', 'Bearer realm="optimer"');
       return send(res, 401, { error: 'this dashboard needs its token (?token=… or Authorization: Bearer …)' });
     }
@@ -193,7 +195,10 @@ export class DashboardServer {
   }
 
   private stream(req: IncomingMessage, res: ServerResponse): void {
-    if (this.streams.size >= MAX_STREAMS) return send(res, 503, { error: `too many open dashboards (${MAX_STREAMS})` });
+    if (this.streams.size >= MAX_STREAMS) {
+      send(res, 503, { error: `too many open dashboards (${MAX_STREAMS})` });
+      return;
+    }
     res.writeHead(200, { ...SECURITY_HEADERS, 'Content-Type': 'text/event-stream', Connection: 'keep-alive' });
     res.write('retry: 2000\n\n');
     this.streams.add(res);
@@ -208,6 +213,10 @@ export class DashboardServer {
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { ...SECURITY_HEADERS, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    ...SECURITY_HEADERS,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+  });
   res.end(text);
 }

@@ -3,7 +3,6 @@
 // the server goes in through textContent, never as HTML: study names and error messages are
 // untrusted.
 /* global uPlot */
-'use strict';
 
 const token = new URLSearchParams(location.search).get('token');
 const headers = token ? { Authorization: `Bearer ${token}` } : {};
@@ -47,6 +46,7 @@ function duration(s) {
 
 async function getJson(path) {
   const r = await fetch(path, { headers });
+  if (r.status === 401) throw new Error('this dashboard needs its token: open the URL optimer printed (…/?token=…)');
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error || `${path}: HTTP ${r.status}`);
   return body;
@@ -58,7 +58,7 @@ async function loadStudies() {
   const { studies } = await getJson('api/studies');
   state.studies = studies;
   if (!state.selected || !studies.some((s) => s.study === state.selected)) {
-    state.selected = (studies.find((s) => s.live) || studies[0] || {}).study || null;
+    state.selected = (studies.find((s) => s.live) ?? studies[0])?.study ?? null;
   }
   drawStudyList();
 }
@@ -80,7 +80,10 @@ function drawStudyList() {
           },
         },
         el('div', { class: 'name', text: s.study }),
-        el('div', { class: `muted state-${s.state}`, text: `${s.state}${s.live ? ' · live' : ''} · ${s.progress.phase} ${s.progress.done}/${s.progress.total}` }),
+        el('div', {
+          class: `muted state-${s.state}`,
+          text: `${s.state}${s.live ? ' · live' : ''} · ${s.progress.phase} ${s.progress.done}/${s.progress.total}`,
+        }),
         el('div', { class: 'muted', text: s.best ? `best ${fmt(s.best.objective)} (trial ${s.best.trial})` : 'no complete trial' }),
       ),
     ),
@@ -118,9 +121,21 @@ function drawStatus() {
     card('State', `${s.state}${s.live ? ' (live)' : ''}`),
     card(`Phase: ${s.progress.phase}`, `${s.progress.done} / ${s.progress.total}`, bar),
     card('Best', s.best ? `${fmt(s.best.objective)}` : '–', el('div', { class: 'muted', text: s.best ? `trial ${s.best.trial}` : '' })),
-    card('ETA', s.eta ? duration(s.eta.seconds) : '–', el('div', { class: 'muted', text: s.eta ? `${s.eta.jobsPerMinute.toFixed(1)} trials/min` : '' })),
-    card('Trials', `${s.trials.complete} ok · ${s.trials.failed} failed`, el('div', { class: 'muted', text: `${s.trials.running} running` })),
-    card('Workers', s.mesh ? `${s.mesh.busy} busy · ${s.mesh.idle} idle` : '–', el('div', { class: 'muted', text: s.mesh ? `${s.mesh.lost} lost` : '' })),
+    card(
+      'ETA',
+      s.eta ? duration(s.eta.seconds) : '–',
+      el('div', { class: 'muted', text: s.eta ? `${s.eta.jobsPerMinute.toFixed(1)} trials/min` : '' }),
+    ),
+    card(
+      'Trials',
+      `${s.trials.complete} ok · ${s.trials.failed} failed`,
+      el('div', { class: 'muted', text: `${s.trials.running} running` }),
+    ),
+    card(
+      'Workers',
+      s.mesh ? `${s.mesh.busy} busy · ${s.mesh.idle} idle` : '–',
+      el('div', { class: 'muted', text: s.mesh ? `${s.mesh.lost} lost` : '' }),
+    ),
     card('Compute', duration(s.compute.totalSeconds), el('div', { class: 'muted', text: `eval ${duration(s.compute.evalSeconds)}` })),
   );
   drawObjectiveChart(st);
@@ -139,14 +154,21 @@ function plot(id, series, data) {
   const box = $(id);
   const key = JSON.stringify(series.map((x) => x.label));
   const width = Math.max(300, box.clientWidth - 8);
-  let c = state.charts[id];
+  const c = state.charts[id];
   if (c && c.key === key && c.width === width) {
     c.u.setData(data);
     return;
   }
   if (c) c.u.destroy();
   const u = new uPlot(
-    { width, height: 240, scales: { x: { time: false } }, series: [{ label: 'trial' }, ...series], axes: [{ label: 'trial' }, {}], legend: { show: true } },
+    {
+      width,
+      height: 240,
+      scales: { x: { time: false } },
+      series: [{ label: 'trial' }, ...series],
+      axes: [{ label: 'trial' }, {}],
+      legend: { show: true },
+    },
     data,
     box,
   );
@@ -180,8 +202,16 @@ function drawObjectiveChart(st) {
 function drawSetsChart(st) {
   const trials = st.trials.items;
   const sets = st.summary.sets.map((x) => x.name);
-  const series = sets.map((name, i) => ({ label: name, stroke: COLORS[i % COLORS.length], paths: () => null, points: { show: true, size: 4, fill: COLORS[i % COLORS.length] } }));
-  const data = [trials.map((t) => t.number), ...sets.map((name) => trials.map((t) => (t.state === 'complete' ? (t.scores[name] ?? null) : null)))];
+  const series = sets.map((name, i) => ({
+    label: name,
+    stroke: COLORS[i % COLORS.length],
+    paths: () => null,
+    points: { show: true, size: 4, fill: COLORS[i % COLORS.length] },
+  }));
+  const data = [
+    trials.map((t) => t.number),
+    ...sets.map((name) => trials.map((t) => (t.state === 'complete' ? (t.scores[name] ?? null) : null))),
+  ];
   plot('chart-sets', series, data);
 }
 
@@ -202,9 +232,22 @@ function drawMixture(s) {
       seg.style.background = COLORS[i % COLORS.length];
       bar.append(seg);
     }
-    rows.push(el('tr', {}, el('td', { text: v }), el('td', { class: 'num', text: fmt(w) }), el('td', { class: 'num', text: typeof share === 'number' ? pct(share) : 'removed (negative weight)' })));
+    rows.push(
+      el(
+        'tr',
+        {},
+        el('td', { text: v }),
+        el('td', { class: 'num', text: fmt(w) }),
+        el('td', { class: 'num', text: typeof share === 'number' ? pct(share) : 'removed (negative weight)' }),
+      ),
+    );
   });
-  const table = el('table', { class: 'data' }, el('tr', {}, el('th', { text: 'vector' }), el('th', { text: 'weight' }), el('th', { text: 'share' })), ...rows);
+  const table = el(
+    'table',
+    { class: 'data' },
+    el('tr', {}, el('th', { text: 'vector' }), el('th', { text: 'weight' }), el('th', { text: 'share' })),
+    ...rows,
+  );
   box.replaceChildren(bar, table, el('p', { class: 'muted weights-arg', text: `--weights ${s.best.weightsArg}` }));
 }
 
@@ -241,7 +284,10 @@ function drawParallel(st) {
     g.strokeStyle = isBest ? '#c0392b' : `rgba(47,111,222,${0.12 + 0.7 * goodness(t.objective)})`;
     g.lineWidth = isBest ? 3 : 1;
     g.beginPath();
-    v.forEach((y, i) => (i === 0 ? g.moveTo(xAt(i), yAt(i, y)) : g.lineTo(xAt(i), yAt(i, y))));
+    v.forEach((y, i) => {
+      if (i === 0) g.moveTo(xAt(i), yAt(i, y));
+      else g.lineTo(xAt(i), yAt(i, y));
+    });
     g.stroke();
   }
   g.fillStyle = '#1d2430';
@@ -270,19 +316,36 @@ function drawBaselines(st) {
       el('td', { text: b.label }),
       el('td', { class: 'num', text: fmt(b.objective) }),
       el('td', { class: 'num', text: b.test ? fmt(b.test.mean) : (tests.get(b.label)?.state ?? '–') }),
-      el('td', { text: Object.entries(b.weights).map(([k, v]) => `${k}=${fmt(v, 3)}`).join(' ') }),
+      el('td', {
+        text: Object.entries(b.weights)
+          .map(([k, v]) => `${k}=${fmt(v, 3)}`)
+          .join(' '),
+      }),
     ),
   );
   $('baselines').replaceChildren(
-    el('tr', {}, el('th', { text: 'merge' }), el('th', { text: `dev ${s.metric}` }), el('th', { text: 'test mean' }), el('th', { text: 'weights' })),
+    el(
+      'tr',
+      {},
+      el('th', { text: 'merge' }),
+      el('th', { text: `dev ${s.metric}` }),
+      el('th', { text: 'test mean' }),
+      el('th', { text: 'weights' }),
+    ),
     ...rows,
   );
 }
 
 function drawWorkers(st) {
-  const optional = ['device', 'memoryGb', 'concurrency', 'throughput', 'cache', 'transfers'].filter((k) => st.workers.some((w) => w[k] !== undefined));
+  const optional = ['device', 'memoryGb', 'concurrency', 'throughput', 'cache', 'transfers'].filter((k) =>
+    st.workers.some((w) => w[k] !== undefined),
+  );
   const show = (v) => (v === null || v === undefined ? '–' : typeof v === 'object' ? JSON.stringify(v) : String(v));
-  const head = el('tr', {}, ...['worker', 'state', 'provider', ...optional, 'current job', 'answered', 'failed', 'last seen'].map((h) => el('th', { text: h })));
+  const head = el(
+    'tr',
+    {},
+    ...['worker', 'state', 'provider', ...optional, 'current job', 'answered', 'failed', 'last seen'].map((h) => el('th', { text: h })),
+  );
   const rows = st.workers.map((w) =>
     el(
       'tr',
@@ -291,13 +354,29 @@ function drawWorkers(st) {
       el('td', { class: `state-${w.state}`, text: w.state }),
       el('td', { text: w.provider || '–' }),
       ...optional.map((k) => el('td', { text: show(w[k]) })),
-      el('td', { text: w.job ? `${w.job.study} ${w.job.kind === 'TRIAL' ? 'trial' : 'test'} ${w.job.trial} (attempt ${w.job.attempt})` : '–' }),
+      el('td', {
+        text: w.job ? `${w.job.study} ${w.job.kind === 'TRIAL' ? 'trial' : 'test'} ${w.job.trial} (attempt ${w.job.attempt})` : '–',
+      }),
       el('td', { class: 'num', text: String(w.completed) }),
       el('td', { class: 'num', text: String(w.failed) }),
       el('td', { text: `${(w.silentMs / 1000).toFixed(1)} s ago` }),
     ),
   );
-  $('workers').replaceChildren(head, ...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', text: state.status.summary.live ? 'no worker heard yet' : 'not live: the coordinator is not running' }))]));
+  $('workers').replaceChildren(
+    head,
+    ...(rows.length
+      ? rows
+      : [
+          el(
+            'tr',
+            {},
+            el('td', {
+              class: 'muted',
+              text: state.status.summary.live ? 'no worker heard yet' : 'not live: the coordinator is not running',
+            }),
+          ),
+        ]),
+  );
 }
 
 // ---- the trial table: sorts by any column, filters by state and text ---------------------------
@@ -308,8 +387,10 @@ function trialColumns(s) {
     { key: 'state', label: 'state', value: (t) => t.state },
     { key: 'objective', label: s.metric, value: (t) => t.objective, num: true, show: (v) => fmt(v) },
   ];
-  for (const set of s.sets) cols.push({ key: `set:${set.name}`, label: set.name, value: (t) => t.scores[set.name] ?? null, num: true, show: (v) => fmt(v) });
-  for (const v of s.vectors) cols.push({ key: `w:${v}`, label: `w ${v}`, value: (t) => t.weights[v] ?? 0, num: true, show: (x) => fmt(x, 3) });
+  for (const set of s.sets)
+    cols.push({ key: `set:${set.name}`, label: set.name, value: (t) => t.scores[set.name] ?? null, num: true, show: (v) => fmt(v) });
+  for (const v of s.vectors)
+    cols.push({ key: `w:${v}`, label: `w ${v}`, value: (t) => t.weights[v] ?? 0, num: true, show: (x) => fmt(x, 3) });
   cols.push(
     { key: 'worker', label: 'worker', value: (t) => t.worker ?? '' },
     { key: 'attempt', label: 'attempt', value: (t) => t.attempt, num: true },
