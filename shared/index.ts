@@ -47,7 +47,7 @@ export {
 } from './genome.js';
 export { hashFile, sha256Hex } from './hash.js';
 export { closeNats, runAll, withTimeout } from './lifecycle.js';
-export { createLogger, silentLogger, type Logger } from './logging.js';
+export { createLogger, LOG_FORMATS, type LogFormat, resolveLogFormat, silentLogger, type Logger } from './logging.js';
 export type { LanguageModel, Metric, MetricResult, PrepareContext, SequenceLimits, TextLine } from './metrics/metric.js';
 export { contextWindows } from './metrics/text.js';
 export { parseTokenizer, type TextTokenizer } from './tokenizer.js';

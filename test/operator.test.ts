@@ -129,4 +129,35 @@ describe('operating a study', () => {
     const t3 = await json('export', '--study', 'op', '--trial', '3', '--store', storeDir, '--out', join(tmp, 't3.onnx'), '--json');
     expect(t3.weights).toBe(trials[3].weightsArg);
   }, 240_000);
+
+  it('operator - worker logs are human-readable lines with --log-format pretty and JSON lines with json; a bad format is refused', async () => {
+    const lines = async (format: string): Promise<string> => {
+      const w = procs.start(cli, [
+        'worker',
+        '--nats',
+        nats.url,
+        '--cache',
+        join(tmp, `logs-${format}`),
+        '--log-level',
+        'info',
+        '--log-format',
+        format,
+      ]);
+      await waitFor(() => outputOf(w).err.includes('waiting for a coordinator'), 20_000, `the ${format} waiting line`);
+      w.kill('SIGTERM');
+      await exited(w, 20_000);
+      return outputOf(w).err;
+    };
+    const pretty = await lines('pretty');
+    expect(pretty).toMatch(/^\[\d\d:\d\d:\d\d\] INFO \(worker\): waiting for a coordinator/m);
+    expect(pretty).not.toMatch(/^\{/m);
+    const json = (await lines('json'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { msg: string; level: number });
+    expect(json.some((l) => l.msg.startsWith('waiting for a coordinator') && l.level === 30)).toBe(true);
+    const bad = await optimer('worker', '--nats', nats.url, '--log-format', 'xml');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("log format 'xml': expected one of pretty, json");
+  }, 60_000);
 });

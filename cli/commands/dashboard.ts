@@ -23,14 +23,17 @@ export function parseDashboardAddress(value: string | true, flag: string): Dashb
   const token = process.env[DASHBOARD_TOKEN_ENV] || undefined;
   const withToken = (a: { host: string; port: number }): DashboardAddress => (token ? { ...a, token } : a);
   if (value === true) return withToken({ host: DEFAULT_DASHBOARD_HOST, port: DEFAULT_DASHBOARD_PORT });
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+))?:?(\d{1,5})$/.exec(value.trim());
-  const port = m ? Number(m[3]) : NaN;
+  const v = value.trim();
+  const m = /^\d{1,5}$/.test(v)
+    ? [v, undefined, v]
+    : (/^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(v) ?? /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(v));
+  const port = m ? Number(m[2]) : NaN;
   if (!m || !Number.isInteger(port) || port > 65535)
     throw new OptimerError(
       'BAD_ARGUMENT',
       `${flag} '${value}': expected PORT, HOST:PORT or [IPv6]:PORT (for example 8710 or 0.0.0.0:8710)`,
     );
-  return withToken({ host: m[1] ?? m[2] ?? DEFAULT_DASHBOARD_HOST, port });
+  return withToken({ host: m[1] ?? DEFAULT_DASHBOARD_HOST, port });
 }
 
 /** Says where the dashboard is, and warns when it is reachable beyond this machine without a token. */

@@ -48,6 +48,8 @@ export interface RunStudyOptions {
   advertiseHost?: string;
   log: Logger;
   workerLogLevel?: string;
+  /** the local workers' log format (default: theirs decides, from their stderr) */
+  logFormat?: string;
   /** the study's events, each with where the study stands after it (the progress display) */
   onEvent?: (e: StudyEvent, progress: Progress) => void;
   /** aborting stops everything cleanly; the study resumes on the next run */
@@ -131,6 +133,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
         o.workerLogLevel ?? 'warn',
       ];
       if (o.provider) args.push('--provider', o.provider);
+      if (o.logFormat) args.push('--log-format', o.logFormat);
       // an IPC channel: the worker stops when it closes, that is when this process dies however
       const child = spawn(process.execPath, args, {
         stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
@@ -167,6 +170,7 @@ export function registerRun(program: Command, run: Run): void {
     .option('--grpc-host <host>', 'address the shard seeder listens on', '127.0.0.1')
     .option('--advertise-host <host>', 'host name workers should use to reach the seeder (default: --grpc-host)')
     .option('--log-level <level>', 'coordinator log level (fatal, error, warn, info, debug)', 'warn')
+    .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json; $OPTIMER_LOG_FORMAT)')
     .option(
       '--progress-every <s>',
       'seconds between plain progress lines on stderr when it is not a terminal',
@@ -207,8 +211,9 @@ export function registerRun(program: Command, run: Run): void {
             provider: o.provider,
             grpcHost: o.grpcHost,
             advertiseHost: o.advertiseHost,
-            log: createLogger('coordinator', o.logLevel),
+            log: createLogger('coordinator', o.logLevel, o.logFormat),
             workerLogLevel: o.logLevel,
+            ...(o.logFormat ? { logFormat: o.logFormat } : {}),
             onEvent: (e, p) => bar.onEvent(e, p),
             signal: abort.signal,
             ...(dashboard ? { dashboard } : {}),
@@ -233,9 +238,10 @@ export function registerRun(program: Command, run: Run): void {
     .option('--provider <name>', 'execution provider (cpu, cuda, webgpu); default: what the study asks for, else cpu')
     .option('--id <name>', 'worker name in records and logs (default: host-pid)')
     .option('--log-level <level>', 'log level', 'info')
+    .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json; $OPTIMER_LOG_FORMAT)')
     .action((o) =>
       run(async () => {
-        const log = createLogger('worker', o.logLevel);
+        const log = createLogger('worker', o.logLevel, o.logFormat);
         // started by `optimer run`: when that process ends, however it ends (SIGKILL included),
         // the worker stops too, not to outlive it
         let started = false;
