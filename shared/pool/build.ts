@@ -153,31 +153,41 @@ async function writeBlobs(
     }
     const byName = ckpts.map((c) => new Map(c.initializers.map((t) => [t.name, t])));
     const maxBytes = Math.max(0, ...base.initializers.filter((t) => isMergeable(t.dtype)).map((t) => t.bytes));
-    const baseBuf = new Uint8Array(maxBytes);
-    const ckptBufs = ckpts.map(() => new Uint8Array(maxBytes));
+    // two sets of buffers when they fit the budget: the next tensor is read while this one is written
+    const sets = 2 * (ckpts.length + 1) * maxBytes <= PREFETCH_BUDGET_BYTES ? 2 : 1;
+    const bufs = Array.from({ length: sets }, () => ({ base: new Uint8Array(maxBytes), ckpts: ckpts.map(() => new Uint8Array(maxBytes)) }));
     const kernels = new DeltaKernels(ckpts.length);
+    const float = base.initializers.filter((t) => isMergeable(t.dtype));
+    // the checkpoints' bytes land in the buffers (copied when inline): the deltas overwrite them
+    const readFloat = async (i: number) => {
+      const bt = float[i]!;
+      const set = bufs[i % sets]!;
+      const b = await bt.read(set.base);
+      const cs = await Promise.all(byName.map(async (m, k) => into(await m.get(bt.name)!.read(set.ckpts[k]), set.ckpts[k]!)));
+      return { bt, b, cs };
+    };
     for (const bt of base.initializers) {
-      const cts = byName.map((m) => m.get(bt.name)!);
-      if (!isMergeable(bt.dtype)) {
-        const b = await bt.read();
-        await baseWriter.addTensor(bt.name, b);
-        step('base');
-        for (const [k, ct] of cts.entries()) {
-          compareFixed(opts.vectors[k]!.path, ct, b, await ct.read());
-          step(opts.vectors[k]!.name);
-        }
-        continue;
-      }
-      const b = await bt.read(baseBuf);
-      // the checkpoints' bytes land in ckptBufs (copied when inline): the deltas overwrite them
-      const cs = await Promise.all(cts.map(async (ct, k) => into(await ct.read(ckptBufs[k]), ckptBufs[k]!)));
+      if (isMergeable(bt.dtype)) continue;
+      const b = await bt.read();
       await baseWriter.addTensor(bt.name, b);
       step('base');
-      kernels.deltasInPlace(bt.dtype, b, cs, bt.bytes / dtypeBytes(bt.dtype));
-      for (const [k, w] of writers.entries()) {
-        await w.addTensor(bt.name, cs[k]!);
+      for (const [k, m] of byName.entries()) {
+        const ct = m.get(bt.name)!;
+        compareFixed(opts.vectors[k]!.path, ct, b, await ct.read());
         step(opts.vectors[k]!.name);
       }
+    }
+    let next = float.length > 0 ? readFloat(0) : undefined;
+    for (let i = 0; i < float.length; i++) {
+      const { bt, b, cs } = await next!;
+      if (sets === 2 && i + 1 < float.length) next = readFloat(i + 1);
+      kernels.deltasInPlace(bt.dtype, b, cs, bt.bytes / dtypeBytes(bt.dtype));
+      // one file per blob: the K + 1 writes run side by side
+      await Promise.all([
+        baseWriter.addTensor(bt.name, b).then(() => step('base')),
+        ...writers.map((w, k) => w.addTensor(bt.name, cs[k]!).then(() => step(opts.vectors[k]!.name))),
+      ]);
+      if (sets === 1 && i + 1 < float.length) next = readFloat(i + 1);
     }
     const baseBlob = await baseWriter.finish();
     const vectors: PoolManifest['vectors'] = [];
@@ -190,6 +200,9 @@ async function writeBlobs(
     await Promise.all(ckpts.map((c) => c.close()));
   }
 }
+
+/** Memory the pool build may spend on reading ahead (two sets of K + 1 buffers of the largest tensor). */
+const PREFETCH_BUDGET_BYTES = 2 ** 31;
 
 /** `bytes` as a view of `buf` (copied there unless it already is one). */
 function into(bytes: Uint8Array, buf: Uint8Array): Uint8Array {
