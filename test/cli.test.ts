@@ -58,6 +58,17 @@ describe('optimer CLI', () => {
     expect(text.stdout).toMatch(new RegExp(`weighted mean nll ${(j.mean as number).toFixed(4)}`));
   });
 
+  it('cli - worker refuses a thread count that is not a positive integer, before connecting', async () => {
+    for (const [flag, value] of [
+      ['--merge-threads', '0'],
+      ['--intra-op-threads', '1.5'],
+    ] as const) {
+      const r = await optimer('worker', '--nats', 'nats://127.0.0.1:9', '--cache', join(tmp, 'wcache'), flag, value);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe(`optimer: ${flag} '${value}': expected an integer ≥ 1\n`);
+    }
+  });
+
   it('cli - bad input exits 2 with a message naming what and where', async () => {
     await optimer('pool', 'build', '--base', family.base, ...vectorArgs(), '--out', join(tmp, 'p3'));
     const bad = join(tmp, 'bad.jsonl');

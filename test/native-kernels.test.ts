@@ -95,4 +95,43 @@ describe('native kernels', () => {
       expectSame(dtype, run(mergeChunk, dtype, base, deltas, w, n), run(mergeChunkJs, dtype, base, deltas, w, n), n, dtype);
     }
   });
+
+  it('merge on several threads: the same bytes as on one, for every thread count and a ragged length', () => {
+    const rng = new Rng(13);
+    // past 4 × 65536 elements, so that the addon really splits (it keeps ≥ 65536 per thread)
+    const n = 4 * 65536 + 77;
+    for (const dtype of DTYPES) {
+      const base = randomBuffer(rng, dtype, n);
+      const deltas = Array.from({ length: 5 }, () => randomBuffer(rng, dtype, n));
+      const w = [0.3, -1.25, 0.5, 2, -0.125];
+      const one = new Uint8Array(n * size(dtype));
+      mergeChunk(
+        dtype,
+        base,
+        deltas,
+        w,
+        one,
+        n,
+        new Float32Array(n),
+        [0, 1, 2, 3].map(() => new Float32Array(n)),
+        1,
+      );
+      for (const threads of [2, 3, 4, 7]) {
+        const many = new Uint8Array(n * size(dtype));
+        mergeChunk(
+          dtype,
+          base,
+          deltas,
+          w,
+          many,
+          n,
+          new Float32Array(n),
+          [0, 1, 2, 3].map(() => new Float32Array(n)),
+          threads,
+        );
+        expect(Buffer.from(many).equals(Buffer.from(one)), `${dtype}, ${threads} threads`).toBe(true);
+      }
+      expect(Buffer.from(one).equals(Buffer.from(base))).toBe(false);
+    }
+  });
 });

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import type { Consumer, JetStreamClient, JsMsg, KV, NatsConnection } from 'nats';
 import {
   announcementCodec,
@@ -49,6 +49,10 @@ export interface WorkerOptions {
   log: Logger;
   /** how often the worker says what it is doing, ms */
   heartbeatMs?: number;
+  /** native threads of the merge (default: the machine's cores; merge and forward pass never overlap in a worker) */
+  mergeThreads?: number;
+  /** ONNX Runtime's intra-op threads (default: ONNX Runtime's own, one per core) */
+  intraOpThreads?: number;
 }
 
 /** The most each step of close() may take, ms (the NATS drain has its own, shorter bound). */
@@ -317,9 +321,15 @@ export class Worker {
       signal.throwIfAborted();
       const t1 = performance.now();
       const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
-      const merged = await mergeInto(ctx.pool, weighting, this.contexts.mergeBuffers(ctx), signal); // unknown vector → BAD_ARGUMENT
+      const merged = await mergeInto(
+        ctx.pool,
+        weighting,
+        this.contexts.mergeBuffers(ctx),
+        signal,
+        this.opts.mergeThreads ?? availableParallelism(),
+      ); // unknown vector → BAD_ARGUMENT
       const t2 = performance.now();
-      const session = await createMergedSession(ctx.graph, merged, provider);
+      const session = await createMergedSession(ctx.graph, merged, provider, this.opts.intraOpThreads);
       let scores: Awaited<ReturnType<typeof evaluateSession>>;
       try {
         scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens, signal);

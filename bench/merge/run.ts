@@ -18,6 +18,7 @@ import { allocateMerged, mergeInto, mergeToBuffer } from '../../worker/merge/mer
 import { mergeChunkJs } from '../../worker/merge/kernels.js';
 import { NATIVE_DTYPE, nativeKernels } from '../../shared/native-kernels.js';
 import { table } from '../../cli/output.js';
+import { availableParallelism } from 'node:os';
 
 const { values } = parseArgs({
   options: {
@@ -83,7 +84,20 @@ async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
 function kernelTable(): (string | number)[][] {
   const native = nativeKernels();
   const n = Math.floor((MB * 2 ** 20) / 4);
-  const out: (string | number)[][] = [['dtype', 'K', 'MiB moved', 'memcpy GB/s', 'js GB/s', 'native GB/s', 'native/memcpy']];
+  const threads = availableParallelism();
+  const out: (string | number)[][] = [
+    [
+      'dtype',
+      'K',
+      'MiB moved',
+      'memcpy GB/s',
+      'js GB/s',
+      'native GB/s',
+      'native/memcpy',
+      `native ${threads} threads GB/s`,
+      `${threads} threads/memcpy`,
+    ],
+  ];
   const rng = new Rng(1);
   for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
     const size = dtype === 'float32' ? 4 : 2;
@@ -119,6 +133,7 @@ function kernelTable(): (string | number)[][] {
       const memS = bestOf(() => src.copy(dst));
       const jsS = bestOf(() => mergeChunkJs(dtype, base, d, w, dest, n, acc, tmp));
       const natS = native ? bestOf(() => native.merge(NATIVE_DTYPE[dtype], base, d, wf, dest, n, 1)) : Number.NaN;
+      const parS = native ? bestOf(() => native.merge(NATIVE_DTYPE[dtype], base, d, wf, dest, n, threads)) : Number.NaN;
       const gb = (s: number) => moved / s / 1e9;
       out.push([
         dtype,
@@ -128,11 +143,13 @@ function kernelTable(): (string | number)[][] {
         gb(jsS).toFixed(2),
         native ? gb(natS).toFixed(2) : 'n/a',
         native ? `${((100 * memS) / natS).toFixed(0)}%` : 'n/a',
+        native ? gb(parS).toFixed(2) : 'n/a',
+        native ? `${((100 * memS) / parS).toFixed(0)}%` : 'n/a',
       ]);
     }
   }
   process.stdout.write(
-    `in-memory kernels, n = ${n} elements, 1 thread, best of ${REPEAT}, native: ${native ? native.simd : 'not built'} (node ${process.version})\n${table(out)}\n`,
+    `in-memory kernels, n = ${n} elements, 1 and ${threads} threads (memcpy: 1), best of ${REPEAT}, native: ${native ? native.simd : 'not built'} (node ${process.version})\n${table(out)}\n`,
   );
   return out;
 }

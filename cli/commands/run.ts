@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import {
@@ -134,6 +134,9 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       ];
       if (o.provider) args.push('--provider', o.provider);
       if (o.logFormat) args.push('--log-format', o.logFormat);
+      // the local workers share this machine: each gets its share of the cores, not all of them
+      const share = String(Math.max(1, Math.floor(availableParallelism() / o.workers)));
+      args.push('--merge-threads', share, '--intra-op-threads', share);
       // an IPC channel: the worker stops when it closes, that is when this process dies however
       const child = spawn(process.execPath, args, {
         stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
@@ -237,6 +240,8 @@ export function registerRun(program: Command, run: Run): void {
     .option('--cache <dir>', 'content-addressed cache of shards and evaluation sets', join(homedir(), '.cache', 'optimer', 'blobs'))
     .option('--provider <name>', 'execution provider (cpu, cuda, webgpu); default: what the study asks for, else cpu')
     .option('--id <name>', 'worker name in records and logs (default: host-pid)')
+    .option('--merge-threads <n>', 'threads of the native merge (default: one per core; `optimer run` gives its workers a share each)')
+    .option('--intra-op-threads <n>', "ONNX Runtime's intra-op threads (default: ONNX Runtime's, one per core)")
     .option('--log-level <level>', 'log level', 'info')
     .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json; $OPTIMER_LOG_FORMAT)')
     .action((o) =>
@@ -266,6 +271,10 @@ export function registerRun(program: Command, run: Run): void {
           log,
           ...(o.id ? { id: o.id } : {}),
           ...(o.provider ? { provider: parseProvider(o.provider) } : {}),
+          ...(o.mergeThreads ? { mergeThreads: parseNumberOption(o.mergeThreads, '--merge-threads', { min: 1, integer: true }) } : {}),
+          ...(o.intraOpThreads
+            ? { intraOpThreads: parseNumberOption(o.intraOpThreads, '--intra-op-threads', { min: 1, integer: true }) }
+            : {}),
         });
         started = true;
         // SIGINT/SIGTERM: a clean stop, exit 0 (close() is bounded in time, NATS reachable or

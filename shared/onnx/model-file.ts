@@ -10,8 +10,11 @@ export interface Initializer {
   dtype: DtypeName;
   shape: number[];
   bytes: number;
-  /** The tensor's values as little-endian bytes, whichever way the file stores them. */
-  read(): Promise<Uint8Array>;
+  /**
+   * The tensor's values as little-endian bytes, whichever way the file stores them. External data is
+   * read into `into` when it is given and large enough (no allocation); inline data is returned as is.
+   */
+  read(into?: Uint8Array): Promise<Uint8Array>;
 }
 
 export interface OnnxModelFile {
@@ -72,7 +75,7 @@ function describeInitializer(
   const elements = shape.reduce((a, b) => a * b, 1);
   const bytes = elements * dtypeBytes(dtype);
 
-  let read: () => Promise<Uint8Array>;
+  let read: (into?: Uint8Array) => Promise<Uint8Array>;
   if (t.dataLocation === 1) {
     read = externalReader(t, where, dir, bytes, handles);
   } else if (t.rawData && t.rawData.length > 0) {
@@ -97,7 +100,7 @@ function externalReader(
   dir: string,
   bytes: number,
   handles: Map<string, Promise<FileHandle>>,
-): () => Promise<Uint8Array> {
+): (into?: Uint8Array) => Promise<Uint8Array> {
   const info = new Map((t.externalData ?? []).map((e) => [e.key, e.value]));
   const location = info.get('location');
   if (!location) throw new OptimerError('BAD_ONNX', `${where}: external data without a location`);
@@ -115,7 +118,7 @@ function externalReader(
   if (!file.startsWith(dir + sep)) {
     throw new OptimerError('BAD_ONNX', `${where}: external data location '${location}' must stay inside the model's folder`);
   }
-  return async () => {
+  return async (into?: Uint8Array) => {
     let handle = handles.get(file);
     if (!handle) {
       handle = open(file, 'r');
@@ -135,7 +138,7 @@ function externalReader(
         `${where}: external data [${offset}, ${offset + bytes}) runs past the end of ${location} (${size} bytes)`,
       );
     }
-    const out = new Uint8Array(bytes);
+    const out = into && into.length >= bytes ? into.subarray(0, bytes) : new Uint8Array(bytes);
     let done = 0;
     while (done < bytes) {
       const { bytesRead } = await fh.read(out, done, bytes - done, offset + done);

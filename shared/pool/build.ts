@@ -2,7 +2,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
-import { decodeFloats, dtypeBytes, encodeFloats, isMergeable } from '../onnx/dtype.js';
+import { dtypeBytes, isMergeable } from '../onnx/dtype.js';
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
@@ -11,8 +11,7 @@ import { DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js'
 import { sha256Hex } from '../hash.js';
 import { ShardWriter } from './shard-writer.js';
 import { compareFixed, compareModels } from './graph-compare.js';
-import { Pool } from './reader.js';
-import { computeGram } from './stats.js';
+import { DeltaKernels } from './delta-kernels.js';
 import { describeModel } from './lm-io.js';
 import { parseTokenizer } from '../tokenizer.js';
 
@@ -41,8 +40,9 @@ export const MAX_TENSOR_BYTES = bufferConstants.MAX_LENGTH;
 /**
  * Turns a base model and its CPT checkpoints into a pool: the base weights, each vector
  * v_i = θ_i − θ_base (fp32 arithmetic, stored in the checkpoint's dtype), the graph without
- * weights, and a manifest written last (a pool without manifest.json is not a pool). Holds at
- * most the base and one checkpoint open at a time.
+ * weights, and a manifest written last (a pool without manifest.json is not a pool). Reads every
+ * file once, tensor by tensor: memory is K + 1 buffers of the largest tensor (plus the inline
+ * weights of models without external data, which are in memory as read).
  */
 export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   if (opts.vectors.length === 0) throw new OptimerError('BAD_ARGUMENT', 'pool build: give at least one --vector NAME=CHECKPOINT.onnx');
@@ -95,45 +95,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     const total = tensors.length * (1 + opts.vectors.length);
     let done = 0;
 
-    const baseWriter = new ShardWriter(shardsDir, shardBytes);
-    for (const t of base.initializers) {
-      await baseWriter.addTensor(t.name, await t.read());
-      progress(++done, total, 'base');
-    }
-    const baseBlob = await baseWriter.finish();
-
-    const vectors: PoolManifest['vectors'] = [];
-    for (const v of opts.vectors) {
-      const ckpt = await openOnnxModel(v.path);
-      const writer = new ShardWriter(shardsDir, shardBytes);
-      try {
-        compareModels(base, ckpt);
-        const byName = new Map(ckpt.initializers.map((t) => [t.name, t]));
-        for (const bt of base.initializers) {
-          const ct = byName.get(bt.name)!;
-          const [b, c] = [await bt.read(), await ct.read()];
-          if (!isMergeable(bt.dtype)) compareFixed(v.path, ct, b, c);
-          else {
-            const n = bt.bytes / dtypeBytes(bt.dtype);
-            const fb = new Float32Array(n);
-            const fc = new Float32Array(n);
-            decodeFloats(bt.dtype, b, fb, n);
-            decodeFloats(ct.dtype, c, fc, n);
-            for (let i = 0; i < n; i++) fc[i] = fc[i]! - fb[i]!;
-            const delta = new Uint8Array(ct.bytes);
-            encodeFloats(ct.dtype, fc, delta, n);
-            await writer.addTensor(bt.name, delta);
-          }
-          progress(++done, total, v.name);
-        }
-        vectors.push({ name: v.name, source: v.path, l2: 0, blob: await writer.finish() });
-      } catch (e) {
-        await writer.abort();
-        throw e;
-      } finally {
-        await ckpt.close();
-      }
-    }
+    const { baseBlob, vectors, gram } = await writeBlobs(base, opts, shardsDir, shardBytes, (stage) => progress(++done, total, stage));
 
     const graph = await graphWithoutWeights(base, tensors);
     const graphSha = sha256Hex(graph);
@@ -151,18 +113,11 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
       ...(weightParts.length > 1 ? { weightParts } : {}),
       base: { source: opts.base, blob: baseBlob },
       vectors,
-      gram: vectors.map(() => vectors.map(() => 0)),
+      gram,
     };
-    const pool = new Pool(draft, shardsDir, opts.out);
-    try {
-      // norms and similarities of what is stored (after rounding to the checkpoint's dtype)
-      draft.gram = await computeGram(pool);
-      draft.vectors.forEach((v, i) => {
-        v.l2 = Math.sqrt(draft.gram[i]![i]!);
-      });
-    } finally {
-      await pool.close();
-    }
+    draft.vectors.forEach((v, i) => {
+      v.l2 = Math.sqrt(gram[i]![i]!);
+    });
     const manifest = parseManifest(JSON.parse(JSON.stringify(draft)), 'pool build: manifest');
     const tmp = join(opts.out, `.${MANIFEST_FILE}.tmp`);
     await writeFile(tmp, `${JSON.stringify(manifest, null, 1)}\n`);
@@ -171,6 +126,89 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   } finally {
     await base.close();
   }
+}
+
+/**
+ * The base blob and one blob per vector, tensor by tensor: each base tensor is read once and the K
+ * checkpoints' tensors beside it, the deltas computed in place in buffers reused for every tensor,
+ * and the norms and similarities of what is stored (after rounding to the checkpoint's dtype)
+ * summed on the way.
+ */
+async function writeBlobs(
+  base: OnnxModelFile,
+  opts: BuildPoolOptions,
+  shardsDir: string,
+  shardBytes: number,
+  step: (stage: string) => void,
+): Promise<{ baseBlob: PoolManifest['base']['blob']; vectors: PoolManifest['vectors']; gram: number[][] }> {
+  const ckpts: OnnxModelFile[] = [];
+  const writers: ShardWriter[] = [];
+  const baseWriter = new ShardWriter(shardsDir, shardBytes);
+  try {
+    for (const v of opts.vectors) {
+      const ckpt = await openOnnxModel(v.path);
+      ckpts.push(ckpt);
+      compareModels(base, ckpt);
+      writers.push(new ShardWriter(shardsDir, shardBytes));
+    }
+    const byName = ckpts.map((c) => new Map(c.initializers.map((t) => [t.name, t])));
+    const maxBytes = Math.max(0, ...base.initializers.filter((t) => isMergeable(t.dtype)).map((t) => t.bytes));
+    // two sets of buffers when they fit the budget: the next tensor is read while this one is written
+    const sets = 2 * (ckpts.length + 1) * maxBytes <= PREFETCH_BUDGET_BYTES ? 2 : 1;
+    const bufs = Array.from({ length: sets }, () => ({ base: new Uint8Array(maxBytes), ckpts: ckpts.map(() => new Uint8Array(maxBytes)) }));
+    const kernels = new DeltaKernels(ckpts.length);
+    const float = base.initializers.filter((t) => isMergeable(t.dtype));
+    // the checkpoints' bytes land in the buffers (copied when inline): the deltas overwrite them
+    const readFloat = async (i: number) => {
+      const bt = float[i]!;
+      const set = bufs[i % sets]!;
+      const b = await bt.read(set.base);
+      const cs = await Promise.all(byName.map(async (m, k) => into(await m.get(bt.name)!.read(set.ckpts[k]), set.ckpts[k]!)));
+      return { bt, b, cs };
+    };
+    for (const bt of base.initializers) {
+      if (isMergeable(bt.dtype)) continue;
+      const b = await bt.read();
+      await baseWriter.addTensor(bt.name, b);
+      step('base');
+      for (const [k, m] of byName.entries()) {
+        const ct = m.get(bt.name)!;
+        compareFixed(opts.vectors[k]!.path, ct, b, await ct.read());
+        step(opts.vectors[k]!.name);
+      }
+    }
+    let next = float.length > 0 ? readFloat(0) : undefined;
+    for (let i = 0; i < float.length; i++) {
+      const { bt, b, cs } = await next!;
+      if (sets === 2 && i + 1 < float.length) next = readFloat(i + 1);
+      kernels.deltasInPlace(bt.dtype, b, cs, bt.bytes / dtypeBytes(bt.dtype));
+      // one file per blob: the K + 1 writes run side by side
+      await Promise.all([
+        baseWriter.addTensor(bt.name, b).then(() => step('base')),
+        ...writers.map((w, k) => w.addTensor(bt.name, cs[k]!).then(() => step(opts.vectors[k]!.name))),
+      ]);
+      if (sets === 1 && i + 1 < float.length) next = readFloat(i + 1);
+    }
+    const baseBlob = await baseWriter.finish();
+    const vectors: PoolManifest['vectors'] = [];
+    for (const [k, v] of opts.vectors.entries()) vectors.push({ name: v.name, source: v.path, l2: 0, blob: await writers[k]!.finish() });
+    return { baseBlob, vectors, gram: kernels.gram() };
+  } catch (e) {
+    await Promise.all([baseWriter, ...writers].map((w) => w.abort()));
+    throw e;
+  } finally {
+    await Promise.all(ckpts.map((c) => c.close()));
+  }
+}
+
+/** Memory the pool build may spend on reading ahead (two sets of K + 1 buffers of the largest tensor). */
+const PREFETCH_BUDGET_BYTES = 2 ** 31;
+
+/** `bytes` as a view of `buf` (copied there unless it already is one). */
+function into(bytes: Uint8Array, buf: Uint8Array): Uint8Array {
+  if (bytes.buffer === buf.buffer && bytes.byteOffset === buf.byteOffset) return bytes;
+  buf.set(bytes);
+  return buf.subarray(0, bytes.length);
 }
 
 /** A tokenizer.json read and checked (it loads), with its content address. */

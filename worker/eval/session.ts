@@ -27,12 +27,14 @@ export async function createMergedSession(
   graph: LossGraph | Uint8Array,
   weights: readonly Uint8Array[],
   provider: ExecutionProvider,
+  intraOpThreads?: number,
 ): Promise<ort.InferenceSession> {
   const loss = graph instanceof LossGraph ? graph : toLossGraph(graph);
   try {
     return await ort.InferenceSession.create(loss.bytes, {
       executionProviders: [provider],
       graphOptimizationLevel: 'all',
+      ...(intraOpThreads ? { intraOpNumThreads: intraOpThreads } : {}),
       externalData: weights.map((data, i) => ({ path: partName(i), data })),
     });
   } catch (e) {

@@ -13,7 +13,8 @@ const native = nativeKernels();
 
 /**
  * out = base + Σ_k w_k·delta_k for one chunk: the native kernels (bit-identical, NaN payloads aside) for
- * float32/float16/bfloat16 when they are built and loadable, else mergeChunkJs.
+ * float32/float16/bfloat16 when they are built and loadable, else mergeChunkJs. `threads` > 1 splits a
+ * large chunk across that many native threads (elements are independent: the same bytes whatever the count).
  */
 export function mergeChunk(
   dtype: DtypeName,
@@ -24,9 +25,10 @@ export function mergeChunk(
   n: number,
   acc: Float32Array,
   tmp: Float32Array[],
+  threads = 1,
 ): void {
   if (native && deltas.length <= 64 && (dtype === 'float32' || dtype === 'float16' || dtype === 'bfloat16')) {
-    native.merge(NATIVE_DTYPE[dtype], base, deltas, Float64Array.from(w.slice(0, deltas.length)), out, n, 1);
+    native.merge(NATIVE_DTYPE[dtype], base, deltas, Float64Array.from(w.slice(0, deltas.length)), out, n, threads);
     return;
   }
   mergeChunkJs(dtype, base, deltas, w, out, n, acc, tmp);

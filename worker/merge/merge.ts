@@ -39,6 +39,7 @@ async function merge(
   dest: readonly Uint8Array[] | undefined,
   sink: MergeSink | undefined,
   signal: AbortSignal | undefined,
+  threads = 1,
 ): Promise<void> {
   const m = pool.manifest;
   const vectors = resolveVectors(pool, weighting);
@@ -71,7 +72,7 @@ async function merge(
       } else {
         const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
         const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
-        mergeChunk(t.dtype, base, deltas, w, out, count, acc, tmp);
+        mergeChunk(t.dtype, base, deltas, w, out, count, acc, tmp, threads);
       }
       if (sink) await sink(at, out);
     }
@@ -122,20 +123,22 @@ export function mergeWeights(pool: Pool, weighting: TensorWeighting, sink: Merge
 
 /**
  * Merges into `dest` (reused across trials to avoid page faults): one buffer per part of the
- * layout, each at least the part's size. Returns the parts, each cut to its size.
+ * layout, each at least the part's size. Returns the parts, each cut to its size. `threads`: native
+ * threads per chunk (chunks of a million elements split when the kernels are built).
  */
 export async function mergeInto(
   pool: Pool,
   weighting: TensorWeighting,
   dest: readonly Uint8Array[],
   signal?: AbortSignal,
+  threads = 1,
 ): Promise<MergedWeights> {
   const parts = weightParts(pool.manifest);
   if (dest.length < parts.length || parts.some((p, i) => dest[i]!.length < p.bytes || dest[i]!.byteOffset % 8 !== 0))
     throw new RangeError(
       `mergeInto: need ${parts.length} destination buffers of [${parts.map((p) => p.bytes).join(', ')}] bytes, 8-byte aligned`,
     );
-  await merge(pool, weighting, dest, undefined, signal);
+  await merge(pool, weighting, dest, undefined, signal, threads);
   return parts.map((p, i) => dest[i]!.subarray(0, p.bytes));
 }
 

@@ -1,0 +1,162 @@
+/**
+ * Pool-build benchmark: `buildPool` on synthetic checkpoints (fp32 and fp16, external data as
+ * exporters write it past 2 GB) against reading the same input files once, in the same run. The
+ * input files are dropped from the page cache before each run (`dd iflag=nocache`, which drops only
+ * these files) unless --warm is given or dd cannot; the table says which.
+ * Usage: npm run bench:pool -- [--mb 128] [--vectors 4] [--repeat 2]
+ */
+import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { table } from '../../cli/output.js';
+import { node, tensor, valueInfo, writeModel } from '../../shared/onnx/build.js';
+import { encodeFloats, type DtypeName } from '../../shared/onnx/dtype.js';
+import { nativeKernels } from '../../shared/native-kernels.js';
+import { buildPool } from '../../shared/pool/build.js';
+import { Rng } from '../../shared/rng.js';
+
+const { values } = parseArgs({
+  options: {
+    mb: { type: 'string', default: '128' },
+    vectors: { type: 'string', default: '4' },
+    repeat: { type: 'string', default: '2' },
+    warm: { type: 'boolean', default: false },
+  },
+});
+const MB = Number(values.mb);
+const K = Number(values.vectors);
+const REPEAT = Number(values.repeat);
+/** tensors per model: a few large ones (embeddings, MLPs) and many small ones (norms, biases), as in an LLM */
+const LARGE = 12;
+const SMALL = 48;
+
+async function writeCheckpoint(path: string, dtype: DtypeName, seed: number): Promise<void> {
+  const bytesPer = dtype === 'float32' ? 4 : 2;
+  const n = Math.floor((MB * 2 ** 20) / LARGE / bytesPer);
+  const rng = new Rng(seed);
+  const vals = new Float32Array(n);
+  const inits = [];
+  for (let t = 0; t < LARGE + SMALL; t++) {
+    const m = t < LARGE ? n : 2048;
+    for (let i = 0; i < m; i++) vals[i] = (i % 1024 === 0 ? rng.normal() : vals[i - 1]! * 0.999) + 1e-3 * seed;
+    const raw = new Uint8Array(m * bytesPer);
+    encodeFloats(dtype, vals, raw, m);
+    inits.push(tensor(`layer${t}.weight`, dtype, [m], raw));
+  }
+  await writeModel(
+    path,
+    {
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'synthetic',
+        node: [node('Cast', ['input_ids'], ['logits'], [{ name: 'to', type: 1, i: 1 }])],
+        initializer: inits,
+        input: [valueInfo('input_ids', 'int64', ['batch', 'seq'])],
+        output: [valueInfo('logits', 'float32', ['batch', 'seq'])],
+      },
+    },
+    { externalData: true },
+  );
+}
+
+/** Reads every file once, as `cat` does: 8 MiB reads into one reused buffer. */
+async function readAll(files: string[]): Promise<number> {
+  const buf = Buffer.allocUnsafe(8 << 20);
+  let total = 0;
+  for (const f of files) {
+    const fh = await open(f, 'r');
+    try {
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) break;
+        total += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  return total;
+}
+
+/** Drops `files` from the page cache (POSIX_FADV_DONTNEED through GNU dd); false where that fails. */
+function dropFromCache(files: string[]): boolean {
+  try {
+    for (const f of files) execFileSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let cold = !values.warm;
+
+async function best(files: string[], fn: () => Promise<unknown>): Promise<number> {
+  let b = Number.POSITIVE_INFINITY;
+  for (let r = 0; r < REPEAT; r++) {
+    if (cold) cold = dropFromCache(files);
+    const t0 = performance.now();
+    await fn();
+    b = Math.min(b, (performance.now() - t0) / 1000);
+  }
+  return b;
+}
+
+/** SHA-256 of `bytes` bytes in 5 MiB updates, on this thread: the pool's shards are content-addressed, so a build hashes all it writes. */
+function sha256Of(bytes: number): number {
+  const chunk = new Uint8Array(5 << 20).fill(1);
+  const t0 = performance.now();
+  const h = createHash('sha256');
+  for (let done = 0; done < bytes; done += chunk.length) h.update(chunk.subarray(0, Math.min(chunk.length, bytes - done)));
+  h.digest();
+  return (performance.now() - t0) / 1000;
+}
+
+const native = nativeKernels();
+const rows: (string | number)[][] = [['dtype', 'operation', 'input MiB', 'seconds', 'GB/s', '% of read']];
+const dir = await mkdtemp(join(tmpdir(), 'optimer-bench-pool-'));
+try {
+  for (const dtype of ['float32', 'float16'] as const) {
+    const models = join(dir, dtype);
+    await rm(models, { recursive: true, force: true });
+    await mkdir(models, { recursive: true });
+    const base = join(models, 'base.onnx');
+    await writeCheckpoint(base, dtype, 0);
+    const vectors: { name: string; path: string }[] = [];
+    for (let k = 1; k <= K; k++) {
+      const path = join(models, `ckpt${k}.onnx`);
+      await writeCheckpoint(path, dtype, k);
+      vectors.push({ name: `v${k}`, path });
+    }
+    const files = (await readdir(models)).map((f) => join(models, f));
+    const bytes = (await Promise.all(files.map((f) => stat(f)))).reduce((a, s) => a + s.size, 0);
+    const readS = await best(files, () => readAll(files));
+    const out = join(dir, `${dtype}-pool`);
+    let run = 0;
+    const buildS = await best(files, async () => {
+      await buildPool({ base, vectors, out: `${out}-${run++}` }); // a fresh pool each time: no shard is reused
+    });
+    const add = (op: string, s: number) =>
+      rows.push([
+        dtype,
+        op,
+        (bytes / 2 ** 20).toFixed(0),
+        s.toFixed(3),
+        (bytes / s / 1e9).toFixed(2),
+        `${((100 * readS) / s).toFixed(0)}%`,
+      ]);
+    add(`read the ${files.length} input files once (cat)`, readS);
+    add('sha256 of the same bytes, one thread (no I/O)', sha256Of(bytes));
+    add(`pool build, base + ${K} checkpoints`, buildS);
+    await rm(models, { recursive: true, force: true });
+    for (let r = 0; r < run; r++) await rm(`${out}-${r}`, { recursive: true, force: true });
+  }
+  process.stdout.write(
+    `pool build, ${MB} MiB per model, ${K} checkpoints, best of ${REPEAT}, page cache ${cold ? 'cold (input files dropped before each run)' : 'warm'}, kernels: ${native ? `native ${native.simd}` : 'JavaScript'} (node ${process.version})\n${table(rows)}\n`,
+  );
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}
