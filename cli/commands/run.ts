@@ -43,6 +43,7 @@ export interface RunStudyOptions {
   provider?: string;
   grpcHost?: string;
   advertiseHost?: string;
+  natsReplicas?: number;
   log: Logger;
   workerLogLevel?: string;
   /** the study's events, each with where the study stands after it (the progress display) */
@@ -82,6 +83,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       onLockWait: (m) => process.stderr.write(`optimer: ${m}\n`),
       ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
       ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
+      ...(o.natsReplicas ? { natsReplicas: o.natsReplicas } : {}),
       onEvent: (e) => {
         if (e.type === 'worker.seen') workerSeen = true;
         logStudyEvent(o.log, e);
@@ -155,6 +157,7 @@ export function registerRun(program: Command, run: Run): void {
     .option('--provider <name>', 'execution provider for the local workers (cpu, cuda, webgpu)')
     .option('--grpc-host <host>', 'address the shard seeder listens on', '127.0.0.1')
     .option('--advertise-host <host>', 'host name workers should use to reach the seeder (default: --grpc-host)')
+    .option('--nats-replicas <n>', 'JetStream copies of the streams and buckets optimer creates (3 on a three-node cluster)', '1')
     .option('--log-level <level>', 'coordinator log level (fatal, error, warn, info, debug)', 'warn')
     .option(
       '--progress-every <s>',
@@ -165,6 +168,7 @@ export function registerRun(program: Command, run: Run): void {
     .action((configPath: string, o) =>
       run(async () => {
         const workers = parseNumberOption(o.workers, '--workers', { min: 0, integer: true });
+        const natsReplicas = parseNumberOption(o.natsReplicas, '--nats-replicas', { min: 1, integer: true });
         if (o.provider) parseProvider(o.provider);
         const everyS = parseNumberOption(o.progressEvery, '--progress-every', { min: 0.1 });
         const config = await loadStudyConfig(configPath);
@@ -191,6 +195,7 @@ export function registerRun(program: Command, run: Run): void {
             provider: o.provider,
             grpcHost: o.grpcHost,
             advertiseHost: o.advertiseHost,
+            natsReplicas,
             log: createLogger('coordinator', o.logLevel),
             workerLogLevel: o.logLevel,
             onEvent: (e, p) => bar.onEvent(e, p),
