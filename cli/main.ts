@@ -10,6 +10,7 @@ import { registerRun } from './commands/run.js';
 import { registerSample } from './commands/sample.js';
 import { registerStudy } from './commands/study.js';
 import { reportError } from './output.js';
+import { registerSecurityOptions } from './security.js';
 
 /** Runs a command body, turning every failure into a clear message and an exit code. */
 async function run(fn: () => Promise<void>, json = false): Promise<void> {
@@ -28,6 +29,7 @@ const program = new Command('optimer')
     process.exit(err.exitCode === 0 ? 0 : 2);
   });
 
+registerSecurityOptions(program);
 registerPool(program, run);
 registerEval(program, run);
 registerInit(program, run);

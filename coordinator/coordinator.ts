@@ -49,6 +49,8 @@ export interface CoordinatorOptions {
   /** where the shard seeder listens, and the host it tells workers to use */
   grpcHost?: string;
   advertiseHost?: string;
+  /** copies JetStream keeps of optimer's streams and buckets: 3 on a three-node cluster (default 1) */
+  natsReplicas?: number;
   log: Logger;
   /** how often timeouts and idle workers are checked, ms */
   pollMs?: number;
@@ -165,6 +167,7 @@ export class Coordinator {
         study: c.name,
         ackWaitSeconds: c.lease.ackWaitSeconds,
         fresh: opts.fresh ?? false,
+        ...(opts.natsReplicas ? { replicas: opts.natsReplicas } : {}),
         lock: {
           onWait: (m) => {
             log.warn(m);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CLIENT_OPTIONS, grpc, OptimerError, ShardServiceClient } from '../shared/index.js';
+import { CLIENT_OPTIONS, type grpc, grpcClientCredentials, OptimerError, ShardServiceClient } from '../shared/index.js';
 
 /** How long the seeder probe waits for its own manifest: a reachable seeder answers in milliseconds. */
 const PROBE_TIMEOUT_MS = 10_000;
@@ -10,7 +10,7 @@ const PROBE_TIMEOUT_MS = 10_000;
  * this one) would otherwise fail every trial of the study on every worker.
  */
 export async function probeSeeder(address: string, blob: { sha256: string; bytes: number }, timeoutMs = PROBE_TIMEOUT_MS): Promise<void> {
-  const client = new ShardServiceClient(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS) as unknown as grpc.Client & {
+  const client = new ShardServiceClient(address, grpcClientCredentials(), CLIENT_OPTIONS) as unknown as grpc.Client & {
     fetch(req: unknown, opts: unknown): grpc.ClientReadableStream<{ data: Buffer }>;
   };
   try {

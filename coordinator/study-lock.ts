@@ -16,6 +16,8 @@ export interface StudyLockOptions {
   onWait?: (message: string) => void;
   /** told when a refresh fails (NATS down, or the lock was taken over) */
   onLost?: (err: Error) => void;
+  /** JetStream copies of the locks bucket (a cluster's replication factor) */
+  replicas?: number;
 }
 
 /**
@@ -49,7 +51,7 @@ export class StudyLock {
 
   static async acquire(js: JetStreamClient, study: string, o: StudyLockOptions = {}): Promise<StudyLock> {
     const ttlMs = o.ttlMs ?? DEFAULT_LOCK_TTL_MS;
-    const kv = await js.views.kv(LOCKS_BUCKET, { history: 1, ttl: ttlMs });
+    const kv = await js.views.kv(LOCKS_BUCKET, { history: 1, ttl: ttlMs, replicas: o.replicas ?? 1 });
     const owner: Owner = { host: hostname(), pid: process.pid, since: new Date().toISOString() };
     const value = new TextEncoder().encode(JSON.stringify(owner));
     const deadline = Date.now() + ttlMs + (o.waitMarginMs ?? DEFAULT_LOCK_WAIT_MARGIN_MS);

@@ -57,6 +57,8 @@ export class StudyTransport {
     study: string;
     ackWaitSeconds: number;
     fresh: boolean;
+    /** JetStream copies of the streams and buckets (a cluster's replication factor) */
+    replicas?: number;
     lock?: StudyLockOptions;
   }): Promise<StudyTransport> {
     const nc = await connectNats(o.natsUrl, `optimer-coordinator-${o.study}`);
@@ -65,7 +67,8 @@ export class StudyTransport {
       const jsm = await nc.jetstreamManager();
       const js = nc.jetstream();
       // one coordinator per study on this NATS, before anything of the study's is touched
-      lock = await StudyLock.acquire(js, o.study, o.lock);
+      const num_replicas = o.replicas ?? 1;
+      lock = await StudyLock.acquire(js, o.study, { ...o.lock, replicas: num_replicas });
       const dup = nanos(DEFAULT_DUPLICATE_WINDOW_MS);
       const file = StorageType.File;
       await ensureStream(jsm, {
@@ -74,6 +77,7 @@ export class StudyTransport {
         retention: RetentionPolicy.Workqueue,
         storage: file,
         duplicate_window: dup,
+        num_replicas,
       });
       await ensureStream(jsm, {
         name: RESULTS_STREAM,
@@ -82,6 +86,7 @@ export class StudyTransport {
         storage: file,
         duplicate_window: dup,
         max_age: nanos(DEFAULT_RESULTS_MAX_AGE_MS),
+        num_replicas,
       });
       // a work queue takes no overlapping consumers: the old all-studies one must go
       await jsm.consumers.delete(TRIALS_STREAM, LEGACY_WORK_CONSUMER).catch(() => false);
@@ -103,7 +108,7 @@ export class StudyTransport {
         deliver_policy: DeliverPolicy.All,
         filter_subject: subjects.results(o.study),
       });
-      const kv = await js.views.kv(STUDIES_BUCKET, { history: 1 });
+      const kv = await js.views.kv(STUDIES_BUCKET, { history: 1, replicas: num_replicas });
       return new StudyTransport(o.study, nc, js, jsm, kv, lock);
     } catch (e) {
       await lock?.release();

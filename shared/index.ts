@@ -62,7 +62,17 @@ export {
   type MetricLine,
   type MetricName,
 } from './metrics/registry.js';
-export { connectNats, explainNoJetStream, isNoJetStream, noJetStreamMessage, publishWithRetry } from './nats.js';
+export {
+  configureNats,
+  connectNats,
+  explainNoJetStream,
+  natsConnectOptions,
+  type NatsSecurity,
+  redactNatsUrl,
+  isNoJetStream,
+  noJetStreamMessage,
+  publishWithRetry,
+} from './nats.js';
 export { startNatsServer, findNatsServer, freePort, NATS_INSTALL_HINT, type NatsServerHandle } from './nats-server.js';
 export { objectiveOf, weightedMean, better, type Direction } from './objective.js';
 export { intAttr, node, setExternal, tensor, valueInfo } from './onnx/build.js';
@@ -119,6 +129,15 @@ export { stopProcess } from './process.js';
 export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider } from './providers.js';
 export { Backoff, retry, sleep, type BackoffOptions } from './retry.js';
 export { Seeder } from './seeder.js';
+export {
+  configureGrpcTls,
+  grpcClientCredentials,
+  grpcServerCredentials,
+  grpcTlsEnabled,
+  readTlsFiles,
+  type TlsFiles,
+  type TlsPem,
+} from './tls.js';
 export { Rng, seedFor } from './rng.js';
 export { formatIssues } from './validate.js';
 export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';

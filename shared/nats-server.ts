@@ -107,6 +107,8 @@ export async function startNatsServer(options: {
   storeDir: string;
   host?: string;
   binary?: string;
+  /** a config file (users, accounts, TLS); -a/-p/-sd here override its listen and store */
+  config?: string;
   readyTimeoutMs?: number;
 }): Promise<NatsServerHandle> {
   const binary = options.binary ?? findNatsServer();
@@ -115,7 +117,7 @@ export async function startNatsServer(options: {
   let lastError: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort(host);
-    const args = ['-a', host, '-p', String(port), '-js', '-sd', options.storeDir];
+    const args = [...(options.config ? ['-c', options.config] : []), '-a', host, '-p', String(port), '-js', '-sd', options.storeDir];
     const child = spawn('/bin/sh', ['-c', WATCHDOG, 'optimer-nats-server', String(process.pid), binary, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
       detached: true, // its own process group: a stop reaches the server even if the shell is gone

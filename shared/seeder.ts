@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { CHUNK_BYTES, grpc, shardServiceDefinition } from './grpc.js';
 import type { Logger } from './logging.js';
+import { grpcServerCredentials } from './tls.js';
 
 /**
  * Serves content-addressed blobs (pool shards, the manifest, evaluation sets) over gRPC. Only
@@ -25,7 +26,7 @@ export class Seeder {
       fetch: (call: grpc.ServerWritableStream<{ sha256: string; offset: number }, { data: Uint8Array }>) => void this.fetch(call),
     });
     const bound = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpcServerCredentials(), (err, p) =>
         err ? reject(err) : resolve(p),
       );
     });

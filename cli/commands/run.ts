@@ -46,6 +46,7 @@ export interface RunStudyOptions {
   provider?: string;
   grpcHost?: string;
   advertiseHost?: string;
+  natsReplicas?: number;
   log: Logger;
   workerLogLevel?: string;
   /** the local workers' log format (default: theirs decides, from their stderr) */
@@ -89,6 +90,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
       onLockWait: (m) => process.stderr.write(`optimer: ${m}\n`),
       ...(o.grpcHost ? { grpcHost: o.grpcHost } : {}),
       ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
+      ...(o.natsReplicas ? { natsReplicas: o.natsReplicas } : {}),
       onEvent: (e) => {
         if (e.type === 'worker.seen') workerSeen = true;
         logStudyEvent(o.log, e);
@@ -172,6 +174,7 @@ export function registerRun(program: Command, run: Run): void {
     .option('--provider <name>', 'execution provider for the local workers (cpu, cuda, webgpu)')
     .option('--grpc-host <host>', 'address the shard seeder listens on', '127.0.0.1')
     .option('--advertise-host <host>', 'host name workers should use to reach the seeder (default: --grpc-host)')
+    .option('--nats-replicas <n>', 'JetStream copies of the streams and buckets optimer creates (3 on a three-node cluster)', '1')
     .option('--log-level <level>', 'coordinator log level (fatal, error, warn, info, debug)', 'warn')
     .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json; $OPTIMER_LOG_FORMAT)')
     .option(
@@ -187,6 +190,7 @@ export function registerRun(program: Command, run: Run): void {
     .action((configPath: string, o) =>
       run(async () => {
         const workers = parseNumberOption(o.workers, '--workers', { min: 0, integer: true });
+        const natsReplicas = parseNumberOption(o.natsReplicas, '--nats-replicas', { min: 1, integer: true });
         if (o.provider) parseProvider(o.provider);
         const everyS = parseNumberOption(o.progressEvery, '--progress-every', { min: 0.1 });
         const dashboard = o.dashboard === undefined ? undefined : parseDashboardAddress(o.dashboard, '--dashboard');
@@ -214,6 +218,7 @@ export function registerRun(program: Command, run: Run): void {
             provider: o.provider,
             grpcHost: o.grpcHost,
             advertiseHost: o.advertiseHost,
+            natsReplicas,
             log: createLogger('coordinator', o.logLevel, o.logFormat),
             workerLogLevel: o.logLevel,
             ...(o.logFormat ? { logFormat: o.logFormat } : {}),

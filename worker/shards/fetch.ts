@@ -2,7 +2,14 @@ import { createHash } from 'node:crypto';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { CLIENT_OPTIONS, DEFAULT_FETCH_TIMEOUT_MS, grpc, OptimerError, ShardServiceClient } from '../../shared/index.js';
+import {
+  CLIENT_OPTIONS,
+  DEFAULT_FETCH_TIMEOUT_MS,
+  type grpc,
+  grpcClientCredentials,
+  OptimerError,
+  ShardServiceClient,
+} from '../../shared/index.js';
 
 /**
  * A content-addressed cache of blobs (shards, manifests, evaluation sets) in one folder, each
@@ -61,7 +68,7 @@ export class BlobCache {
   private client(address: string): grpc.Client {
     let c = this.clients.get(address);
     if (!c) {
-      c = new ShardServiceClient(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+      c = new ShardServiceClient(address, grpcClientCredentials(), CLIENT_OPTIONS);
       this.clients.set(address, c);
     }
     return c;
