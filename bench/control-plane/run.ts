@@ -35,7 +35,11 @@ async function main(): Promise<void> {
   try {
     const family = await buildFamily(join(dir, 'family'), { seed: 1 });
     const poolDir = join(dir, 'pool');
-    await buildPool({ base: family.base, vectors: Object.entries(family.checkpoints).map(([name, path]) => ({ name, path })), out: poolDir });
+    await buildPool({
+      base: family.base,
+      vectors: Object.entries(family.checkpoints).map(([name, path]) => ({ name, path })),
+      out: poolDir,
+    });
     let runs = 0;
     const run = async (workers: number, trials: number, fixedMs: number): Promise<RunResult> => {
       const name = `bench-${++runs}`;
