@@ -156,13 +156,13 @@ export class Worker {
   }
 
   static async start(opts: WorkerOptions): Promise<Worker> {
-    await mkdir(opts.cacheDir, { recursive: true });
     const idle = opts.onlyWhenIdle ? await idleCheck(opts.idleCommand) : null;
     if (opts.onlyWhenIdle && !idle)
       throw new OptimerError(
         'BAD_ARGUMENT',
         '--only-when-idle: nvidia-smi does not answer here; name an idle check with --idle-command CMD (exit 0 = idle)',
       );
+    await mkdir(opts.cacheDir, { recursive: true });
     const device = opts.advertise?.deviceName && opts.advertise.memoryGb !== undefined ? undefined : await detectDevice();
     const nc = await connectNats(opts.natsUrl, 'optimer-worker');
     const w = new Worker(nc, nc.jetstream(), opts);

@@ -1,5 +1,11 @@
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseStudyConfig } from '../../coordinator/study/config.js';
+import { silentLogger } from '../../shared/logging.js';
 import type { StudyAnnouncement, WorkerCapabilities } from '../../shared/index.js';
+import { Worker } from '../../worker/index.js';
 import { FairShare } from '../../worker/fleet/fair-share.js';
 import { whyNotServe } from '../../worker/fleet/study-filter.js';
 import { Throughput } from '../../worker/fleet/throughput.js';
@@ -113,4 +119,38 @@ describe('throughput', () => {
     for (let i = 0; i < 20; i++) t.add(100, 0, 100);
     expect(t.trialsPerMinute).toBeCloseTo(600);
   });
+});
+
+describe('fleet config', () => {
+  const base = { name: 's', pool: 'p', objective: { sets: [{ name: 'a', path: 'a.jsonl' }] }, trials: 5 };
+
+  it('fleet config - requirements, priority and department are taken, and bad ones named', () => {
+    const c = parseStudyConfig(
+      { ...base, requirements: { provider: 'cuda', minMemoryGb: 24 }, priority: 2, department: 'nlp' },
+      'study.yaml',
+      '/',
+    );
+    expect(c.requirements).toEqual({ provider: 'cuda', minMemoryGb: 24 });
+    expect(c.priority).toBe(2);
+    expect(c.department).toBe('nlp');
+    expect(() => parseStudyConfig({ ...base, requirements: { provider: 'tpu' } }, 'study.yaml', '/')).toThrow(/requirements\.provider/);
+    expect(() => parseStudyConfig({ ...base, requirements: { minMemoryGB: 2 } }, 'study.yaml', '/')).toThrow(/minMemoryGB/);
+    expect(() => parseStudyConfig({ ...base, priority: 0 }, 'study.yaml', '/')).toThrow(/priority/);
+  });
+
+  // where nvidia-smi answers, it is the idle check, and the refusal cannot happen
+  const hasNvidiaSmi = spawnSync('nvidia-smi', ['-L']).status === 0;
+  it.skipIf(hasNvidiaSmi)(
+    'fleet config - an idle-only worker with neither nvidia-smi nor an idle command refuses to start, saying what to give',
+    async () => {
+      await expect(
+        Worker.start({
+          natsUrl: 'nats://127.0.0.1:1',
+          cacheDir: join(tmpdir(), 'optimer-never-made'),
+          log: silentLogger(),
+          onlyWhenIdle: true,
+        }),
+      ).rejects.toThrow(/--only-when-idle: nvidia-smi does not answer here; name an idle check with --idle-command/);
+    },
+  );
 });
