@@ -195,6 +195,9 @@ export class Coordinator {
           provider: c.execution.provider ?? '',
           batchTokens: c.execution.batchTokens,
           generation: study.generation,
+          requirements: c.requirements ? { provider: c.requirements.provider ?? '', minMemoryGb: c.requirements.minMemoryGb ?? 0 } : null,
+          priority: c.priority ?? 1,
+          department: c.department ?? '',
         });
       }
       const coord = new Coordinator(opts, study, book, pool, seeder, transport);

@@ -1,4 +1,4 @@
-import { DEFAULT_LOST_AFTER_HEARTBEATS, type WorkerStatus } from '../shared/index.js';
+import { DEFAULT_LOST_AFTER_HEARTBEATS, type WorkerCapabilities, type WorkerStatus } from '../shared/index.js';
 
 /** A worker as the coordinator last heard of it. */
 export interface TrackedWorker {
@@ -10,6 +10,8 @@ export interface TrackedWorker {
   lost: boolean;
   /** when busy: the job it said it works on */
   job: { study: string; kind: WorkerStatus['kind']; trial: number; attempt: number } | null;
+  /** what it says it is (null: an older worker that does not say) */
+  capabilities: WorkerCapabilities | null;
 }
 
 export type WorkerChange = { type: 'seen'; worker: TrackedWorker } | { type: 'lost'; worker: TrackedWorker; silentMs: number };
@@ -34,6 +36,7 @@ export class WorkerTracker {
       heartbeatMs: s.heartbeatMs,
       lost: false,
       job: s.state === 'busy' && s.study ? { study: s.study, kind: s.kind, trial: s.trial, attempt: s.attempt } : null,
+      capabilities: s.capabilities ?? known?.capabilities ?? null,
     };
     this.workers.set(s.worker, w);
     if (s.state === 'stopped') {

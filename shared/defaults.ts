@@ -55,6 +55,8 @@ export const DEFAULT_LOCK_WAIT_MARGIN_MS = 3_000;
 export const DEFAULT_PULL_EXPIRES_MS = 1000;
 /** How long a worker trusts its list of announced studies before reading it again, ms. */
 export const DEFAULT_STUDY_LIST_MS = 2000;
+/** How often an idle-only worker (--only-when-idle) checks whether its GPU is idle, ms. */
+export const DEFAULT_IDLE_POLL_MS = 3000;
 /** How often a worker tells the mesh it is alive (and what it is doing), ms. */
 export const DEFAULT_HEARTBEAT_MS = 2000;
 /** A worker silent for this many heartbeats is reported lost. */

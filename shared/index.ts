@@ -6,6 +6,7 @@ export {
   DEFAULT_DUPLICATE_WINDOW_MS,
   DEFAULT_FETCH_TIMEOUT_MS,
   DEFAULT_HEARTBEAT_MS,
+  DEFAULT_IDLE_POLL_MS,
   DEFAULT_LOCK_TTL_MS,
   DEFAULT_LOCK_WAIT_MARGIN_MS,
   DEFAULT_LOST_AFTER_HEARTBEATS,
@@ -160,4 +161,6 @@ export {
   type Result,
   type StudyAnnouncement,
   type WorkerStatus,
+  type WorkerCapabilities,
+  type StudyRequirements,
 } from './wire.js';

@@ -38,6 +38,10 @@ const announcementSchema = z.object({
   provider: z.string(),
   batchTokens: z.number().int().positive(),
   generation: z.number().int().nonnegative(),
+  requirements: z.object({ provider: z.string().max(64), minMemoryGb: finite.nonnegative() }).nullish(),
+  /** 0 or absent: 1 */
+  priority: finite.nonnegative().optional(),
+  department: z.string().max(64).optional(),
 });
 
 const kind = z.enum(['TRIAL', 'TEST']);
@@ -74,10 +78,27 @@ const workerStatusSchema = z.object({
   trial: z.number().int().nonnegative(),
   attempt: z.number().int().nonnegative(),
   heartbeatMs: z.number().int().positive(),
+  /** absent from older workers */
+  capabilities: z
+    .object({
+      provider: z.string().max(64),
+      deviceName: z.string().max(256),
+      memoryGb: finite.nonnegative(),
+      concurrency: z.number().int().nonnegative(),
+      trialsPerMinute: finite.nonnegative(),
+      tokensPerSecond: finite.nonnegative(),
+      onlyWhenIdle: z.boolean(),
+      gpuIdle: z.boolean(),
+      studies: z.array(z.string().max(64)).max(256),
+      departments: z.array(z.string().max(64)).max(256),
+    })
+    .nullish(),
 });
 
 export type StudyAnnouncement = z.infer<typeof announcementSchema>;
 export type WorkerStatus = z.infer<typeof workerStatusSchema>;
+export type WorkerCapabilities = NonNullable<WorkerStatus['capabilities']>;
+export type StudyRequirements = NonNullable<StudyAnnouncement['requirements']>;
 export type Proposal = z.infer<typeof proposalSchema>;
 export type Result = z.infer<typeof resultSchema>;
 export type JobKind = z.infer<typeof kind>;

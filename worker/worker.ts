@@ -8,6 +8,7 @@ import {
   closeNats,
   connectNats,
   DEFAULT_HEARTBEAT_MS,
+  DEFAULT_IDLE_POLL_MS,
   DEFAULT_PULL_EXPIRES_MS,
   DEFAULT_STUDY_LIST_MS,
   type ExecutionProvider,
@@ -16,6 +17,7 @@ import {
   LOCKS_BUCKET,
   type Logger,
   noJetStreamMessage,
+  OptimerError,
   perVectorGenome,
   type Proposal,
   proposalCodec,
@@ -28,6 +30,7 @@ import {
   sleep,
   subjects,
   TRIALS_STREAM,
+  type WorkerCapabilities,
   type WorkerStatus,
   workConsumer,
   workerStatusCodec,
@@ -37,6 +40,10 @@ import { evaluateSession } from './eval/evaluate.js';
 import { createMergedSession } from './eval/session.js';
 import { mergeInto } from './merge/merge.js';
 import { BlobCache } from './shards/fetch.js';
+import { FairShare } from './fleet/fair-share.js';
+import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
+import { type StudyLimits, whyNotServe } from './fleet/study-filter.js';
+import { Throughput } from './fleet/throughput.js';
 import { StudyContexts } from './study-contexts.js';
 
 export interface WorkerOptions {
@@ -53,6 +60,24 @@ export interface WorkerOptions {
   mergeThreads?: number;
   /** ONNX Runtime's intra-op threads (default: ONNX Runtime's own, one per core) */
   intraOpThreads?: number;
+  /** what the worker says it is, where detection is wrong or a test fakes it (evaluation is not changed) */
+  advertise?: { provider?: ExecutionProvider; deviceName?: string; memoryGb?: number };
+  /** take trials only while the GPU is idle, and hand a running one back when it stops being idle */
+  onlyWhenIdle?: boolean;
+  /** the idle check: a /bin/sh command, exit 0 = idle (default: nvidia-smi's utilisation and memory) */
+  idleCommand?: string;
+  /** how often the idle check runs, ms */
+  idlePollMs?: number;
+  /** serve only these studies / studies of these departments (empty or absent: any) */
+  studies?: string[];
+  departments?: string[];
+  /**
+   * For bench/control-plane only: replaces merging and evaluation by a wait of this many ms and
+   * made-up scores, so the benchmark measures the control plane alone. Never set it elsewhere.
+   */
+  benchFixedEvalMs?: number;
+  /** For bench/control-plane only: called with the ms from asking a queue to holding its proposal. */
+  benchOnDispatch?: (ms: number) => void;
 }
 
 /** The most each step of close() may take, ms (the NATS drain has its own, shorter bound). */
@@ -64,6 +89,8 @@ interface StudyQueue {
   consumer: Consumer;
   /** in-progress acks this often keep the lease (a third of the study's ack wait) */
   leaseRenewMs: number;
+  /** its share of the pool relative to other studies */
+  priority: number;
 }
 
 /**
@@ -76,7 +103,7 @@ interface StudyQueue {
 export class Worker {
   readonly id: string;
   private loop: Promise<void> | undefined;
-  private current: { msg: JsMsg; abort: AbortController } | undefined;
+  private current: { msg: JsMsg; abort: AbortController; handedBack: boolean; publishing: boolean } | undefined;
   private closePromise: Promise<void> | undefined;
   private readonly cache: BlobCache;
   private readonly contexts: StudyContexts;
@@ -90,6 +117,15 @@ export class Worker {
   private readonly stopping = new AbortController();
   /** the lock bucket, once it exists (an older coordinator never makes one) */
   private locks: KV | undefined;
+  private capabilities: WorkerCapabilities;
+  private readonly limits: StudyLimits;
+  private readonly fairShare = new FairShare();
+  private readonly throughput = new Throughput();
+  /** studies this worker does not serve, with why (said once per reason) */
+  private readonly skipped = new Map<string, string>();
+  private idle: IdleCheck | null = null;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private checkingIdle = false;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -99,7 +135,24 @@ export class Worker {
     this.id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
     this.cache = new BlobCache(opts.cacheDir);
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
-    this.status = idle(this.id, opts.provider ?? '', opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+    this.limits = { studies: opts.studies ?? [], departments: opts.departments ?? [] };
+    this.capabilities = {
+      provider: opts.advertise?.provider ?? opts.provider ?? 'cpu',
+      deviceName: opts.advertise?.deviceName ?? '',
+      memoryGb: opts.advertise?.memoryGb ?? 0,
+      concurrency: 1, // one trial at a time
+      trialsPerMinute: 0,
+      tokensPerSecond: 0,
+      onlyWhenIdle: opts.onlyWhenIdle ?? false,
+      gpuIdle: true,
+      studies: [...this.limits.studies],
+      departments: [...this.limits.departments],
+    };
+    this.status = this.idleStatus();
+  }
+
+  private idleStatus(): WorkerStatus {
+    return { ...idle(this.id, this.opts.provider ?? '', this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS), capabilities: this.capabilities };
   }
 
   private get closing(): boolean {
@@ -107,9 +160,35 @@ export class Worker {
   }
 
   static async start(opts: WorkerOptions): Promise<Worker> {
+    const idle = opts.onlyWhenIdle ? await idleCheck(opts.idleCommand) : null;
+    if (opts.onlyWhenIdle && !idle)
+      throw new OptimerError(
+        'BAD_ARGUMENT',
+        '--only-when-idle: nvidia-smi does not answer here; name an idle check with --idle-command CMD (exit 0 = idle)',
+      );
     await mkdir(opts.cacheDir, { recursive: true });
+    const device = opts.advertise?.deviceName && opts.advertise.memoryGb !== undefined ? undefined : await detectDevice();
     const nc = await connectNats(opts.natsUrl, 'optimer-worker');
     const w = new Worker(nc, nc.jetstream(), opts);
+    w.capabilities.deviceName ||= device?.deviceName ?? '';
+    if (opts.advertise?.memoryGb === undefined) w.capabilities.memoryGb = device?.memoryGb ?? 0;
+    w.idle = idle;
+    if (idle) {
+      w.capabilities.gpuIdle = await idle();
+      w.idleTimer = setInterval(() => void w.checkIdle(), opts.idlePollMs ?? DEFAULT_IDLE_POLL_MS);
+    }
+    w.status = w.idleStatus();
+    // every worker counts the trials started on the mesh per study, for the fair share
+    nc.subscribe(subjects.workers, {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          w.observe(workerStatusCodec.decode(m.data, 'worker status'));
+        } catch {
+          // a malformed status: ignored here (the coordinator logs it)
+        }
+      },
+    });
     w.say(w.status);
     w.heartbeat = setInterval(() => w.say(w.status), w.status.heartbeatMs);
     w.loop = w.run();
@@ -139,7 +218,8 @@ export class Worker {
           () => withTimeout(this.cache.close(), CLOSE_STEP_MS, 'closing the shard cache'), // cancels a transfer in progress
           () => withTimeout(this.loop, CLOSE_STEP_MS, 'stopping the pull loop'),
           () => clearInterval(this.heartbeat),
-          () => this.say({ ...idle(this.id, this.status.provider, this.status.heartbeatMs), state: 'stopped' }),
+          () => clearInterval(this.idleTimer),
+          () => this.say({ ...this.idleStatus(), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
           () => closeNats(this.nc),
         ],
@@ -169,10 +249,16 @@ export class Worker {
         if (waiting) log.info({ studies: queues.map((q) => q.study) }, 'worker ready');
         waiting = false;
         backoff.reset();
-        // one pull per study in turn: every announced study gets this worker's time
-        for (const q of queues) {
-          if (this.closing) break;
+        if (!this.capabilities.gpuIdle) {
+          // the GPU's owner uses it: take nothing until the idle check says so
+          await sleep(this.opts.idlePollMs ?? DEFAULT_IDLE_POLL_MS, this.stopping.signal);
+          continue;
+        }
+        // the study furthest below its fair share first; after a trial the order is taken again
+        for (const q of this.fairShare.order(queues)) {
+          if (this.closing || !this.capabilities.gpuIdle) break;
           let msg: JsMsg | null;
+          const asked = performance.now();
           try {
             msg = await q.consumer.next({ expires: DEFAULT_PULL_EXPIRES_MS });
           } catch (e) {
@@ -182,14 +268,16 @@ export class Worker {
             continue;
           }
           if (!msg) continue;
-          if (this.closing) {
+          this.opts.benchOnDispatch?.(performance.now() - asked);
+          if (this.closing || !this.capabilities.gpuIdle) {
             msg.nak();
             break;
           }
           const abort = new AbortController();
-          this.current = { msg, abort };
+          this.current = { msg, abort, handedBack: false, publishing: false };
           await this.handle(msg, kv, q.leaseRenewMs, abort.signal, log);
           this.current = undefined;
+          break;
         }
       } catch (e) {
         this.current = undefined;
@@ -229,12 +317,26 @@ export class Worker {
         continue;
       }
       this.idleStudies.delete(study);
+      const ann = await this.announcement(kv, study);
+      const why = ann ? whyNotServe(ann, this.capabilities, this.limits) : null;
+      if (why) {
+        this.queues.delete(study);
+        if (this.skipped.get(study) !== why) log.info({ study, reason: why }, 'not serving this study');
+        this.skipped.set(study, why);
+        continue;
+      }
+      this.skipped.delete(study);
       try {
         // read again each time: a rerun of the study may have changed its lease
         const consumer = this.queues.get(study)?.consumer ?? (await this.js.consumers.get(TRIALS_STREAM, workConsumer(study)));
         const info = await consumer.info(false);
         if (!this.queues.has(study)) log.debug({ study }, 'serving a study');
-        this.queues.set(study, { study, consumer, leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3) });
+        this.queues.set(study, {
+          study,
+          consumer,
+          leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3),
+          priority: ann?.priority || 1,
+        });
       } catch (e) {
         this.queues.delete(study);
         log.debug({ study, err: (e as Error).message }, 'a study has no work queue yet');
@@ -242,6 +344,58 @@ export class Worker {
     }
     this.listedAt = Date.now();
     return [...this.queues.values()];
+  }
+
+  /** A study's announcement, or null when it is gone or malformed (then its proposals say so). */
+  private async announcement(kv: KV, study: string): Promise<StudyAnnouncement | null> {
+    try {
+      const entry = await kv.get(study);
+      return entry && entry.length > 0 ? announcementCodec.decode(entry.value, `announcement of ${study}`) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Runs the idle check (one at a time); when the GPU's owner needs it, a running trial goes back. */
+  private async checkIdle(): Promise<void> {
+    if (!this.idle || this.checkingIdle || this.closing) return;
+    this.checkingIdle = true;
+    try {
+      const idleNow = await this.idle();
+      if (idleNow !== this.capabilities.gpuIdle) {
+        this.opts.log.info({ worker: this.id }, idleNow ? 'GPU idle: taking trials' : 'GPU in use by its owner: taking no trials');
+        this.capabilities.gpuIdle = idleNow;
+        this.setStatus({ ...this.status, capabilities: this.capabilities });
+      }
+      if (!idleNow) this.handBack();
+    } finally {
+      this.checkingIdle = false;
+    }
+  }
+
+  /**
+   * Gives the trial in hand back at once: its work stops and JetStream redelivers the proposal
+   * now (a nak without delay) to another worker. It is the same attempt: the coordinator counts
+   * attempts itself (a new one only on a timeout or a retryable error), never JetStream's
+   * deliveries, so a handed-back trial is neither an attempt nor a failure.
+   */
+  private handBack(): void {
+    const job = this.current;
+    if (!job || job.handedBack || job.publishing) return;
+    job.handedBack = true;
+    job.abort.abort();
+    job.msg.nak();
+    this.opts.log.info(
+      { worker: this.id, subject: job.msg.subject, seq: job.msg.seq },
+      'handing the running trial back: the GPU owner needs it',
+    );
+  }
+
+  /** What a worker of the mesh (this one included) works on: the fair share counts the trials started. */
+  private observe(s: WorkerStatus): void {
+    if (s.state === 'stopped') this.fairShare.forget(s.worker);
+    else if (s.state === 'busy' && s.study) this.fairShare.observe(s.worker, s.study, `${s.generation}|${s.kind}|${s.trial}|${s.attempt}`);
+    else this.fairShare.observe(s.worker, '', null);
   }
 
   /** Studies whose coordinator holds its lock; undefined when the mesh has no lock bucket (an older coordinator). */
@@ -317,31 +471,17 @@ export class Worker {
     let result: Result;
     try {
       const t0 = performance.now();
-      const ctx = await this.contexts.get(ann, signal);
-      signal.throwIfAborted();
-      const t1 = performance.now();
-      const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
-      const merged = await mergeInto(
-        ctx.pool,
-        weighting,
-        this.contexts.mergeBuffers(ctx),
-        signal,
-        this.opts.mergeThreads ?? availableParallelism(),
-      ); // unknown vector → BAD_ARGUMENT
-      const t2 = performance.now();
-      const session = await createMergedSession(ctx.graph, merged, provider, this.opts.intraOpThreads);
-      let scores: Awaited<ReturnType<typeof evaluateSession>>;
-      try {
-        scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens, signal);
-      } finally {
-        await session.release();
-      }
-      const t3 = performance.now();
-      Object.assign(timings, { fetchMs: t1 - t0, mergeMs: t2 - t1, evalMs: t3 - t2 });
-      result = { ...base, scores: scores.map((s) => ({ name: s.name, score: s.score, tokens: s.tokens })), error: null };
-      plog.info({ timings, scores: result.scores.map((s) => s.score) }, 'evaluated');
+      const bench = this.opts.benchFixedEvalMs;
+      const scores = bench === undefined ? await this.evaluate(ann, p, provider, timings, signal) : await benchScores(bench, ann, signal);
+      result = { ...base, scores, error: null };
+      this.throughput.add(
+        performance.now() - t0,
+        scores.reduce((n, s) => n + s.tokens, 0),
+        timings.evalMs || (bench ?? 0),
+      );
+      if (bench === undefined) plog.info({ timings, scores: result.scores.map((s) => s.score) }, 'evaluated');
     } catch (e) {
-      if (signal.aborted) return; // close() gave the proposal back; a result now would only be dropped
+      if (signal.aborted) return; // close() or the GPU's owner gave the proposal back; a result now would only be dropped
       const code = isOptimerError(e) ? e.code : 'RUNTIME';
       // what a retry can fix is the error's to say: an unexpected exception may be transient
       const retryable = isOptimerError(e) ? e.retryable : true;
@@ -349,15 +489,52 @@ export class Worker {
       result = { ...base, scores: [], error: { code, message: (e as Error).message, retryable } };
     } finally {
       clearInterval(renew);
-      this.setStatus(idle(this.id, this.status.provider, this.status.heartbeatMs));
+      this.capabilities.trialsPerMinute = this.throughput.trialsPerMinute;
+      this.capabilities.tokensPerSecond = this.throughput.tokensPerSecond;
+      this.setStatus(this.idleStatus());
     }
-    if (this.closing) return; // close() gave the proposal back; a late result would only be dropped
+    // close() or the GPU's owner gave the proposal back; a late result would only be dropped
+    if (this.closing || signal.aborted) return;
+    if (this.current) this.current.publishing = true;
     // one result per proposal message and worker: a retried publish is de-duplicated by JetStream
     await publishWithRetry(this.js, subjects.results(p.study), resultCodec.encode(result), {
       msgID: `${p.study}.${msg.seq}.${this.id}`,
       signal: this.stopping.signal,
     });
     msg.ack();
+  }
+
+  /** Fetches what the study needs (once), merges the proposal's weights, evaluates them. */
+  private async evaluate(
+    ann: StudyAnnouncement,
+    p: Proposal,
+    provider: ExecutionProvider,
+    timings: Result['timings'],
+    signal: AbortSignal,
+  ): Promise<Result['scores']> {
+    const t0 = performance.now();
+    const ctx = await this.contexts.get(ann, signal);
+    signal.throwIfAborted();
+    const t1 = performance.now();
+    const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
+    const merged = await mergeInto(
+      ctx.pool,
+      weighting,
+      this.contexts.mergeBuffers(ctx),
+      signal,
+      this.opts.mergeThreads ?? availableParallelism(),
+    ); // unknown vector → BAD_ARGUMENT
+    const t2 = performance.now();
+    const session = await createMergedSession(ctx.graph, merged, provider, this.opts.intraOpThreads);
+    let scores: Awaited<ReturnType<typeof evaluateSession>>;
+    try {
+      scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens, signal);
+    } finally {
+      await session.release();
+    }
+    const t3 = performance.now();
+    Object.assign(timings, { fetchMs: t1 - t0, mergeMs: t2 - t1, evalMs: t3 - t2 });
+    return scores.map((s) => ({ name: s.name, score: s.score, tokens: s.tokens }));
   }
 
   private setStatus(s: WorkerStatus): void {
@@ -373,6 +550,13 @@ export class Worker {
       // closed or reconnecting: the next heartbeat says it again
     }
   }
+}
+
+/** For bench/control-plane only: a fixed wait and a made-up score, no merge and no evaluation. */
+async function benchScores(ms: number, ann: StudyAnnouncement, signal: AbortSignal): Promise<Result['scores']> {
+  if (ms > 0) await sleep(ms, signal);
+  signal.throwIfAborted();
+  return ann.sets.map((s) => ({ name: s.name, score: 1, tokens: 0 }));
 }
 
 function idle(worker: string, provider: string, heartbeatMs: number): WorkerStatus {

@@ -14,7 +14,15 @@ import {
   type StudyConfig,
   type StudyReport,
 } from '../../coordinator/index.js';
-import { createLogger, type Logger, type NatsServerHandle, packageRoot, startNatsServer, stopProcess } from '../../shared/index.js';
+import {
+  createLogger,
+  DEFAULT_IDLE_POLL_MS,
+  type Logger,
+  type NatsServerHandle,
+  packageRoot,
+  startNatsServer,
+  stopProcess,
+} from '../../shared/index.js';
 import { announceDashboard, type DashboardAddress, parseDashboardAddress } from './dashboard.js';
 import { parseNumberOption, parseProvider, printJson } from '../output.js';
 import { logStudyEvent } from '../event-log.js';
@@ -247,6 +255,17 @@ export function registerRun(program: Command, run: Run): void {
     .option('--id <name>', 'worker name in records and logs (default: host-pid)')
     .option('--merge-threads <n>', 'threads of the native merge (default: one per core; `optimer run` gives its workers a share each)')
     .option('--intra-op-threads <n>', "ONNX Runtime's intra-op threads (default: ONNX Runtime's, one per core)")
+    .option(
+      '--advertise-provider <name>',
+      'the provider it says it has, for study requirements (default: --provider, else cpu); evaluation is not changed',
+    )
+    .option('--device-name <name>', 'the device name it advertises (default: the GPU nvidia-smi names, else the CPU)')
+    .option('--memory-gb <gb>', 'the memory it advertises (default: GPU memory from nvidia-smi, else system RAM)')
+    .option('--only-when-idle', 'take trials only while the GPU is idle; hand a running one back when its owner needs it')
+    .option('--idle-command <cmd>', 'the idle check for --only-when-idle, run by /bin/sh: exit 0 = idle (default: nvidia-smi)')
+    .option('--idle-poll-ms <ms>', 'how often the idle check runs', String(DEFAULT_IDLE_POLL_MS))
+    .option('--studies <names>', 'serve only these studies (comma-separated)')
+    .option('--departments <names>', 'serve only studies of these departments (comma-separated)')
     .option('--log-level <level>', 'log level', 'info')
     .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json; $OPTIMER_LOG_FORMAT)')
     .action((o) =>
@@ -280,6 +299,16 @@ export function registerRun(program: Command, run: Run): void {
           ...(o.intraOpThreads
             ? { intraOpThreads: parseNumberOption(o.intraOpThreads, '--intra-op-threads', { min: 1, integer: true }) }
             : {}),
+          advertise: {
+            ...(o.advertiseProvider ? { provider: parseProvider(o.advertiseProvider) } : {}),
+            ...(o.deviceName ? { deviceName: String(o.deviceName) } : {}),
+            ...(o.memoryGb !== undefined ? { memoryGb: parseNumberOption(o.memoryGb, '--memory-gb', { min: 0 }) } : {}),
+          },
+          ...(o.onlyWhenIdle ? { onlyWhenIdle: true } : {}),
+          ...(o.idleCommand ? { idleCommand: String(o.idleCommand) } : {}),
+          idlePollMs: parseNumberOption(o.idlePollMs, '--idle-poll-ms', { min: 10, integer: true }),
+          ...(o.studies ? { studies: list(o.studies) } : {}),
+          ...(o.departments ? { departments: list(o.departments) } : {}),
         });
         started = true;
         // SIGINT/SIGTERM: a clean stop, exit 0 (close() is bounded in time, NATS reachable or
@@ -304,4 +333,11 @@ export function registerRun(program: Command, run: Run): void {
         setTimeout(() => process.exit(), 2000).unref();
       }),
     );
+}
+
+function list(value: string): string[] {
+  return String(value)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }

@@ -94,11 +94,14 @@ export function renderStatus(st: StudyStatus, via: StatusVia): string {
     if (st.workers.length > 0)
       lines.push(
         table([
-          ['worker', 'state', 'provider', 'job', 'answered', 'failed', 'last seen'],
+          ['worker', 'state', 'provider', 'device', 'memory', 'trials/min', 'job', 'answered', 'failed', 'last seen'],
           ...st.workers.map((w) => [
             w.id,
-            w.state,
-            w.provider || '-',
+            w.state === 'idle' && w.capabilities?.onlyWhenIdle && !w.capabilities.gpuIdle ? 'idle (GPU in use)' : w.state,
+            w.capabilities?.provider || w.provider || '-',
+            w.capabilities?.deviceName || '-',
+            w.capabilities?.memoryGb ? `${fmt(w.capabilities.memoryGb, 1)} GB` : '-',
+            w.capabilities?.trialsPerMinute ? fmt(w.capabilities.trialsPerMinute, 1) : '-',
             w.job ? `${w.job.study} ${w.job.kind === 'TEST' ? 'test' : 'trial'} ${w.job.trial}#${w.job.attempt}` : '-',
             w.completed,
             w.failed,

@@ -75,6 +75,22 @@ export const workerViewSchema = z.object({
   /** this study's attempts it answered: complete ones and failed ones (errors, bad scores) */
   completed: z.number().int().nonnegative(),
   failed: z.number().int().nonnegative(),
+  /** what it says it is (null: an older worker, or not live) */
+  capabilities: z
+    .object({
+      provider: z.string(),
+      deviceName: z.string(),
+      memoryGb: z.number(),
+      concurrency: z.number().int(),
+      trialsPerMinute: z.number(),
+      tokensPerSecond: z.number(),
+      onlyWhenIdle: z.boolean(),
+      gpuIdle: z.boolean(),
+      studies: z.array(z.string()),
+      departments: z.array(z.string()),
+    })
+    .nullable()
+    .default(null),
 });
 
 export const studySummarySchema = z.object({
@@ -286,6 +302,7 @@ export function workerViews(trials: readonly JobRecord[], tests: readonly JobRec
       silentMs: Math.max(0, live.nowMs - w.lastSeenMs),
       completed: answered.get(w.worker)?.completed ?? 0,
       failed: answered.get(w.worker)?.failed ?? 0,
+      capabilities: w.capabilities,
     }))
     .sort((a, b) => a.id.localeCompare(b.id));
 }

@@ -98,6 +98,18 @@ const configSchema = z
         trialTimeoutSeconds: DEFAULT_TRIAL_TIMEOUT_SECONDS,
         maxAttempts: DEFAULT_MAX_ATTEMPTS,
       }),
+    /** what a worker must be to take this study's trials; one that is not never pulls its queue */
+    requirements: z
+      .object({ provider: z.enum(EXECUTION_PROVIDERS).optional(), minMemoryGb: z.number().finite().positive().optional() })
+      .strict()
+      .optional(),
+    /** this study's share of a pool shared with other studies, relative to theirs (default 1) */
+    priority: z.number().finite().positive().optional(),
+    /** who runs the study: workers may be limited to some departments */
+    department: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, "expected 1-64 letters, digits, '.', '_' or '-'")
+      .optional(),
     /** when a failure that will repeat stops the study (as `failed`, resumable) instead of spending its budget */
     failFast: z
       .object({

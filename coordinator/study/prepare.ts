@@ -4,7 +4,8 @@ import type { StudyStore } from '../store/store.js';
 import type { StudyConfig } from './config.js';
 
 /** Fields a rerun may change: the budget (the study grows), the lease (a mesh setting), when to stop on failures. */
-const CHANGEABLE: (keyof StudyConfig)[] = ['trials', 'lease', 'failFast'];
+// how the pool serves a study may change between runs; what it searches may not
+const CHANGEABLE: (keyof StudyConfig)[] = ['trials', 'lease', 'failFast', 'requirements', 'priority', 'department'];
 
 /**
  * Loads or creates the study record. --fresh starts a new generation with no trials; a rerun

@@ -1,0 +1,156 @@
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseStudyConfig } from '../../coordinator/study/config.js';
+import { silentLogger } from '../../shared/logging.js';
+import type { StudyAnnouncement, WorkerCapabilities } from '../../shared/index.js';
+import { Worker } from '../../worker/index.js';
+import { FairShare } from '../../worker/fleet/fair-share.js';
+import { whyNotServe } from '../../worker/fleet/study-filter.js';
+import { Throughput } from '../../worker/fleet/throughput.js';
+
+const caps = (over: Partial<WorkerCapabilities> = {}): WorkerCapabilities => ({
+  provider: 'cpu',
+  deviceName: 'test',
+  memoryGb: 8,
+  concurrency: 1,
+  trialsPerMinute: 0,
+  tokensPerSecond: 0,
+  onlyWhenIdle: false,
+  gpuIdle: true,
+  studies: [],
+  departments: [],
+  ...over,
+});
+const ann = (over: Partial<StudyAnnouncement> = {}): StudyAnnouncement => ({
+  study: 's',
+  direction: 'minimize',
+  manifest: { sha256: 'a'.repeat(64), bytes: 1 },
+  sets: [],
+  seeders: ['x:1'],
+  provider: '',
+  batchTokens: 1,
+  generation: 1,
+  ...over,
+});
+const none = { studies: [], departments: [] };
+
+describe('fair share', () => {
+  it('fair share - with priorities 2:1 the split of started trials follows them, not turns', () => {
+    const f = new FairShare();
+    const studies = [
+      { study: 'lo', priority: 1 },
+      { study: 'hi', priority: 2 },
+    ];
+    const got: Record<string, number> = { lo: 0, hi: 0 };
+    for (let i = 0; i < 300; i++) {
+      const s = f.order(studies)[0]!.study;
+      got[s]!++;
+      f.observe(`w${i % 3}`, s, `1|TRIAL|${i}|1`);
+    }
+    expect(got.hi).toBe(200);
+    expect(got.lo).toBe(100);
+  });
+
+  it('fair share - a repeated heartbeat counts once; a study seen late starts level, not at zero', () => {
+    const f = new FairShare();
+    for (let i = 0; i < 50; i++) f.observe('w', 'a', `1|TRIAL|${i}|1`);
+    f.observe('w', 'a', '1|TRIAL|49|1');
+    f.observe('w', 'a', '1|TRIAL|49|1');
+    const order = () =>
+      f
+        .order([
+          { study: 'a', priority: 1 },
+          { study: 'b', priority: 1 },
+        ])
+        .map((c) => c.study);
+    expect(order()).toEqual(['a', 'b']); // level: ties keep the given order
+    f.observe('w', 'a', '1|TRIAL|50|1');
+    expect(order()).toEqual(['b', 'a']);
+  });
+
+  it('fair share - an empty or zero priority weighs 1', () => {
+    const f = new FairShare();
+    f.observe('w', 'a', 'x');
+    expect(
+      f
+        .order([
+          { study: 'a', priority: 0 },
+          { study: 'b', priority: 1 },
+        ])
+        .map((c) => c.study),
+    ).toEqual(['a', 'b']);
+  });
+});
+
+describe('study filter', () => {
+  it('study filter - requirements: provider and memory, each refusal saying why', () => {
+    expect(whyNotServe(ann(), caps(), none)).toBeNull();
+    expect(whyNotServe(ann({ requirements: { provider: 'cuda', minMemoryGb: 0 } }), caps(), none)).toMatch(
+      /requires provider cuda; this worker has cpu/,
+    );
+    expect(whyNotServe(ann({ requirements: { provider: 'cuda', minMemoryGb: 0 } }), caps({ provider: 'cuda' }), none)).toBeNull();
+    expect(whyNotServe(ann({ requirements: { provider: '', minMemoryGb: 16 } }), caps(), none)).toMatch(
+      /requires 16 GB of memory; this worker has 8 GB/,
+    );
+    expect(whyNotServe(ann({ requirements: { provider: '', minMemoryGb: 8 } }), caps(), none)).toBeNull();
+  });
+
+  it('study filter - a worker limited to studies or departments serves only those', () => {
+    expect(whyNotServe(ann({ study: 'a' }), caps(), { studies: ['b'], departments: [] })).toMatch(/limited to studies b/);
+    expect(whyNotServe(ann({ study: 'b' }), caps(), { studies: ['a', 'b'], departments: [] })).toBeNull();
+    expect(whyNotServe(ann({ department: 'nlp' }), caps(), { studies: [], departments: ['vision'] })).toMatch(
+      /'nlp'.*limited to departments vision/,
+    );
+    expect(whyNotServe(ann({ department: '' }), caps(), { studies: [], departments: ['nlp'] })).toMatch(/not set/);
+    expect(whyNotServe(ann({ department: 'nlp' }), caps(), { studies: [], departments: ['nlp'] })).toBeNull();
+  });
+});
+
+describe('throughput', () => {
+  it('throughput - trials per minute over busy time, tokens per second over evaluation time, recent trials only', () => {
+    const t = new Throughput();
+    expect(t.trialsPerMinute).toBe(0);
+    t.add(1000, 500, 500);
+    t.add(3000, 1500, 1000);
+    expect(t.trialsPerMinute).toBeCloseTo(30);
+    expect(t.tokensPerSecond).toBeCloseTo(1333.33, 1);
+    for (let i = 0; i < 20; i++) t.add(100, 0, 100);
+    expect(t.trialsPerMinute).toBeCloseTo(600);
+  });
+});
+
+describe('fleet config', () => {
+  const base = { name: 's', pool: 'p', objective: { sets: [{ name: 'a', path: 'a.jsonl' }] }, trials: 5 };
+
+  it('fleet config - requirements, priority and department are taken, and bad ones named', () => {
+    const c = parseStudyConfig(
+      { ...base, requirements: { provider: 'cuda', minMemoryGb: 24 }, priority: 2, department: 'nlp' },
+      'study.yaml',
+      '/',
+    );
+    expect(c.requirements).toEqual({ provider: 'cuda', minMemoryGb: 24 });
+    expect(c.priority).toBe(2);
+    expect(c.department).toBe('nlp');
+    expect(() => parseStudyConfig({ ...base, requirements: { provider: 'tpu' } }, 'study.yaml', '/')).toThrow(/requirements\.provider/);
+    expect(() => parseStudyConfig({ ...base, requirements: { minMemoryGB: 2 } }, 'study.yaml', '/')).toThrow(/minMemoryGB/);
+    expect(() => parseStudyConfig({ ...base, priority: 0 }, 'study.yaml', '/')).toThrow(/priority/);
+  });
+
+  // where nvidia-smi answers, it is the idle check, and the refusal cannot happen
+  const hasNvidiaSmi = spawnSync('nvidia-smi', ['-L']).status === 0;
+  it.skipIf(hasNvidiaSmi)(
+    'fleet config - an idle-only worker with neither nvidia-smi nor an idle command refuses to start, saying what to give',
+    async () => {
+      await expect(
+        Worker.start({
+          natsUrl: 'nats://127.0.0.1:1',
+          cacheDir: join(tmpdir(), 'optimer-never-made'),
+          log: silentLogger(),
+          onlyWhenIdle: true,
+        }),
+      ).rejects.toThrow(/--only-when-idle: nvidia-smi does not answer here; name an idle check with --idle-command/);
+    },
+  );
+});

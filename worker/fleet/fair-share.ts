@@ -1,0 +1,51 @@
+/**
+ * Which study's queue a worker pulls next when several share the pool: the one furthest below
+ * its share. Every worker counts the trials started on the whole mesh per study (from the status
+ * heartbeats it hears, its own included), so all workers agree, roughly, on who is behind, and the
+ * split of trials follows the priorities whatever the number of workers. Taking turns would split
+ * them evenly. Pure: the caller feeds it what it hears.
+ */
+export class FairShare {
+  /** trials started per study on the mesh, as heard */
+  private readonly started = new Map<string, number>();
+  /** what each worker last said it works on, so a repeated heartbeat counts once */
+  private readonly lastJob = new Map<string, string>();
+
+  /** A worker says what it works on (`job` identifies the attempt; null: nothing). */
+  observe(worker: string, study: string, job: string | null): void {
+    if (job === null) {
+      this.lastJob.delete(worker);
+      return;
+    }
+    const key = `${study}|${job}`;
+    if (this.lastJob.get(worker) === key) return;
+    this.lastJob.set(worker, key);
+    this.started.set(study, (this.started.get(study) ?? 0) + 1);
+  }
+
+  /** A worker is gone: forget what it said (bounded by the workers heard). */
+  forget(worker: string): void {
+    this.lastJob.delete(worker);
+  }
+
+  /**
+   * The studies in the order to try them: least served relative to priority first (ties: the
+   * given order). A study heard of for the first time starts level with the least served of the
+   * others, not at zero, or it would take every worker until it caught up with older studies.
+   */
+  order<T extends { study: string; priority: number }>(candidates: readonly T[]): T[] {
+    const known = candidates.filter((c) => this.started.has(c.study));
+    if (known.length < candidates.length) {
+      const level = known.length === 0 ? 0 : Math.min(...known.map((c) => this.started.get(c.study)! / weight(c.priority)));
+      for (const c of candidates) if (!this.started.has(c.study)) this.started.set(c.study, level * weight(c.priority));
+    }
+    return candidates
+      .map((c, i) => ({ c, i, share: this.started.get(c.study)! / weight(c.priority) }))
+      .sort((a, b) => a.share - b.share || a.i - b.i)
+      .map((x) => x.c);
+  }
+}
+
+function weight(priority: number): number {
+  return priority > 0 ? priority : 1;
+}
