@@ -337,31 +337,44 @@ function drawBaselines(st) {
 }
 
 function drawWorkers(st) {
-  const optional = ['device', 'memoryGb', 'concurrency', 'throughput', 'cache', 'transfers'].filter((k) =>
-    st.workers.some((w) => w[k] !== undefined),
-  );
-  const show = (v) => (v === null || v === undefined ? '–' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const cap = (w) => w.capabilities || null;
+  const any = st.workers.some((w) => cap(w));
+  const idle = (c) => (c.onlyWhenIdle ? (c.gpuIdle ? 'idle-only (GPU idle)' : 'idle-only (GPU in use)') : '');
+  const limits = (c) => [...c.studies.map((x) => `study ${x}`), ...c.departments.map((x) => `dept ${x}`)].join(', ');
+  const extra = any ? ['device', 'memory', 'trials/min', 'tokens/s', 'limits'] : [];
   const head = el(
     'tr',
     {},
-    ...['worker', 'state', 'provider', ...optional, 'current job', 'answered', 'failed', 'last seen'].map((h) => el('th', { text: h })),
+    ...['worker', 'state', 'provider', ...extra, 'current job', 'answered', 'failed', 'last seen'].map((h) => el('th', { text: h })),
   );
-  const rows = st.workers.map((w) =>
-    el(
+  const rows = st.workers.map((w) => {
+    const c = cap(w);
+    const extraCells = !any
+      ? []
+      : c
+        ? [
+            el('td', { text: c.deviceName || '–' }),
+            el('td', { class: 'num', text: c.memoryGb ? `${fmt(c.memoryGb, 1)} GB` : '–' }),
+            el('td', { class: 'num', text: fmt(c.trialsPerMinute, 1) }),
+            el('td', { class: 'num', text: fmt(c.tokensPerSecond, 0) }),
+            el('td', { text: [idle(c), limits(c)].filter(Boolean).join('; ') || '–' }),
+          ]
+        : extra.map(() => el('td', { text: '–' }));
+    return el(
       'tr',
       {},
       el('td', { text: w.id }),
       el('td', { class: `state-${w.state}`, text: w.state }),
-      el('td', { text: w.provider || '–' }),
-      ...optional.map((k) => el('td', { text: show(w[k]) })),
+      el('td', { text: (c && c.provider) || w.provider || '–' }),
+      ...extraCells,
       el('td', {
         text: w.job ? `${w.job.study} ${w.job.kind === 'TRIAL' ? 'trial' : 'test'} ${w.job.trial} (attempt ${w.job.attempt})` : '–',
       }),
       el('td', { class: 'num', text: String(w.completed) }),
       el('td', { class: 'num', text: String(w.failed) }),
       el('td', { text: `${(w.silentMs / 1000).toFixed(1)} s ago` }),
-    ),
-  );
+    );
+  });
   $('workers').replaceChildren(
     head,
     ...(rows.length
