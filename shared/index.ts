@@ -18,6 +18,7 @@ export {
   DEFAULT_RESULT_BATCH,
   DEFAULT_RESULTS_MAX_AGE_MS,
   DEFAULT_SHARD_BYTES,
+  DEFAULT_PIECE_BYTES,
   DEFAULT_WEIGHTS_PART_BYTES,
   DEFAULT_STORE_DIR,
   DEFAULT_STUDY_CONTEXTS,
@@ -118,7 +119,8 @@ export { computeGram, cosineMatrix } from './pool/stats.js';
 export { stopProcess } from './process.js';
 export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider } from './providers.js';
 export { Backoff, retry, sleep, type BackoffOptions } from './retry.js';
-export { Seeder } from './seeder.js';
+export { Seeder, type ServedCounters } from './seeder.js';
+export { Bitfield, pieceCount, pieceRange, pickRarest, PieceHasher, type PieceList } from './pieces.js';
 export { Rng, seedFor } from './rng.js';
 export { formatIssues } from './validate.js';
 export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';
@@ -136,6 +138,10 @@ export {
   LEGACY_WORK_CONSUMER,
   workConsumer,
   workerStatusCodec,
+  holderCodec,
+  holderKey,
+  HOLDERS_BUCKET,
+  type Holder,
   type JobKind,
   type Proposal,
   type Result,

@@ -23,6 +23,7 @@ import {
   type Result,
   resultCodec,
   runAll,
+  Seeder,
   STUDIES_BUCKET,
   type StudyAnnouncement,
   sleep,
@@ -37,6 +38,8 @@ import { evaluateSession } from './eval/evaluate.js';
 import { createMergedSession } from './eval/session.js';
 import { mergeInto } from './merge/merge.js';
 import { BlobCache } from './shards/fetch.js';
+import { NatsHolders } from './shards/holders.js';
+import { localAddressTowards } from './shards/local-address.js';
 import { StudyContexts } from './study-contexts.js';
 
 export interface WorkerOptions {
@@ -49,6 +52,13 @@ export interface WorkerOptions {
   log: Logger;
   /** how often the worker says what it is doing, ms */
   heartbeatMs?: number;
+  /** serve cached pieces to peers (default true) */
+  serve?: boolean;
+  /** where to serve them (default: the local address this machine reaches NATS from) */
+  serveHost?: string;
+  servePort?: number;
+  /** the host peers are told to fetch from (default: serveHost) */
+  advertiseHost?: string;
 }
 
 /** The most each step of close() may take, ms (the NATS drain has its own, shorter bound). */
@@ -86,6 +96,8 @@ export class Worker {
   private readonly stopping = new AbortController();
   /** the lock bucket, once it exists (an older coordinator never makes one) */
   private locks: KV | undefined;
+  /** serving this worker's cache to its peers, and saying what it holds (absent with serve: false) */
+  private sharing: { seeder: Seeder; holders: NatsHolders } | undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -106,10 +118,38 @@ export class Worker {
     await mkdir(opts.cacheDir, { recursive: true });
     const nc = await connectNats(opts.natsUrl, 'optimer-worker');
     const w = new Worker(nc, nc.jetstream(), opts);
+    if (opts.serve !== false) await w.startServing();
     w.say(w.status);
     w.heartbeat = setInterval(() => w.say(w.status), w.status.heartbeatMs);
     w.loop = w.run();
     return w;
+  }
+
+  /** Serves the cache to peers and joins the tracker; without JetStream yet, the worker only fetches. */
+  private async startServing(): Promise<void> {
+    const log = this.opts.log.child({ worker: this.id });
+    const seeder = new Seeder(log);
+    try {
+      const host = this.opts.serveHost ?? (await localAddressTowards(this.opts.natsUrl));
+      const address = await seeder.start(host, this.opts.servePort ?? 0, this.opts.advertiseHost);
+      const holders = await NatsHolders.open(this.js, Buffer.from(this.id).toString('hex'), address, log);
+      this.sharing = { seeder, holders };
+      this.cache.share(seeder, holders);
+      log.info({ address }, 'serving cached pieces to peers');
+    } catch (e) {
+      await seeder.close();
+      log.warn({ err: (e as Error).message }, 'cannot serve pieces to peers; fetching from the seeders only');
+    }
+  }
+
+  /** Counts of the pieces this worker fetched: how many, from peers or seeders, corrupt, resumed. */
+  get transfers(): Readonly<BlobCache['stats']> {
+    return this.cache.stats;
+  }
+
+  /** Where this worker serves its cache to peers ('' when it does not). */
+  get serving(): string {
+    return this.sharing?.seeder.address ?? '';
   }
 
   /** Resolves when the worker has stopped (after close(), or a fatal error). */
@@ -137,6 +177,9 @@ export class Worker {
           () => clearInterval(this.heartbeat),
           () => this.say({ ...idle(this.id, this.status.provider, this.status.heartbeatMs), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
+          // a clean leave: peers stop asking this worker at once rather than after the entries expire
+          () => withTimeout(this.sharing?.holders.leave(), CLOSE_STEP_MS, 'leaving the piece tracker'),
+          () => withTimeout(this.sharing?.seeder.close(), CLOSE_STEP_MS, 'stopping serving pieces'),
           () => closeNats(this.nc),
         ],
         (e) => this.opts.log.debug({ err: (e as Error).message }, 'worker: a close step failed'),

@@ -215,6 +215,10 @@ export function registerRun(program: Command, run: Run): void {
     .option('--cache <dir>', 'content-addressed cache of shards and evaluation sets', join(homedir(), '.cache', 'optimer', 'blobs'))
     .option('--provider <name>', 'execution provider (cpu, cuda, webgpu); default: what the study asks for, else cpu')
     .option('--id <name>', 'worker name in records and logs (default: host-pid)')
+    .option('--serve-host <host>', 'where to serve cached pieces to peers (default: the address this machine reaches NATS from)')
+    .option('--serve-port <n>', 'port for serving pieces to peers (default: any free one)')
+    .option('--advertise-host <host>', 'host peers are told to fetch from (default: --serve-host)')
+    .option('--no-serve', 'do not serve cached pieces to peers (fetch from them all the same)')
     .option('--log-level <level>', 'log level', 'info')
     .action((o) =>
       run(async () => {
@@ -243,6 +247,10 @@ export function registerRun(program: Command, run: Run): void {
           log,
           ...(o.id ? { id: o.id } : {}),
           ...(o.provider ? { provider: parseProvider(o.provider) } : {}),
+          serve: o.serve !== false,
+          ...(o.serveHost ? { serveHost: o.serveHost } : {}),
+          ...(o.servePort ? { servePort: parseNumberOption(o.servePort, '--serve-port', { min: 0, integer: true }) } : {}),
+          ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
         });
         started = true;
         // SIGINT/SIGTERM: a clean stop, exit 0 (close() is bounded in time, NATS reachable or

@@ -7,7 +7,7 @@ import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
 import { MANIFEST_FILE, SHARDS_DIR, parseManifest, partName, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
-import { DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js';
+import { DEFAULT_PIECE_BYTES, DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js';
 import { sha256Hex } from '../hash.js';
 import { ShardWriter } from './shard-writer.js';
 import { compareFixed, compareModels } from './graph-compare.js';
@@ -21,6 +21,8 @@ export interface BuildPoolOptions {
   vectors: { name: string; path: string }[];
   out: string;
   shardBytes?: number;
+  /** Piece size within shards, each piece hashed in the manifest (default DEFAULT_PIECE_BYTES; 0: no pieces). */
+  pieceBytes?: number;
   /** Largest part of the merged-weights layout (default DEFAULT_WEIGHTS_PART_BYTES); a larger tensor gets a part of its own. */
   weightsPartBytes?: number;
   inputName?: string;
@@ -56,6 +58,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   const shardsDir = join(opts.out, SHARDS_DIR);
   await mkdir(shardsDir, { recursive: true });
   const shardBytes = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
+  const pieceBytes = opts.pieceBytes ?? DEFAULT_PIECE_BYTES;
   const progress = opts.onProgress ?? (() => undefined);
   const tokenizer = opts.tokenizer === undefined ? undefined : await readTokenizer(opts.tokenizer);
 
@@ -95,7 +98,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     const total = tensors.length * (1 + opts.vectors.length);
     let done = 0;
 
-    const baseWriter = new ShardWriter(shardsDir, shardBytes);
+    const baseWriter = new ShardWriter(shardsDir, shardBytes, pieceBytes);
     for (const t of base.initializers) {
       await baseWriter.addTensor(t.name, await t.read());
       progress(++done, total, 'base');
@@ -105,7 +108,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     const vectors: PoolManifest['vectors'] = [];
     for (const v of opts.vectors) {
       const ckpt = await openOnnxModel(v.path);
-      const writer = new ShardWriter(shardsDir, shardBytes);
+      const writer = new ShardWriter(shardsDir, shardBytes, pieceBytes);
       try {
         compareModels(base, ckpt);
         const byName = new Map(ckpt.initializers.map((t) => [t.name, t]));
