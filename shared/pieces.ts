@@ -32,7 +32,8 @@ export class Bitfield {
   ) {
     this.bytes = new Uint8Array(Math.ceil(size / 8));
     if (bytes) {
-      if (bytes.length !== this.bytes.length) throw new RangeError(`bitfield of ${size} pieces needs ${this.bytes.length} bytes, got ${bytes.length}`);
+      if (bytes.length !== this.bytes.length)
+        throw new RangeError(`bitfield of ${size} pieces needs ${this.bytes.length} bytes, got ${bytes.length}`);
       this.bytes.set(bytes);
       // bits past `size` are ignored, never counted
       for (let i = 0; i < size; i++) if (this.has(i)) this.held++;

@@ -79,7 +79,11 @@ const workerStatusSchema = z.object({
 const holderSchema = z
   .object({
     address: z.string().min(1).max(256),
-    pieces: z.number().int().positive().max(1 << 24),
+    pieces: z
+      .number()
+      .int()
+      .positive()
+      .max(1 << 24),
     have: z.instanceof(Uint8Array),
   })
   .refine((h) => h.have.length === Math.ceil(h.pieces / 8), { message: 'have: expected one bit per piece', path: ['have'] });

@@ -1,6 +1,13 @@
 import type { Command } from 'commander';
-import { buildPool, cosineMatrix, DEFAULT_SHARD_BYTES,
-  DEFAULT_PIECE_BYTES, DEFAULT_WEIGHTS_PART_BYTES, Pool, type PoolManifest } from '../../shared/index.js';
+import {
+  buildPool,
+  cosineMatrix,
+  DEFAULT_SHARD_BYTES,
+  DEFAULT_PIECE_BYTES,
+  DEFAULT_WEIGHTS_PART_BYTES,
+  Pool,
+  type PoolManifest,
+} from '../../shared/index.js';
 import { collect, formatBytes, parseNamed, parseNumberOption, printJson, progress, table } from '../output.js';
 
 export function registerPool(program: Command, run: (fn: () => Promise<void>, json?: boolean) => Promise<void>): void {
@@ -13,7 +20,11 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
     .option('--vector <NAME=CKPT.onnx>', 'a CPT checkpoint and the name of its vector (repeat)', collect)
     .requiredOption('--out <dir>', 'pool directory to write')
     .option('--shard-mb <n>', 'shard size in MiB', String(DEFAULT_SHARD_BYTES / (1 << 20)))
-    .option('--piece-mb <n>', 'piece size in MiB: the unit workers verify and share with each other (0: shards are fetched whole)', String(DEFAULT_PIECE_BYTES / (1 << 20)))
+    .option(
+      '--piece-mb <n>',
+      'piece size in MiB: the unit workers verify and share with each other (0: shards are fetched whole)',
+      String(DEFAULT_PIECE_BYTES / (1 << 20)),
+    )
     .option(
       '--weights-part-mb <n>',
       'largest part of the merged weights, in MiB: each part is one buffer handed to ONNX Runtime',

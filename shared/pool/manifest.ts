@@ -171,7 +171,9 @@ export function parseManifest(json: unknown, where: string): PoolManifest {
       if (s.offset !== off) fail(`${label}.shards[${i}] starts at ${s.offset}, expected ${off}`);
       if ((s.pieceBytes === undefined) !== (s.pieces === undefined)) fail(`${label}.shards[${i}]: pieceBytes and pieces come together`);
       if (s.pieceBytes !== undefined && s.pieces!.length !== pieceCount(s.bytes, s.pieceBytes))
-        fail(`${label}.shards[${i}]: ${s.pieces!.length} piece hashes, expected ${pieceCount(s.bytes, s.pieceBytes)} for ${s.bytes} bytes in pieces of ${s.pieceBytes}`);
+        fail(
+          `${label}.shards[${i}]: ${s.pieces!.length} piece hashes, expected ${pieceCount(s.bytes, s.pieceBytes)} for ${s.bytes} bytes in pieces of ${s.pieceBytes}`,
+        );
       off += s.bytes;
     }
     if (off !== b.bytes) fail(`${label}: shards hold ${off} bytes, blob says ${b.bytes}`);

@@ -46,13 +46,17 @@ describe('pieces', () => {
   it('pieces - rarest first, only pieces some holder has, ties spread', () => {
     const a = new Bitfield(4);
     const b = new Bitfield(4);
-    [0, 1, 2].forEach((i) => a.set(i));
-    [0, 1].forEach((i) => b.set(i));
+    for (const i of [0, 1, 2]) a.set(i);
+    for (const i of [0, 1]) b.set(i);
     expect(pickRarest([0, 1, 2, 3], [a, b], () => 0.5)).toBe(2);
     expect(pickRarest([3], [a, b], () => 0.5)).toBe(-1);
     const seen = new Set<number>();
     let x = 0;
-    for (let k = 0; k < 50; k++) seen.add(pickRarest([0, 1], [a, b], () => ((x = (x * 9301 + 49297) % 233280) / 233280)));
+    const lcg = () => {
+      x = (x * 9301 + 49297) % 233280;
+      return x / 233280;
+    };
+    for (let k = 0; k < 50; k++) seen.add(pickRarest([0, 1], [a, b], lcg));
     expect(seen).toEqual(new Set([0, 1]));
   });
 });

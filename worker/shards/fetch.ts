@@ -110,7 +110,10 @@ export class BlobCache {
       const digest = (await hashFile(part)).sha256;
       if (digest !== sha256) {
         await rm(part, { force: true });
-        throw new OptimerError('TRANSPORT', `blob ${sha256}: its verified pieces hash to ${digest.slice(0, 12)}…; the manifest's piece list is wrong`);
+        throw new OptimerError(
+          'TRANSPORT',
+          `blob ${sha256}: its verified pieces hash to ${digest.slice(0, 12)}…; the manifest's piece list is wrong`,
+        );
       }
       await rename(part, this.path(sha256));
     } catch (e) {

@@ -86,7 +86,8 @@ export class NatsHolders implements PeerTracker {
         else {
           try {
             const h = holderCodec.decode(e.value, `holder ${e.key}`);
-            if (h.address !== this.address) table.set(hex, { holder: { address: h.address, have: new Bitfield(h.pieces, h.have) }, at: e.created.getTime() });
+            if (h.address !== this.address)
+              table.set(hex, { holder: { address: h.address, have: new Bitfield(h.pieces, h.have) }, at: e.created.getTime() });
           } catch (err) {
             this.log.warn({ err: (err as Error).message }, 'ignoring a malformed holder entry');
           }

@@ -49,16 +49,20 @@ export interface FetchPiecesOptions {
 export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
   const { pieceBytes, pieces } = o.pieces;
   const n = pieces.length;
-  const fh = await openPartial(o.path, o.bytes);
+  const { fh, fresh } = await openPartial(o.path, o.bytes);
   try {
-    const have = await verifiedPieces(fh, o.bytes, o.pieces);
+    // a file just created holds nothing: hashing its zeros would cost a pass over the blob
+    const have = fresh ? new Bitfield(n) : await verifiedPieces(fh, o.bytes, o.pieces);
     o.stats.resumed += have.count;
     o.onStart(have);
     const inFlight = new Set<number>();
     const dropped = new Set<string>();
     const streams = new Map<string, number>();
-    let wake: (() => void) | undefined;
-    const poke = () => wake?.();
+    // every idle lane is woken when a piece lands or the holders change, not only the last to wait
+    const waiting = new Set<() => void>();
+    const poke = () => {
+      for (const w of waiting) w();
+    };
     o.tracker?.onChange(poke);
 
     const wanted = function* () {
@@ -67,7 +71,11 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
     /** the next piece and who to ask, or undefined when nothing can be asked now */
     const next = (): { piece: number; address: string; seeder: boolean } | undefined => {
       const peers = (o.tracker?.holders(o.sha256) ?? []).filter((h) => !dropped.has(h.address));
-      const piece = pickRarest(wanted(), peers.map((p) => p.have), Math.random);
+      const piece = pickRarest(
+        wanted(),
+        peers.map((p) => p.have),
+        Math.random,
+      );
       if (piece >= 0) {
         const holding = peers.filter((p) => p.have.has(piece));
         // the least busy holder of it, ties at random
@@ -95,11 +103,13 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
             });
           if ([...wanted()].length === 0 && inFlight.size === 0) return;
           await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, WAIT_FOR_HOLDERS_MS);
-            wake = () => {
+            const done = () => {
               clearTimeout(t);
+              waiting.delete(done);
               resolve();
             };
+            const t = setTimeout(done, WAIT_FOR_HOLDERS_MS);
+            waiting.add(done);
           });
           continue;
         }
@@ -141,14 +151,14 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
 }
 
 /** Opens (or creates) the partial file at its full size, so pieces can be written anywhere. */
-async function openPartial(path: string, bytes: number): Promise<FileHandle> {
+async function openPartial(path: string, bytes: number): Promise<{ fh: FileHandle; fresh: boolean }> {
   const exists = await stat(path).then(
     () => true,
     () => false,
   );
   const fh = await open(path, exists ? 'r+' : 'w+');
   if ((await fh.stat()).size !== bytes) await fh.truncate(bytes);
-  return fh;
+  return { fh, fresh: !exists };
 }
 
 /** Re-hashes what a partial file holds: pieces whose bytes match their hash need not be fetched again. */
