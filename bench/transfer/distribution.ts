@@ -152,7 +152,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const results = new Map<string, { seconds: number; servedMiB: number }>();
+    const results = new Map<string, { seconds: number; servedMiB: number; cpuSeconds: number }>();
     let servedBefore = 0;
     for (const mode of MODES)
       for (const n of COUNTS) {
@@ -170,11 +170,14 @@ async function main(): Promise<void> {
         for (const c of round) if ((await c.line(60_000)) !== 'ready') throw new Error('a fetcher did not start');
         const t0 = performance.now();
         for (const c of round) c.proc.stdin.write('go\n');
-        const done = await Promise.all(round.map((c) => c.line(ROUND_LIMIT_MS).then((l) => JSON.parse(l) as { seconds: number })));
+        const done = await Promise.all(
+          round.map((c) => c.line(ROUND_LIMIT_MS).then((l) => JSON.parse(l) as { seconds: number; cpuSeconds: number })),
+        );
         const seconds = (performance.now() - t0) / 1000;
         seed.proc.stdin.write('served\n');
         const served = (JSON.parse(await seed.line(10_000)) as { bytes: number }).bytes;
-        results.set(`${mode}:${n}`, { seconds, servedMiB: (served - servedBefore) / 2 ** 20 });
+        const cpuSeconds = done.reduce((t, d) => t + d.cpuSeconds, 0);
+        results.set(`${mode}:${n}`, { seconds, servedMiB: (served - servedBefore) / 2 ** 20, cpuSeconds });
         servedBefore = served;
         await Promise.all(round.map(stop));
         for (const c of round) children.splice(children.indexOf(c), 1);
@@ -182,17 +185,21 @@ async function main(): Promise<void> {
           Array.from({ length: n }, (_, i) => rm(join(dir, `cache-${mode}-${n}-${i + 1}`), { recursive: true, force: true })),
         );
         const slowest = Math.max(...done.map((d) => d.seconds));
-        console.error(`${mode} N=${n}: ${seconds.toFixed(2)} s (slowest fetcher ${slowest.toFixed(2)} s)`);
+        console.error(
+          `${mode} N=${n}: ${seconds.toFixed(2)} s (slowest fetcher ${slowest.toFixed(2)} s, fetchers' CPU ${cpuSeconds.toFixed(1)} s)`,
+        );
       }
 
-    const rows: (string | number)[][] = [['N', ...MODES.flatMap((m) => [`${m} s`, `${m} ×N=1`, `${m} coordinator MiB`])]];
+    const rows: (string | number)[][] = [
+      ['N', ...MODES.flatMap((m) => [`${m} s`, `${m} ×N=1`, `${m} coordinator MiB`, `${m} fetchers' CPU s`])],
+    ];
     for (const n of COUNTS)
       rows.push([
         n,
         ...MODES.flatMap((m) => {
           const r = results.get(`${m}:${n}`)!;
           const one = results.get(`${m}:${COUNTS[0]}`)!;
-          return [r.seconds.toFixed(2), (r.seconds / one.seconds).toFixed(2), r.servedMiB.toFixed(0)];
+          return [r.seconds.toFixed(2), (r.seconds / one.seconds).toFixed(2), r.servedMiB.toFixed(0), r.cpuSeconds.toFixed(1)];
         }),
       ]);
     console.log(

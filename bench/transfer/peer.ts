@@ -62,8 +62,15 @@ async function fetch(): Promise<void> {
   say('ready');
   if ((await nextLine()) === 'go') {
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     await cache.ensure(values.sha!, Number(values.bytes), [values.seeder!], pieces);
-    say({ seconds: (performance.now() - t0) / 1000, fromPeers: cache.stats.fromPeers, fromSeeders: cache.stats.fromSeeders });
+    const cpu = process.cpuUsage(cpu0);
+    say({
+      seconds: (performance.now() - t0) / 1000,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      fromPeers: cache.stats.fromPeers,
+      fromSeeders: cache.stats.fromSeeders,
+    });
     // keep serving until the benchmark's round is over
     for (let l = await nextLine(); l !== undefined && l !== 'stop'; l = await nextLine());
   }

@@ -102,7 +102,8 @@ export class BlobCache {
         // pieces are served as soon as they are verified: peers need not wait for the whole blob
         onStart: (have) => {
           sharing?.seeder.registerPartial(sha256, part, bytes, pieces.pieceBytes, have);
-          if (have.count > 0) sharing?.tracker.announce(sha256, have);
+          // announced even when empty: peers that see each other fetching ask the seeders less
+          sharing?.tracker.announce(sha256, have);
         },
         onPiece: (have) => sharing?.tracker.announce(sha256, have),
       });
