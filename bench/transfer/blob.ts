@@ -3,7 +3,11 @@ import { writeFile } from 'node:fs/promises';
 import { PieceHasher, type PieceList } from '../../shared/pieces.js';
 
 /** A random blob on disk, with its sha256 and piece hashes: what the transfer benchmarks move. */
-export async function writeBlob(path: string, mb: number, pieceBytes: number): Promise<{ sha256: string; bytes: number; pieces: PieceList }> {
+export async function writeBlob(
+  path: string,
+  mb: number,
+  pieceBytes: number,
+): Promise<{ sha256: string; bytes: number; pieces: PieceList }> {
   const data = Buffer.allocUnsafe(mb << 20);
   randomFillSync(data);
   await writeFile(path, data);

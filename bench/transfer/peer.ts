@@ -1,84 +1,62 @@
 /**
- * One host of the distribution benchmark (bench/transfer/distribution.ts starts it inside a
- * network namespace). Roles:
- *   seed  --host IP --blob PATH --sha SHA        the coordinator's seeder; prints its address
- *   fetch --host IP --nats URL --seeder ADDR --sha SHA --bytes N --pieces FILE --cache DIR [--star]
- *         a plain BlobCache fetcher; without --star it serves and announces what it holds, as a
- *         worker does. It prints `ready`, fetches on a `go` line and prints its time as JSON.
- * Both stop on a `stop` line (or when stdin closes), the seeder printing what it served.
+ * One host of the distribution benchmark (bench/transfer/distribution.ts), run inside its own
+ * network namespace: `seed` serves the blob; `fetch` waits for the go message on NATS, fetches
+ * the blob (from peers too with --p2p), reports the time on NATS, then serves until told to stop.
  */
-import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
+import { mkdir, readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { connect } from 'nats';
-import { Seeder, silentLogger, type PieceList } from '../../shared/index.js';
-import { BlobCache } from '../../worker/index.js';
+import { silentLogger } from '../../shared/logging.js';
+import type { PieceList } from '../../shared/pieces.js';
+import { Seeder } from '../../shared/seeder.js';
+import { BlobCache } from '../../worker/shards/fetch.js';
 import { NatsHolders } from '../../worker/shards/holders.js';
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
+const { values } = parseArgs({
   options: {
+    role: { type: 'string' },
+    spec: { type: 'string' },
     host: { type: 'string' },
-    blob: { type: 'string' },
-    sha: { type: 'string' },
-    bytes: { type: 'string' },
-    pieces: { type: 'string' },
-    cache: { type: 'string' },
     nats: { type: 'string' },
-    seeder: { type: 'string' },
-    star: { type: 'boolean', default: false },
+    seeder: { type: 'string', default: '' },
+    cache: { type: 'string', default: '' },
+    id: { type: 'string', default: '' },
+    p2p: { type: 'boolean', default: false },
   },
 });
+const spec = JSON.parse(await readFile(values.spec!, 'utf8')) as { path: string; sha256: string; bytes: number; pieces: PieceList };
+const nc = await connect({ servers: values.nats! });
 const log = silentLogger();
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const nextLine = async () => (await lines.next()).value as string | undefined;
-const say = (x: unknown) => process.stdout.write(`${typeof x === 'string' ? x : JSON.stringify(x)}\n`);
-
-async function seed(): Promise<void> {
-  const seeder = new Seeder(log);
-  seeder.register(values.sha!, values.blob!);
-  say(await seeder.start(values.host!, 0));
-  for (let l = await nextLine(); l !== undefined && l !== 'stop'; l = await nextLine())
-    if (l === 'served') {
-      const s = seeder.served();
-      say({ bytes: s.bytes, requests: s.requests });
-    }
-  await seeder.close();
+const seeder = new Seeder(log);
+const address = await seeder.start(values.host!, values.role === 'seed' ? 7000 : 0);
+if (values.role === 'seed') seeder.register(spec.sha256, spec.path);
+if (values.role === 'fetch') await mkdir(values.cache!, { recursive: true });
+const cache = new BlobCache(values.cache || '/nonexistent');
+let holders: NatsHolders | undefined;
+if (values.role === 'fetch' && values.p2p) {
+  holders = await NatsHolders.open(nc.jetstream(), Buffer.from(values.id!).toString('hex'), address, log);
+  cache.share(seeder, holders);
 }
-
-async function fetch(): Promise<void> {
-  const pieces = JSON.parse(await readFile(values.pieces!, 'utf8')) as PieceList;
-  const nc = await connect({ servers: values.nats!, name: 'bench-peer' });
-  const cache = new BlobCache(values.cache!);
-  let seeder: Seeder | undefined;
-  let holders: NatsHolders | undefined;
-  if (!values.star) {
-    seeder = new Seeder(log);
-    const address = await seeder.start(values.host!, 0);
-    holders = await NatsHolders.open(nc.jetstream(), randomBytes(8).toString('hex'), address, log);
-    cache.share(seeder, holders);
-  }
-  say('ready');
-  if ((await nextLine()) === 'go') {
+const stop = nc.subscribe('bench.transfer.stop', { max: 1 });
+if (values.role === 'fetch') {
+  const go = nc.subscribe('bench.transfer.go', { max: 1 });
+  nc.publish('bench.transfer.ready', values.id!);
+  for await (const _ of go) {
     const t0 = performance.now();
-    const cpu0 = process.cpuUsage();
-    await cache.ensure(values.sha!, Number(values.bytes), [values.seeder!], pieces);
-    const cpu = process.cpuUsage(cpu0);
-    say({
-      seconds: (performance.now() - t0) / 1000,
-      cpuSeconds: (cpu.user + cpu.system) / 1e6,
-      fromPeers: cache.stats.fromPeers,
-      fromSeeders: cache.stats.fromSeeders,
-    });
-    // keep serving until the benchmark's round is over
-    for (let l = await nextLine(); l !== undefined && l !== 'stop'; l = await nextLine());
+    await cache.ensure(spec.sha256, spec.bytes, [values.seeder!], spec.pieces);
+    nc.publish(
+      'bench.transfer.done',
+      JSON.stringify({
+        id: values.id,
+        s: (performance.now() - t0) / 1000,
+        fromPeers: cache.stats.fromPeers,
+        fromSeeders: cache.stats.fromSeeders,
+      }),
+    );
   }
-  await holders?.leave();
-  await seeder?.close();
-  cache.close();
-  await nc.close();
-}
-
-await (positionals[0] === 'seed' ? seed() : fetch());
-process.exit(0);
+} else nc.publish('bench.transfer.ready', 'seed');
+for await (const _ of stop) break;
+await holders?.leave();
+cache.close();
+await seeder.close();
+await nc.close();
