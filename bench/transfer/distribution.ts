@@ -20,6 +20,8 @@ const { values } = parseArgs({
     mb: { type: 'string', default: '64' },
     mbit: { type: 'string', default: '200' },
     'piece-mb': { type: 'string', default: '1' },
+    /** a run not done by then is reported as such and the next one started */
+    'limit-s': { type: 'string', default: '90' },
     workers: { type: 'string', default: '1,2,4,8,16' },
   },
 });
@@ -69,6 +71,11 @@ const dir = await mkdtemp(join(tmpdir(), 'optimer-bench-dist-'));
 const here = new URL('.', import.meta.url).pathname;
 const children: ReturnType<typeof spawn>[] = [];
 setup();
+process.once('SIGINT', () => {
+  for (const c of children) c.kill('SIGKILL');
+  teardown();
+  process.exit(130);
+});
 try {
   const blobPath = join(dir, 'blob');
   const blob = await writeBlob(blobPath, Number(values.mb), Math.round(Number(values['piece-mb']) * (1 << 20)));
@@ -126,14 +133,16 @@ try {
       nc.publish('bench.transfer.go', '');
       const times: number[] = [];
       let fromPeers = 0;
+      const limit = setTimeout(() => done.unsubscribe(), Number(values['limit-s']) * 1000);
       for await (const m of done) {
         const r = JSON.parse(m.string()) as { s: number; fromPeers: number };
         times.push(r.s);
         fromPeers += r.fromPeers;
         if (times.length === n) break;
       }
+      clearTimeout(limit);
       const all = (performance.now() - t0) / 1000;
-      row.push(all.toFixed(1));
+      row.push(times.length === n ? all.toFixed(1) : `> ${values['limit-s']} (${times.length}/${n} done)`);
       if (p2p) row.push(`${Math.round((100 * fromPeers) / (n * blob.bytes))}%`);
       nc.publish('bench.transfer.stop', '');
       await nc.flush();
@@ -144,7 +153,7 @@ try {
       for (let i = 1; i <= n; i++) await rm(join(dir, `cache-${n}-${p2p}-${i}`), { recursive: true, force: true });
     }
     rows.push(row);
-    process.stderr.write(`N=${n} done\n`);
+    process.stderr.write(`N=${n}: coordinator only ${row[1]} s, peer-to-peer ${row[2]} s, from peers ${row[3]}\n`);
   }
   const base = rows[0]!;
   process.stdout.write(

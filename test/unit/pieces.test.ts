@@ -38,7 +38,8 @@ describe('pieces', () => {
     expect(() => new Bitfield(10, new Uint8Array(1))).toThrow(/needs 2 bytes/);
     expect(() => b.set(10)).toThrow(RangeError);
     expect(Bitfield.full(10).complete).toBe(true);
-    expect(b.covers(0, 4, 4)).toBe(false);
+    expect(b.covers(0, 4, 4)).toBe(true); // piece 0 is held
+    expect(b.covers(2, 4, 4)).toBe(false); // spans pieces 0 and 1; 1 is not
     const d = Bitfield.full(3);
     expect(d.covers(4, 5, 4)).toBe(true);
   });

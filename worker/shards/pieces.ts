@@ -7,6 +7,8 @@ import type { PeerTracker } from './holders.js';
 export const MAX_STREAMS_PER_BLOB = 4;
 /** How long an idle stream waits for a holder to appear before looking again, ms. */
 const WAIT_FOR_HOLDERS_MS = 200;
+/** Failed requests after which a seeder (the last resort) is dropped too; a peer goes at its first. */
+const SEEDER_FAILURES = 3;
 
 export interface PieceStats {
   /** pieces fetched and verified */
@@ -43,7 +45,7 @@ export interface FetchPiecesOptions {
  * from the peers that hold them, from the seeders only when no peer has a piece that is wanted
  * (one stream to them while any peer is known). Each piece is checked against its hash before it
  * is written or marked held; a holder that fails or sends a corrupt piece is dropped for this
- * blob and its piece asked of another, the seeders last. Pieces already verified in `path`
+ * blob and its piece asked of another, the seeders last (a seeder only after SEEDER_FAILURES failed requests, or at once for a corrupt piece). Pieces already verified in `path`
  * (an interrupted transfer) are kept. Resolves when every piece is held.
  */
 export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
@@ -57,6 +59,7 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
     o.onStart(have);
     const inFlight = new Set<number>();
     const dropped = new Set<string>();
+    const failures = new Map<string, number>();
     const streams = new Map<string, number>();
     // every idle lane is woken when a piece lands or the holders change, not only the last to wait
     const waiting = new Set<() => void>();
@@ -133,7 +136,9 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
         } catch (e) {
           if (o.signal.aborted) throw e;
           o.stats.failed++;
-          dropped.add(address);
+          const times = (failures.get(address) ?? 0) + 1;
+          failures.set(address, times);
+          if (!job.seeder || times >= SEEDER_FAILURES) dropped.add(address);
         } finally {
           inFlight.delete(piece);
           streams.set(address, streams.get(address)! - 1);
