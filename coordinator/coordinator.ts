@@ -18,6 +18,7 @@ import {
   runAll,
   SHARDS_DIR,
   Seeder,
+  type ServedCounters,
   type StudyAnnouncement,
   seedFor,
   sleep,
@@ -221,6 +222,11 @@ export class Coordinator {
     if (this.failure) throw this.failure;
     const f = this.study.failure;
     if (this.study.state === 'failed' && f) throw studyFailedError(this.name, f);
+  }
+
+  /** What the coordinator's seeder has served: bytes, requests, each range's count. */
+  served(): ServedCounters {
+    return this.seeder.served();
   }
 
   get complete(): boolean {

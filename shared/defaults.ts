@@ -9,6 +9,8 @@ export const DEFAULT_STORE_DIR = '.optimer';
 export const DEFAULT_BATCH_TOKENS = 8192;
 /** Shard size of a pool (`pool build --shard-mb`). */
 export const DEFAULT_SHARD_BYTES = 64 * 1024 * 1024;
+/** Piece size of a shard (`pool build --piece-mb`): the unit peers verify, serve and fetch. */
+export const DEFAULT_PIECE_BYTES = 4 * 1024 * 1024;
 /**
  * Largest part of a pool's merged-weights layout (`pool build --weights-part-mb`): a worker
  * merges each part into its own buffer and hands them to ONNX Runtime together, so models larger

@@ -19,6 +19,7 @@ export {
   DEFAULT_RESULT_BATCH,
   DEFAULT_RESULTS_MAX_AGE_MS,
   DEFAULT_SHARD_BYTES,
+  DEFAULT_PIECE_BYTES,
   DEFAULT_WEIGHTS_PART_BYTES,
   DEFAULT_STORE_DIR,
   DEFAULT_STUDY_CONTEXTS,
@@ -129,7 +130,7 @@ export { computeGram, cosineMatrix } from './pool/stats.js';
 export { stopProcess } from './process.js';
 export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider } from './providers.js';
 export { Backoff, retry, sleep, type BackoffOptions } from './retry.js';
-export { Seeder } from './seeder.js';
+export { Seeder, type ServedCounters } from './seeder.js';
 export {
   configureGrpcTls,
   grpcClientCredentials,
@@ -139,6 +140,7 @@ export {
   type TlsFiles,
   type TlsPem,
 } from './tls.js';
+export { Bitfield, pieceCount, pieceRange, pickRarest, PieceHasher, type PieceList } from './pieces.js';
 export { Rng, seedFor } from './rng.js';
 export { formatIssues } from './validate.js';
 export { parseWeights, mixtureRatios, type MergeWeights } from './weights.js';
@@ -156,6 +158,10 @@ export {
   LEGACY_WORK_CONSUMER,
   workConsumer,
   workerStatusCodec,
+  holderCodec,
+  holderKey,
+  HOLDERS_BUCKET,
+  type Holder,
   type JobKind,
   type Proposal,
   type Result,

@@ -3,28 +3,65 @@ import { stat } from 'node:fs/promises';
 import { CHUNK_BYTES, grpc, shardServiceDefinition } from './grpc.js';
 import type { Logger } from './logging.js';
 import { grpcServerCredentials } from './tls.js';
+import type { Bitfield } from './pieces.js';
+
+type FetchCall = grpc.ServerWritableStream<{ sha256: string; offset: number; length: number }, { data: Uint8Array }>;
+
+/** A blob still arriving: only the ranges whose pieces are verified may be served. */
+interface PartialBlob {
+  path: string;
+  bytes: number;
+  pieceBytes: number;
+  have: Bitfield;
+}
+
+/** What a seeder has served: bytes, requests, and how often each (sha256, offset, length) range. */
+export interface ServedCounters {
+  bytes: number;
+  requests: number;
+  /** key `<sha256>:<offset>:<length>` (length as sent) → times served in full */
+  ranges: Map<string, number>;
+}
 
 /**
- * Serves content-addressed blobs (pool shards, the manifest, evaluation sets) over gRPC. Only
- * registered hashes are served: a request is a hash, never a path. In shared/ because both sides
- * serve: the coordinator its pool, and (next) a worker its cache to its peers.
+ * Serves content-addressed blobs (pool shards, the manifest, evaluation sets) over gRPC, whole or
+ * by range. Only registered hashes are served: a request is a hash, never a path. In shared/
+ * because both sides serve: the coordinator its pool, and each worker its cache (complete blobs,
+ * and the verified pieces of blobs it is still fetching) to its peers.
  */
 export class Seeder {
   private readonly blobs = new Map<string, string>();
+  private readonly partials = new Map<string, PartialBlob>();
   private server: grpc.Server | undefined;
+  private readonly counters: ServedCounters = { bytes: 0, requests: 0, ranges: new Map() };
   address = '';
 
   constructor(private readonly log: Logger) {}
 
   register(sha256: string, path: string): void {
+    this.partials.delete(sha256);
     this.blobs.set(sha256, path);
+  }
+
+  /** Serves the pieces of a blob being fetched as `have` marks them verified (it is read live). */
+  registerPartial(sha256: string, path: string, bytes: number, pieceBytes: number, have: Bitfield): void {
+    if (this.blobs.has(sha256)) return;
+    this.partials.set(sha256, { path, bytes, pieceBytes, have });
+  }
+
+  unregister(sha256: string): void {
+    this.blobs.delete(sha256);
+    this.partials.delete(sha256);
+  }
+
+  /** What this seeder has served so far (a copy). */
+  served(): ServedCounters {
+    return { bytes: this.counters.bytes, requests: this.counters.requests, ranges: new Map(this.counters.ranges) };
   }
 
   async start(host: string, port = 0, advertiseHost?: string): Promise<string> {
     const server = new grpc.Server();
-    server.addService(shardServiceDefinition, {
-      fetch: (call: grpc.ServerWritableStream<{ sha256: string; offset: number }, { data: Uint8Array }>) => void this.fetch(call),
-    });
+    server.addService(shardServiceDefinition, { fetch: (call: FetchCall) => void this.fetch(call) });
     const bound = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpcServerCredentials(), (err, p) =>
         err ? reject(err) : resolve(p),
@@ -35,34 +72,53 @@ export class Seeder {
     return this.address;
   }
 
-  private async fetch(call: grpc.ServerWritableStream<{ sha256: string; offset: number }, { data: Uint8Array }>): Promise<void> {
-    const { sha256, offset } = call.request;
+  private async fetch(call: FetchCall): Promise<void> {
+    const { sha256, offset, length } = call.request;
     const fail = (code: grpc.status, details: string): void => {
       call.emit('error', { code, details });
     };
     if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256))
       return fail(grpc.status.INVALID_ARGUMENT, 'sha256: expected a lowercase hex sha256');
-    const path = this.blobs.get(sha256);
+    const partial = this.partials.get(sha256);
+    const path = this.blobs.get(sha256) ?? partial?.path;
     if (!path) return fail(grpc.status.NOT_FOUND, `blob ${sha256} is not served here`);
     let size: number;
     try {
-      size = (await stat(path)).size;
+      size = partial ? partial.bytes : (await stat(path)).size;
     } catch {
       return fail(grpc.status.NOT_FOUND, `blob ${sha256} is missing on the seeder`);
     }
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size)
       return fail(grpc.status.OUT_OF_RANGE, `offset ${offset} outside a blob of ${size} bytes`);
-    const stream = createReadStream(path, { start: offset, highWaterMark: CHUNK_BYTES });
+    if (!Number.isSafeInteger(length) || length < 0 || offset + length > size)
+      return fail(grpc.status.OUT_OF_RANGE, `range ${offset}+${length} runs past the end of a blob of ${size} bytes`);
+    const end = length === 0 ? size : offset + length;
+    if (partial && !partial.have.covers(offset, end - offset, partial.pieceBytes))
+      return fail(grpc.status.UNAVAILABLE, `blob ${sha256}: bytes ${offset}..${end} are not all verified here yet`);
+    this.counters.requests++;
+    if (end === offset) {
+      this.count(sha256, offset, length);
+      call.end();
+      return;
+    }
+    const stream = createReadStream(path, { start: offset, end: end - 1, highWaterMark: CHUNK_BYTES });
     call.on('cancelled', () => stream.destroy());
     try {
       for await (const chunk of stream) {
+        this.counters.bytes += (chunk as Buffer).length;
         if (!call.write({ data: chunk as Buffer })) await new Promise((r) => call.once('drain', r));
       }
+      this.count(sha256, offset, length);
       call.end();
     } catch (e) {
       this.log.warn({ sha256, err: (e as Error).message }, 'seeder: read failed');
       fail(grpc.status.INTERNAL, `reading blob ${sha256} failed`);
     }
+  }
+
+  private count(sha256: string, offset: number, length: number): void {
+    const key = `${sha256}:${offset}:${length}`;
+    this.counters.ranges.set(key, (this.counters.ranges.get(key) ?? 0) + 1);
   }
 
   async close(): Promise<void> {

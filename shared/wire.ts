@@ -95,6 +95,19 @@ const workerStatusSchema = z.object({
     .nullish(),
 });
 
+const holderSchema = z
+  .object({
+    address: z.string().min(1).max(256),
+    pieces: z
+      .number()
+      .int()
+      .positive()
+      .max(1 << 24),
+    have: z.instanceof(Uint8Array),
+  })
+  .refine((h) => h.have.length === Math.ceil(h.pieces / 8), { message: 'have: expected one bit per piece', path: ['have'] });
+
+export type Holder = z.infer<typeof holderSchema>;
 export type StudyAnnouncement = z.infer<typeof announcementSchema>;
 export type WorkerStatus = z.infer<typeof workerStatusSchema>;
 export type WorkerCapabilities = NonNullable<WorkerStatus['capabilities']>;
@@ -133,6 +146,7 @@ export const announcementCodec = codec('optimer.v1.StudyAnnouncement', announcem
 export const proposalCodec = codec('optimer.v1.Proposal', proposalSchema);
 export const resultCodec = codec('optimer.v1.Result', resultSchema, ['error']);
 export const workerStatusCodec = codec('optimer.v1.WorkerStatus', workerStatusSchema);
+export const holderCodec = codec('optimer.v1.Holder', holderSchema as unknown as z.ZodType<Holder>);
 
 /** NATS subjects and JetStream names, versioned so a v2 protocol can run beside v1. */
 export const subjects = {
@@ -158,4 +172,7 @@ export const LOCKS_BUCKET = 'optimer_locks';
 export const workConsumer = (study: string) => `optimer-workers-${study}`;
 /** Before studies had their own: one consumer over every study's proposals (removed on sight). */
 export const LEGACY_WORK_CONSUMER = 'optimer-workers';
+/** Who holds which piece of which blob: key `holderKey(sha256, holder)`, entries expire unless refreshed. */
+export const HOLDERS_BUCKET = 'optimer_holders';
+export const holderKey = (sha256: string, holderHex: string) => `${sha256}.${holderHex}`;
 export const resultsConsumer = (study: string) => `optimer-coordinator-${study}`;

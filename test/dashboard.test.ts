@@ -93,7 +93,11 @@ describe('web dashboard', () => {
     await waitFor(async () => (await completeRows()) >= 10, 60_000, '10 completed trials on the page');
     expect(await page.textContent('#workers')).toContain('test-1');
     // with what the worker advertises (provider, device, memory, throughput)
-    await waitFor(async () => /trials\/min/.test((await page.textContent('#workers')) ?? ''), 10_000, 'the worker capabilities on the page');
+    await waitFor(
+      async () => /trials\/min/.test((await page.textContent('#workers')) ?? ''),
+      10_000,
+      'the worker capabilities on the page',
+    );
     // stop the worker: the study stays live, half done, while the table is checked
     await stopProcess(worker!);
 

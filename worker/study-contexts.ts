@@ -81,7 +81,7 @@ export class StudyContexts {
     try {
       for (const s of pool.allShards()) {
         signal?.throwIfAborted();
-        await this.cache.ensure(s.sha256, s.bytes, seeders);
+        await this.cache.ensure(s.sha256, s.bytes, seeders, s.pieces);
       }
       const loadSets = async (which: 'dev' | 'test'): Promise<LoadedEvalSet[]> => {
         const out: LoadedEvalSet[] = [];

@@ -25,6 +25,7 @@ import {
   type Result,
   resultCodec,
   runAll,
+  Seeder,
   STUDIES_BUCKET,
   type StudyAnnouncement,
   sleep,
@@ -44,6 +45,8 @@ import { FairShare } from './fleet/fair-share.js';
 import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
 import { type StudyLimits, whyNotServe } from './fleet/study-filter.js';
 import { Throughput } from './fleet/throughput.js';
+import { NatsHolders } from './shards/holders.js';
+import { localAddressTowards } from './shards/local-address.js';
 import { StudyContexts } from './study-contexts.js';
 
 export interface WorkerOptions {
@@ -78,6 +81,13 @@ export interface WorkerOptions {
   benchFixedEvalMs?: number;
   /** For bench/control-plane only: called with the ms from asking a queue to holding its proposal. */
   benchOnDispatch?: (ms: number) => void;
+  /** serve cached pieces to peers (default true) */
+  serve?: boolean;
+  /** where to serve them (default: the local address this machine reaches NATS from) */
+  serveHost?: string;
+  servePort?: number;
+  /** the host peers are told to fetch from (default: serveHost) */
+  advertiseHost?: string;
 }
 
 /** The most each step of close() may take, ms (the NATS drain has its own, shorter bound). */
@@ -126,6 +136,8 @@ export class Worker {
   private idle: IdleCheck | null = null;
   private idleTimer: NodeJS.Timeout | undefined;
   private checkingIdle = false;
+  /** serving this worker's cache to its peers, and saying what it holds (absent with serve: false) */
+  private sharing: { seeder: Seeder; holders: NatsHolders } | undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -189,10 +201,38 @@ export class Worker {
         }
       },
     });
+    if (opts.serve !== false) await w.startServing();
     w.say(w.status);
     w.heartbeat = setInterval(() => w.say(w.status), w.status.heartbeatMs);
     w.loop = w.run();
     return w;
+  }
+
+  /** Serves the cache to peers and joins the tracker; without JetStream yet, the worker only fetches. */
+  private async startServing(): Promise<void> {
+    const log = this.opts.log.child({ worker: this.id });
+    const seeder = new Seeder(log);
+    try {
+      const host = this.opts.serveHost ?? (await localAddressTowards(this.opts.natsUrl));
+      const address = await seeder.start(host, this.opts.servePort ?? 0, this.opts.advertiseHost);
+      const holders = await NatsHolders.open(this.js, Buffer.from(this.id).toString('hex'), address, log);
+      this.sharing = { seeder, holders };
+      this.cache.share(seeder, holders);
+      log.info({ address }, 'serving cached pieces to peers');
+    } catch (e) {
+      await seeder.close();
+      log.warn({ err: (e as Error).message }, 'cannot serve pieces to peers; fetching from the seeders only');
+    }
+  }
+
+  /** Counts of the pieces this worker fetched: how many, from peers or seeders, corrupt, resumed. */
+  get transfers(): Readonly<BlobCache['stats']> {
+    return this.cache.stats;
+  }
+
+  /** Where this worker serves its cache to peers ('' when it does not). */
+  get serving(): string {
+    return this.sharing?.seeder.address ?? '';
   }
 
   /** Resolves when the worker has stopped (after close(), or a fatal error). */
@@ -221,6 +261,9 @@ export class Worker {
           () => clearInterval(this.idleTimer),
           () => this.say({ ...this.idleStatus(), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
+          // a clean leave: peers stop asking this worker at once rather than after the entries expire
+          () => withTimeout(this.sharing?.holders.leave(), CLOSE_STEP_MS, 'leaving the piece tracker'),
+          () => withTimeout(this.sharing?.seeder.close(), CLOSE_STEP_MS, 'stopping serving pieces'),
           () => closeNats(this.nc),
         ],
         (e) => this.opts.log.debug({ err: (e as Error).message }, 'worker: a close step failed'),

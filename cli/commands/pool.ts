@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
-import { buildPool, cosineMatrix, DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES, Pool, type PoolManifest } from '../../shared/index.js';
+import {
+  buildPool,
+  cosineMatrix,
+  DEFAULT_SHARD_BYTES,
+  DEFAULT_PIECE_BYTES,
+  DEFAULT_WEIGHTS_PART_BYTES,
+  Pool,
+  type PoolManifest,
+} from '../../shared/index.js';
 import { collect, formatBytes, parseNamed, parseNumberOption, printJson, progress, table } from '../output.js';
 
 export function registerPool(program: Command, run: (fn: () => Promise<void>, json?: boolean) => Promise<void>): void {
@@ -12,6 +20,11 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
     .option('--vector <NAME=CKPT.onnx>', 'a CPT checkpoint and the name of its vector (repeat)', collect)
     .requiredOption('--out <dir>', 'pool directory to write')
     .option('--shard-mb <n>', 'shard size in MiB', String(DEFAULT_SHARD_BYTES / (1 << 20)))
+    .option(
+      '--piece-mb <n>',
+      'piece size in MiB: the unit workers verify and share with each other (0: shards are fetched whole)',
+      String(DEFAULT_PIECE_BYTES / (1 << 20)),
+    )
     .option(
       '--weights-part-mb <n>',
       'largest part of the merged weights, in MiB: each part is one buffer handed to ONNX Runtime',
@@ -31,6 +44,7 @@ export function registerPool(program: Command, run: (fn: () => Promise<void>, js
           vectors,
           out: o.out,
           shardBytes: Math.round(parseNumberOption(o.shardMb, '--shard-mb', { min: 1 / 1024 }) * (1 << 20)),
+          pieceBytes: Math.round(parseNumberOption(o.pieceMb, '--piece-mb', { min: 0 }) * (1 << 20)),
           weightsPartBytes: Math.round(parseNumberOption(o.weightsPartMb, '--weights-part-mb', { min: 1 / (1 << 20) }) * (1 << 20)),
           inputName: o.inputName,
           outputName: o.outputName,

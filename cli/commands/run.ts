@@ -266,6 +266,10 @@ export function registerRun(program: Command, run: Run): void {
     .option('--idle-poll-ms <ms>', 'how often the idle check runs', String(DEFAULT_IDLE_POLL_MS))
     .option('--studies <names>', 'serve only these studies (comma-separated)')
     .option('--departments <names>', 'serve only studies of these departments (comma-separated)')
+    .option('--serve-host <host>', 'where to serve cached pieces to peers (default: the address this machine reaches NATS from)')
+    .option('--serve-port <n>', 'port for serving pieces to peers (default: any free one)')
+    .option('--advertise-host <host>', 'host peers are told to fetch from (default: --serve-host)')
+    .option('--no-serve', 'do not serve cached pieces to peers (fetch from them all the same)')
     .option('--log-level <level>', 'log level', 'info')
     .option('--log-format <format>', 'pretty or json (default: pretty on a terminal, else json; $OPTIMER_LOG_FORMAT)')
     .action((o) =>
@@ -309,6 +313,10 @@ export function registerRun(program: Command, run: Run): void {
           idlePollMs: parseNumberOption(o.idlePollMs, '--idle-poll-ms', { min: 10, integer: true }),
           ...(o.studies ? { studies: list(o.studies) } : {}),
           ...(o.departments ? { departments: list(o.departments) } : {}),
+          serve: o.serve !== false,
+          ...(o.serveHost ? { serveHost: o.serveHost } : {}),
+          ...(o.servePort ? { servePort: parseNumberOption(o.servePort, '--serve-port', { min: 0, integer: true }) } : {}),
+          ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
         });
         started = true;
         // SIGINT/SIGTERM: a clean stop, exit 0 (close() is bounded in time, NATS reachable or

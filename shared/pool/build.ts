@@ -7,7 +7,7 @@ import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { encodeModel } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
 import { MANIFEST_FILE, SHARDS_DIR, parseManifest, partName, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
-import { DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js';
+import { DEFAULT_PIECE_BYTES, DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js';
 import { sha256Hex } from '../hash.js';
 import { ShardWriter } from './shard-writer.js';
 import { compareFixed, compareModels } from './graph-compare.js';
@@ -20,6 +20,8 @@ export interface BuildPoolOptions {
   vectors: { name: string; path: string }[];
   out: string;
   shardBytes?: number;
+  /** Piece size within shards, each piece hashed in the manifest (default DEFAULT_PIECE_BYTES; 0: no pieces). */
+  pieceBytes?: number;
   /** Largest part of the merged-weights layout (default DEFAULT_WEIGHTS_PART_BYTES); a larger tensor gets a part of its own. */
   weightsPartBytes?: number;
   inputName?: string;
@@ -56,6 +58,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   const shardsDir = join(opts.out, SHARDS_DIR);
   await mkdir(shardsDir, { recursive: true });
   const shardBytes = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
+  const pieceBytes = opts.pieceBytes ?? DEFAULT_PIECE_BYTES;
   const progress = opts.onProgress ?? (() => undefined);
   const tokenizer = opts.tokenizer === undefined ? undefined : await readTokenizer(opts.tokenizer);
 
@@ -95,7 +98,9 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
     const total = tensors.length * (1 + opts.vectors.length);
     let done = 0;
 
-    const { baseBlob, vectors, gram } = await writeBlobs(base, opts, shardsDir, shardBytes, (stage) => progress(++done, total, stage));
+    const { baseBlob, vectors, gram } = await writeBlobs(base, opts, shardsDir, shardBytes, pieceBytes, (stage) =>
+      progress(++done, total, stage),
+    );
 
     const graph = await graphWithoutWeights(base, tensors);
     const graphSha = sha256Hex(graph);
@@ -139,17 +144,18 @@ async function writeBlobs(
   opts: BuildPoolOptions,
   shardsDir: string,
   shardBytes: number,
+  pieceBytes: number,
   step: (stage: string) => void,
 ): Promise<{ baseBlob: PoolManifest['base']['blob']; vectors: PoolManifest['vectors']; gram: number[][] }> {
   const ckpts: OnnxModelFile[] = [];
   const writers: ShardWriter[] = [];
-  const baseWriter = new ShardWriter(shardsDir, shardBytes);
+  const baseWriter = new ShardWriter(shardsDir, shardBytes, pieceBytes);
   try {
     for (const v of opts.vectors) {
       const ckpt = await openOnnxModel(v.path);
       ckpts.push(ckpt);
       compareModels(base, ckpt);
-      writers.push(new ShardWriter(shardsDir, shardBytes));
+      writers.push(new ShardWriter(shardsDir, shardBytes, pieceBytes));
     }
     const byName = ckpts.map((c) => new Map(c.initializers.map((t) => [t.name, t])));
     const maxBytes = Math.max(0, ...base.initializers.filter((t) => isMergeable(t.dtype)).map((t) => t.bytes));

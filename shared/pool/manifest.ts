@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { OptimerError } from '../errors.js';
+import { pieceCount } from '../pieces.js';
 import { formatIssues } from '../validate.js';
 
 /**
@@ -46,7 +47,17 @@ const dtype = z.enum([
 ]);
 const vectorName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, ".", "_" or "-"');
 
-const shardRef = z.object({ sha256, offset: count, bytes: count }).strict();
+const shardRef = z
+  .object({
+    sha256,
+    offset: count,
+    bytes: count,
+    /** the shard cut into pieces of this size (the last shorter), each hashed; absent: fetched whole */
+    pieceBytes: count.positive().optional(),
+    /** sha256 of each piece, in order */
+    pieces: z.array(sha256).optional(),
+  })
+  .strict();
 const blob = z
   .object({
     bytes: count,
@@ -158,6 +169,11 @@ export function parseManifest(json: unknown, where: string): PoolManifest {
     let off = 0;
     for (const [i, s] of b.shards.entries()) {
       if (s.offset !== off) fail(`${label}.shards[${i}] starts at ${s.offset}, expected ${off}`);
+      if ((s.pieceBytes === undefined) !== (s.pieces === undefined)) fail(`${label}.shards[${i}]: pieceBytes and pieces come together`);
+      if (s.pieceBytes !== undefined && s.pieces!.length !== pieceCount(s.bytes, s.pieceBytes))
+        fail(
+          `${label}.shards[${i}]: ${s.pieces!.length} piece hashes, expected ${pieceCount(s.bytes, s.pieceBytes)} for ${s.bytes} bytes in pieces of ${s.pieceBytes}`,
+        );
       off += s.bytes;
     }
     if (off !== b.bytes) fail(`${label}: shards hold ${off} bytes, blob says ${b.bytes}`);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { hashFile } from '../hash.js';
 import { dtypeBytes } from '../onnx/dtype.js';
+import type { PieceList } from '../pieces.js';
 import { parseTokenizer, type TextTokenizer } from '../tokenizer.js';
 import { readManifest, SHARDS_DIR, type BlobRef, type PoolManifest, type TensorEntry, type VectorEntry } from './manifest.js';
 
@@ -104,12 +105,18 @@ export class Pool {
   }
 
   /** Every shard the pool needs: the graph, the tokenizer, the base blob and each vector's blob. */
-  allShards(): { sha256: string; bytes: number }[] {
+  allShards(): { sha256: string; bytes: number; pieces?: PieceList }[] {
     const m = this.manifest;
-    const seen = new Map<string, number>([[m.graph.sha256, m.graph.bytes]]);
-    if (m.tokenizer) seen.set(m.tokenizer.sha256, m.tokenizer.bytes);
-    for (const b of [m.base.blob, ...m.vectors.map((v) => v.blob)]) for (const s of b.shards) seen.set(s.sha256, s.bytes);
-    return [...seen].map(([sha256, bytes]) => ({ sha256, bytes }));
+    const seen = new Map<string, { sha256: string; bytes: number; pieces?: PieceList }>([[m.graph.sha256, m.graph]]);
+    if (m.tokenizer) seen.set(m.tokenizer.sha256, m.tokenizer);
+    for (const b of [m.base.blob, ...m.vectors.map((v) => v.blob)])
+      for (const s of b.shards)
+        seen.set(s.sha256, {
+          sha256: s.sha256,
+          bytes: s.bytes,
+          ...(s.pieceBytes !== undefined && { pieces: { pieceBytes: s.pieceBytes, pieces: s.pieces! } }),
+        });
+    return [...seen.values()].map((s) => ({ sha256: s.sha256, bytes: s.bytes, ...(s.pieces && { pieces: s.pieces }) }));
   }
 
   /**

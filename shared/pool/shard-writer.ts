@@ -1,4 +1,5 @@
 import { DEFAULT_SHARD_BYTES } from '../defaults.js';
+import { PieceHasher } from '../pieces.js';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,11 +14,13 @@ export class ShardWriter {
   private readonly tensors: Record<string, number> = {};
   /** bytes written so far; tensors get their offsets from it */
   private position = 0;
-  private file: { handle: FileHandle; path: string; hash: Hash; bytes: number } | undefined;
+  private file: { handle: FileHandle; path: string; hash: Hash; pieces?: PieceHasher; bytes: number } | undefined;
 
+  /** `pieceBytes`: also hash each shard's pieces as they are written (0: shards without pieces) */
   constructor(
     private readonly shardsDir: string,
     private readonly shardBytes = DEFAULT_SHARD_BYTES,
+    private readonly pieceBytes = 0,
   ) {}
 
   async addTensor(name: string, bytes: Uint8Array): Promise<void> {
@@ -30,13 +33,15 @@ export class ShardWriter {
     while (at < bytes.length) {
       if (!this.file) {
         const path = join(this.shardsDir, `.tmp-${randomBytes(8).toString('hex')}`);
-        this.file = { handle: await open(path, 'w'), path, hash: createHash('sha256'), bytes: 0 };
+        const pieces = this.pieceBytes > 0 ? new PieceHasher(this.pieceBytes) : undefined;
+        this.file = { handle: await open(path, 'w'), path, hash: createHash('sha256'), ...(pieces && { pieces }), bytes: 0 };
       }
       const f = this.file;
       const n = Math.min(bytes.length - at, this.shardBytes - f.bytes);
       const part = bytes.subarray(at, at + n);
       await f.handle.write(part, 0, part.length);
       f.hash.update(part);
+      f.pieces?.update(part);
       f.bytes += n;
       this.position += n;
       at += n;
@@ -57,7 +62,9 @@ export class ShardWriter {
     );
     if (exists) await rm(f.path);
     else await rename(f.path, final);
-    this.shards.push({ sha256, offset: this.position - f.bytes, bytes: f.bytes });
+    const ref: ShardRef = { sha256, offset: this.position - f.bytes, bytes: f.bytes };
+    if (f.pieces) Object.assign(ref, { pieceBytes: this.pieceBytes, pieces: f.pieces.finish() });
+    this.shards.push(ref);
   }
 
   async finish(): Promise<BlobRef> {

@@ -7,9 +7,15 @@ import {
   DEFAULT_FETCH_TIMEOUT_MS,
   type grpc,
   grpcClientCredentials,
+  Bitfield,
+  hashFile,
   OptimerError,
+  type PieceList,
+  type Seeder,
   ShardServiceClient,
 } from '../../shared/index.js';
+import { fetchPieces, type PieceStats } from './pieces.js';
+import type { PeerTracker } from './holders.js';
 
 /**
  * A content-addressed cache of blobs (shards, manifests, evaluation sets) in one folder, each
@@ -21,6 +27,11 @@ export class BlobCache {
   private readonly clients = new Map<string, grpc.Client>();
   /** transfers under way: close() cancels them (a closing worker stops fetching) */
   private readonly calls = new Set<grpc.ClientReadableStream<unknown>>();
+  /** where this cache's blobs are served to peers and announced (absent: a plain fetcher) */
+  private sharing: { seeder: Seeder; tracker: PeerTracker } | undefined;
+  private readonly closing = new AbortController();
+  /** counts of piece transfers, for tests and progress */
+  readonly stats: PieceStats = { pieces: 0, resumed: 0, corrupt: 0, failed: 0, fromPeers: 0, fromSeeders: 0 };
 
   constructor(
     readonly dir: string,
@@ -38,16 +49,109 @@ export class BlobCache {
     );
   }
 
-  /** Makes sure the blob is in the cache, fetching it from the first seeder that has it. */
-  async ensure(sha256: string, bytes: number, seeders: readonly string[]): Promise<string> {
-    if (await this.has(sha256, bytes)) return this.path(sha256);
+  /**
+   * Serves what the cache holds through `seeder` and announces it to `tracker`; blobs with
+   * pieces are then fetched from peers first, the seeders given to `ensure` as the last resort.
+   */
+  share(seeder: Seeder, tracker: PeerTracker): void {
+    this.sharing = { seeder, tracker };
+  }
+
+  /**
+   * Makes sure the blob is in the cache. With `pieces` it is fetched piece by piece from peers
+   * and seeders at once (resuming a partial file); without, whole from the first seeder that has it.
+   */
+  async ensure(sha256: string, bytes: number, seeders: readonly string[], pieces?: PieceList): Promise<string> {
+    if (await this.has(sha256, bytes)) {
+      this.serve(sha256, pieces);
+      return this.path(sha256);
+    }
     let p = this.inflight.get(sha256);
     if (!p) {
-      p = this.download(sha256, bytes, seeders).finally(() => this.inflight.delete(sha256));
+      p = (pieces ? this.downloadPieces(sha256, bytes, seeders, pieces) : this.download(sha256, bytes, seeders)).finally(() =>
+        this.inflight.delete(sha256),
+      );
       this.inflight.set(sha256, p);
     }
     await p;
+    this.serve(sha256, pieces);
     return this.path(sha256);
+  }
+
+  /** A complete blob is served, and announced when it has pieces (peers fetch only those). */
+  private serve(sha256: string, pieces: PieceList | undefined): void {
+    if (!this.sharing) return;
+    this.sharing.seeder.register(sha256, this.path(sha256));
+    if (pieces) this.sharing.tracker.announce(sha256, Bitfield.full(pieces.pieces.length));
+  }
+
+  private async downloadPieces(sha256: string, bytes: number, seeders: readonly string[], pieces: PieceList): Promise<void> {
+    const part = join(this.dir, `.part-${sha256}`);
+    const sharing = this.sharing;
+    const stopFollowing = sharing ? await sharing.tracker.follow(sha256).catch(() => () => undefined) : () => undefined;
+    try {
+      await fetchPieces({
+        sha256,
+        bytes,
+        pieces,
+        path: part,
+        seeders,
+        tracker: sharing?.tracker,
+        stats: this.stats,
+        signal: this.closing.signal,
+        fetchRange: (address, offset, length, signal) => this.fetchRange(address, sha256, offset, length, signal),
+        // pieces are served as soon as they are verified: peers need not wait for the whole blob
+        onStart: (have) => {
+          sharing?.seeder.registerPartial(sha256, part, bytes, pieces.pieceBytes, have);
+          // announced even when empty: peers that see each other fetching ask the seeders less
+          sharing?.tracker.announce(sha256, have);
+        },
+        onPiece: (have) => sharing?.tracker.announce(sha256, have),
+      });
+      // the pieces' hashes came from the manifest, and so does the blob's: both are checked
+      const digest = (await hashFile(part)).sha256;
+      if (digest !== sha256) {
+        await rm(part, { force: true });
+        throw new OptimerError(
+          'TRANSPORT',
+          `blob ${sha256}: its verified pieces hash to ${digest.slice(0, 12)}…; the manifest's piece list is wrong`,
+        );
+      }
+      await rename(part, this.path(sha256));
+    } catch (e) {
+      sharing?.seeder.unregister(sha256);
+      throw e;
+    } finally {
+      stopFollowing();
+    }
+  }
+
+  /** One range of a blob from one seeder, into memory (a piece is a few MiB). */
+  private async fetchRange(address: string, sha256: string, offset: number, length: number, signal: AbortSignal): Promise<Buffer> {
+    const client = this.client(address) as grpc.Client & {
+      fetch(req: unknown, opts: unknown): grpc.ClientReadableStream<{ data: Buffer }>;
+    };
+    const out = Buffer.allocUnsafe(length);
+    let got = 0;
+    const call = client.fetch({ sha256, offset, length }, { deadline: Date.now() + this.fetchTimeoutMs });
+    this.calls.add(call);
+    const cancel = () => call.cancel();
+    signal.addEventListener('abort', cancel, { once: true });
+    try {
+      for await (const chunk of call as AsyncIterable<{ data: Buffer }>) {
+        if (got + chunk.data.length > length) {
+          call.cancel();
+          throw new Error(`more than the ${length} bytes asked for`);
+        }
+        chunk.data.copy(out, got);
+        got += chunk.data.length;
+      }
+      if (got !== length) throw new Error(`${got} of ${length} bytes arrived`);
+      return out;
+    } finally {
+      signal.removeEventListener('abort', cancel);
+      this.calls.delete(call);
+    }
   }
 
   private async download(sha256: string, bytes: number, seeders: readonly string[]): Promise<void> {
@@ -112,6 +216,7 @@ export class BlobCache {
   }
 
   close(): void {
+    this.closing.abort();
     for (const call of this.calls) call.cancel();
     this.calls.clear();
     for (const c of this.clients.values()) c.close();

@@ -1,0 +1,62 @@
+/**
+ * One host of the distribution benchmark (bench/transfer/distribution.ts), run inside its own
+ * network namespace: `seed` serves the blob; `fetch` waits for the go message on NATS, fetches
+ * the blob (from peers too with --p2p), reports the time on NATS, then serves until told to stop.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { connect } from 'nats';
+import { silentLogger } from '../../shared/logging.js';
+import type { PieceList } from '../../shared/pieces.js';
+import { Seeder } from '../../shared/seeder.js';
+import { BlobCache } from '../../worker/shards/fetch.js';
+import { NatsHolders } from '../../worker/shards/holders.js';
+
+const { values } = parseArgs({
+  options: {
+    role: { type: 'string' },
+    spec: { type: 'string' },
+    host: { type: 'string' },
+    nats: { type: 'string' },
+    seeder: { type: 'string', default: '' },
+    cache: { type: 'string', default: '' },
+    id: { type: 'string', default: '' },
+    p2p: { type: 'boolean', default: false },
+  },
+});
+const spec = JSON.parse(await readFile(values.spec!, 'utf8')) as { path: string; sha256: string; bytes: number; pieces: PieceList };
+const nc = await connect({ servers: values.nats! });
+const log = silentLogger();
+const seeder = new Seeder(log);
+const address = await seeder.start(values.host!, values.role === 'seed' ? 7000 : 0);
+if (values.role === 'seed') seeder.register(spec.sha256, spec.path);
+if (values.role === 'fetch') await mkdir(values.cache!, { recursive: true });
+const cache = new BlobCache(values.cache || '/nonexistent');
+let holders: NatsHolders | undefined;
+if (values.role === 'fetch' && values.p2p) {
+  holders = await NatsHolders.open(nc.jetstream(), Buffer.from(values.id!).toString('hex'), address, log);
+  cache.share(seeder, holders);
+}
+const stop = nc.subscribe('bench.transfer.stop', { max: 1 });
+if (values.role === 'fetch') {
+  const go = nc.subscribe('bench.transfer.go', { max: 1 });
+  nc.publish('bench.transfer.ready', values.id!);
+  for await (const _ of go) {
+    const t0 = performance.now();
+    await cache.ensure(spec.sha256, spec.bytes, [values.seeder!], spec.pieces);
+    nc.publish(
+      'bench.transfer.done',
+      JSON.stringify({
+        id: values.id,
+        s: (performance.now() - t0) / 1000,
+        fromPeers: cache.stats.fromPeers,
+        fromSeeders: cache.stats.fromSeeders,
+      }),
+    );
+  }
+} else nc.publish('bench.transfer.ready', 'seed');
+for await (const _ of stop) break;
+await holders?.leave();
+cache.close();
+await seeder.close();
+await nc.close();

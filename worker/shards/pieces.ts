@@ -1,0 +1,181 @@
+import { createHash } from 'node:crypto';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import { Bitfield, OptimerError, pieceRange, pickRarest, type PieceList } from '../../shared/index.js';
+import type { PeerTracker } from './holders.js';
+
+/** Streams at once per blob: enough to fill a link from several peers, few enough to keep pieces whole. */
+export const MAX_STREAMS_PER_BLOB = 4;
+/** How long an idle stream waits for a holder to appear before looking again, ms. */
+const WAIT_FOR_HOLDERS_MS = 200;
+/** Failed requests after which a seeder (the last resort) is dropped too; a peer goes at its first. */
+const SEEDER_FAILURES = 3;
+
+export interface PieceStats {
+  /** pieces fetched and verified */
+  pieces: number;
+  /** pieces found verified in a partial file at start (not fetched again) */
+  resumed: number;
+  /** pieces whose bytes did not match their hash (their holder was dropped) */
+  corrupt: number;
+  /** requests that failed (their holder was dropped) */
+  failed: number;
+  /** bytes of verified pieces from peers and from the announced seeders */
+  fromPeers: number;
+  fromSeeders: number;
+}
+
+export interface FetchPiecesOptions {
+  sha256: string;
+  bytes: number;
+  pieces: PieceList;
+  /** the partial file: pieces are written in place, at their offsets */
+  path: string;
+  /** the study's seeders (the coordinator): they hold everything, and are asked last */
+  seeders: readonly string[];
+  tracker: PeerTracker | undefined;
+  stats: PieceStats;
+  signal: AbortSignal;
+  fetchRange(address: string, offset: number, length: number, signal: AbortSignal): Promise<Buffer>;
+  onStart(have: Bitfield): void;
+  onPiece(have: Bitfield): void;
+}
+
+/**
+ * Fetches a blob's missing pieces into `path`, up to MAX_STREAMS_PER_BLOB at once: rarest first
+ * from the peers that hold them, from the seeders only when no peer has a piece that is wanted
+ * (one stream to them while any peer is known). Each piece is checked against its hash before it
+ * is written or marked held; a holder that fails or sends a corrupt piece is dropped for this
+ * blob and its piece asked of another, the seeders last (a seeder only after SEEDER_FAILURES failed requests, or at once for a corrupt piece). Pieces already verified in `path`
+ * (an interrupted transfer) are kept. Resolves when every piece is held.
+ */
+export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
+  const { pieceBytes, pieces } = o.pieces;
+  const n = pieces.length;
+  const { fh, fresh } = await openPartial(o.path, o.bytes);
+  try {
+    // a file just created holds nothing: hashing its zeros would cost a pass over the blob
+    const have = fresh ? new Bitfield(n) : await verifiedPieces(fh, o.bytes, o.pieces);
+    o.stats.resumed += have.count;
+    o.onStart(have);
+    const inFlight = new Set<number>();
+    const dropped = new Set<string>();
+    const failures = new Map<string, number>();
+    const streams = new Map<string, number>();
+    // every idle lane is woken when a piece lands or the holders change, not only the last to wait
+    const waiting = new Set<() => void>();
+    const poke = () => {
+      for (const w of waiting) w();
+    };
+    o.tracker?.onChange(poke);
+
+    const wanted = function* () {
+      for (let i = 0; i < n; i++) if (!have.has(i) && !inFlight.has(i)) yield i;
+    };
+    /** the next piece and who to ask, or undefined when nothing can be asked now */
+    const next = (): { piece: number; address: string; seeder: boolean } | undefined => {
+      const peers = (o.tracker?.holders(o.sha256) ?? []).filter((h) => !dropped.has(h.address));
+      const piece = pickRarest(
+        wanted(),
+        peers.map((p) => p.have),
+        Math.random,
+      );
+      if (piece >= 0) {
+        const holding = peers.filter((p) => p.have.has(piece));
+        // the least busy holder of it, ties at random
+        holding.sort((a, b) => (streams.get(a.address) ?? 0) - (streams.get(b.address) ?? 0) || Math.random() - 0.5);
+        return { piece, address: holding[0]!.address, seeder: false };
+      }
+      const seeders = o.seeders.filter((s) => !dropped.has(s));
+      if (seeders.length === 0) return undefined;
+      const toSeeders = [...streams].filter(([a]) => o.seeders.includes(a)).reduce((t, [, c]) => t + c, 0);
+      if (peers.length > 0 && toSeeders >= 1) return undefined;
+      const left = [...wanted()];
+      if (left.length === 0) return undefined;
+      return { piece: left[Math.floor(Math.random() * left.length)]!, address: seeders[0]!, seeder: true };
+    };
+
+    const lane = async (): Promise<void> => {
+      while (!have.complete) {
+        o.signal.throwIfAborted();
+        const job = next();
+        if (!job) {
+          // with the seeders gone, peers still fetching could help, but nothing bounds that wait
+          if (inFlight.size === 0 && o.seeders.every((s) => dropped.has(s)))
+            throw new OptimerError('TRANSPORT', `blob ${o.sha256}: every holder failed (${[...dropped].join(', ') || 'no holders'})`, {
+              retryable: true,
+            });
+          if ([...wanted()].length === 0 && inFlight.size === 0) return;
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              clearTimeout(t);
+              waiting.delete(done);
+              resolve();
+            };
+            const t = setTimeout(done, WAIT_FOR_HOLDERS_MS);
+            waiting.add(done);
+          });
+          continue;
+        }
+        const { piece, address } = job;
+        const { offset, length } = pieceRange(piece, o.bytes, pieceBytes);
+        inFlight.add(piece);
+        streams.set(address, (streams.get(address) ?? 0) + 1);
+        try {
+          const data = await o.fetchRange(address, offset, length, o.signal);
+          if (createHash('sha256').update(data).digest('hex') !== pieces[piece]) {
+            o.stats.corrupt++;
+            dropped.add(address);
+            continue;
+          }
+          await fh.write(data, 0, length, offset);
+          have.set(piece);
+          o.stats.pieces++;
+          if (job.seeder) o.stats.fromSeeders += length;
+          else o.stats.fromPeers += length;
+          o.onPiece(have);
+        } catch (e) {
+          if (o.signal.aborted) throw e;
+          o.stats.failed++;
+          const times = (failures.get(address) ?? 0) + 1;
+          failures.set(address, times);
+          if (!job.seeder || times >= SEEDER_FAILURES) dropped.add(address);
+        } finally {
+          inFlight.delete(piece);
+          streams.set(address, streams.get(address)! - 1);
+          poke();
+        }
+      }
+    };
+    // every lane has stopped before the file is closed (none writes into a closed handle)
+    const ends = await Promise.allSettled(Array.from({ length: Math.min(MAX_STREAMS_PER_BLOB, n) }, lane));
+    const failed = ends.find((e) => e.status === 'rejected');
+    if (failed) throw failed.reason;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Opens (or creates) the partial file at its full size, so pieces can be written anywhere. */
+async function openPartial(path: string, bytes: number): Promise<{ fh: FileHandle; fresh: boolean }> {
+  const exists = await stat(path).then(
+    () => true,
+    () => false,
+  );
+  const fh = await open(path, exists ? 'r+' : 'w+');
+  if ((await fh.stat()).size !== bytes) await fh.truncate(bytes);
+  return { fh, fresh: !exists };
+}
+
+/** Re-hashes what a partial file holds: pieces whose bytes match their hash need not be fetched again. */
+async function verifiedPieces(fh: FileHandle, bytes: number, list: PieceList): Promise<Bitfield> {
+  const have = new Bitfield(list.pieces.length);
+  const buf = Buffer.allocUnsafe(list.pieceBytes);
+  for (let i = 0; i < list.pieces.length; i++) {
+    const { offset, length } = pieceRange(i, bytes, list.pieceBytes);
+    const { bytesRead } = await fh.read(buf, 0, length, offset);
+    if (bytesRead !== length) continue;
+    // a hole of zeros hashes to something else (unless the piece is zeros, which is then right)
+    if (createHash('sha256').update(buf.subarray(0, length)).digest('hex') === list.pieces[i]) have.set(i);
+  }
+  return have;
+}
