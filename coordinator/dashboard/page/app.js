@@ -365,7 +365,7 @@ function drawWorkers(st) {
       {},
       el('td', { text: w.id }),
       el('td', { class: `state-${w.state}`, text: w.state }),
-      el('td', { text: (c && c.provider) || w.provider || '–' }),
+      el('td', { text: c?.provider || w.provider || '–' }),
       ...extraCells,
       el('td', {
         text: w.job ? `${w.job.study} ${w.job.kind === 'TRIAL' ? 'trial' : 'test'} ${w.job.trial} (attempt ${w.job.attempt})` : '–',
