@@ -114,7 +114,8 @@ export function alive(pid: number): boolean {
 /** Every result of a study in the results stream (what workers published), decoded. */
 export async function publishedResults(nc: NatsConnection, study: string): Promise<(Result & { at: number })[]> {
   const jsm = await nc.jetstreamManager();
-  const info = await jsm.streams.info(RESULTS_STREAM);
+  const info = await jsm.streams.info(RESULTS_STREAM).catch(() => undefined);
+  if (!info) return []; // no coordinator has created it yet
   const out: (Result & { at: number })[] = [];
   for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
     const m = await jsm.streams.getMessage(RESULTS_STREAM, { seq }).catch(() => undefined);
