@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ChaosNats, checkInvariants, childrenOf, publishedResults, tally } from '../helpers/chaos.js';
+import { ChaosNats, checkInvariants, childrenOf, publishedResults } from '../helpers/chaos.js';
 import { exited, outputOf, Processes } from '../helpers/study.js';
 import { useTempDir } from '../helpers/temp.js';
 import { waitFor } from '../helpers/wait.js';
@@ -52,7 +52,6 @@ describe('chaos - coordinator, NATS and disk', () => {
     await results('ckill', 3);
     const pids = [first.pid!, ...childrenOf(first.pid!)];
     first.kill('SIGKILL');
-    tally.faults++;
     await exited(first, 10_000);
     // the workers finish what they hold and publish it while nobody records
     await new Promise((r) => setTimeout(r, 1500));
@@ -68,7 +67,6 @@ describe('chaos - coordinator, NATS and disk', () => {
     const coordinator = run(config, storeDir);
     await results('nkill', 3);
     await nats.kill('SIGKILL');
-    tally.faults++;
     await new Promise((r) => setTimeout(r, 1000));
     await nats.restart();
     expect(await finished(coordinator)).toBe(0);
@@ -84,7 +82,6 @@ describe('chaos - coordinator, NATS and disk', () => {
     procs.startWorkers(cli, nats.url, join(tmp, 'cache-full'), 2);
     const first = run(config, storeDir);
     const code = await finished(first);
-    tally.faults++;
     expect(code).not.toBe(0);
     expect(outputOf(first).err).toMatch(/no space left on device|ENOSPC/i);
     execFileSync('mount', ['-o', 'remount,size=32m', storeDir]);

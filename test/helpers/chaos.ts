@@ -8,9 +8,6 @@ import { findNatsServer, freePort } from '../../shared/nats-server.js';
 import { RESULTS_STREAM, type Result, resultCodec, subjects, workerStatusCodec } from '../../shared/wire.js';
 import { waitFor } from './wait.js';
 
-/** Counts of what the chaos and fuzz suites did, printed by scripts/chaos-report.sh. */
-export const tally = { faults: 0, hostile: 0 };
-
 /**
  * A nats-server with JetStream on a fixed loopback port and store dir, so that it can be killed
  * by pid and started again where clients expect it. With `cluster`, one node of a cluster.
