@@ -57,8 +57,8 @@ describe('chaos - workers', () => {
   it('chaos - a trial whose worker dies on every attempt is failed after maxAttempts with the reason; the study goes on', async () => {
     const config = await chaosStudy(family, tmp, 'wdoom', {
       trials: 4,
-      repeat: 6,
-      lease: { ackWaitSeconds: 30, trialTimeoutSeconds: 2, maxAttempts: 2 },
+      repeat: 3,
+      lease: { ackWaitSeconds: 30, trialTimeoutSeconds: 5, maxAttempts: 2 },
     });
     const storeDir = join(tmp, 'store-wdoom');
     const coordinator = run(config, storeDir);
@@ -93,13 +93,13 @@ describe('chaos - workers', () => {
       natsUrl: nats.url,
       gone: killed,
       maxAttempts: 2,
-      // with a 2 s timeout counted from issue, trials queued while no worker was up may time out too
+      // with a 5 s timeout counted from issue, trials queued while no worker was up may time out too
       mayFail: (t) => t.error?.code === 'TIMEOUT',
     });
     expect(trials[doomed!]).toMatchObject({
       state: 'failed',
       attempt: 2,
-      error: { code: 'TIMEOUT', message: 'no result after 2 attempts of 2 s' },
+      error: { code: 'TIMEOUT', message: 'no result after 2 attempts of 5 s' },
     });
     expect(trials.some((t) => t.state === 'complete')).toBe(true);
     await nc.close();
