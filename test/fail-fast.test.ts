@@ -91,7 +91,7 @@ describe('fail fast', () => {
     const error = JSON.parse(failed.stderr.trim().split('\n').at(-1)!).error;
     expect(error).toMatchObject({ code: 'STUDY_FAILED', retryable: false });
     expect(error.message).toMatch(
-      /^study 'family' stopped: 2 trials \(#0, #1\) failed in a row with TRANSPORT: blob [0-9a-f]{64}: no seeder delivered it .*hashing to/,
+      /^study 'family' stopped: 2 trials \(#0, #1\) failed in a row with TRANSPORT: blob [0-9a-f]{64}: no holder delivered it .*hashing to/,
     );
     expect(error.message).toContain('run the same command again');
 

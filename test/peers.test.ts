@@ -219,7 +219,7 @@ describe('resuming', () => {
     await mkdir(cache.dir, { recursive: true });
     const bad = { pieceBytes: 8, pieces: ['0'.repeat(64), '0'.repeat(64)] };
     // wrong piece hashes: every piece is refused as corrupt, the only seeder dropped
-    await expect(cache.ensure(sha, data.length, [address], bad)).rejects.toThrow(/every holder failed/);
+    await expect(cache.ensure(sha, data.length, [address], bad)).rejects.toThrow(/no holder delivered it/);
     const client = new ShardServiceClient(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
       fetch(req: unknown): grpc.ClientReadableStream<unknown>;
     };

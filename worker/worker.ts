@@ -145,7 +145,7 @@ export class Worker {
     private readonly opts: WorkerOptions,
   ) {
     this.id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
-    this.cache = new BlobCache(opts.cacheDir);
+    this.cache = new BlobCache(opts.cacheDir, undefined, this.id);
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
     this.limits = { studies: opts.studies ?? [], departments: opts.departments ?? [] };
     this.capabilities = {

@@ -36,6 +36,12 @@ export class BlobCache {
   constructor(
     readonly dir: string,
     private readonly fetchTimeoutMs = DEFAULT_FETCH_TIMEOUT_MS,
+    /**
+     * who fills this cache (a worker id): processes sharing one cache folder (`optimer run`'s
+     * local workers) each keep their own partial files, named by it, so one never writes into
+     * or removes another's; a restarted worker with the same id resumes its own
+     */
+    private readonly owner = '',
   ) {}
 
   path(sha256: string): string {
@@ -86,7 +92,10 @@ export class BlobCache {
   }
 
   private async downloadPieces(sha256: string, bytes: number, seeders: readonly string[], pieces: PieceList): Promise<void> {
-    const part = join(this.dir, `.part-${sha256}`);
+    const part = join(
+      this.dir,
+      `.part-${sha256}${this.owner ? `-${createHash('sha256').update(this.owner).digest('hex').slice(0, 12)}` : ''}`,
+    );
     const sharing = this.sharing;
     const stopFollowing = sharing ? await sharing.tracker.follow(sha256).catch(() => () => undefined) : () => undefined;
     try {

@@ -58,7 +58,8 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
     o.stats.resumed += have.count;
     o.onStart(have);
     const inFlight = new Set<number>();
-    const dropped = new Set<string>();
+    /** holders dropped for this blob, with why */
+    const dropped = new Map<string, string>();
     const failures = new Map<string, number>();
     const streams = new Map<string, number>();
     // every idle lane is woken when a piece lands or the holders change, not only the last to wait
@@ -101,9 +102,13 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
         if (!job) {
           // with the seeders gone, peers still fetching could help, but nothing bounds that wait
           if (inFlight.size === 0 && o.seeders.every((s) => dropped.has(s)))
-            throw new OptimerError('TRANSPORT', `blob ${o.sha256}: every holder failed (${[...dropped].join(', ') || 'no holders'})`, {
-              retryable: true,
-            });
+            throw new OptimerError(
+              'TRANSPORT',
+              `blob ${o.sha256}: no holder delivered it (${[...dropped].map(([a, why]) => `${a}: ${why}`).join('; ') || 'no holders'})`,
+              {
+                retryable: true,
+              },
+            );
           if ([...wanted()].length === 0 && inFlight.size === 0) return;
           await new Promise<void>((resolve) => {
             const done = () => {
@@ -122,9 +127,10 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
         streams.set(address, (streams.get(address) ?? 0) + 1);
         try {
           const data = await o.fetchRange(address, offset, length, o.signal);
-          if (createHash('sha256').update(data).digest('hex') !== pieces[piece]) {
+          const digest = createHash('sha256').update(data).digest('hex');
+          if (digest !== pieces[piece]) {
             o.stats.corrupt++;
-            dropped.add(address);
+            dropped.set(address, `piece ${piece} hashing to ${digest.slice(0, 12)}…, expected ${pieces[piece]!.slice(0, 12)}…`);
             continue;
           }
           await fh.write(data, 0, length, offset);
@@ -138,7 +144,7 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
           o.stats.failed++;
           const times = (failures.get(address) ?? 0) + 1;
           failures.set(address, times);
-          if (!job.seeder || times >= SEEDER_FAILURES) dropped.add(address);
+          if (!job.seeder || times >= SEEDER_FAILURES) dropped.set(address, (e as Error).message);
         } finally {
           inFlight.delete(piece);
           streams.set(address, streams.get(address)! - 1);
