@@ -100,6 +100,18 @@ describe('web dashboard', () => {
     );
     // stop the worker: the study stays live, half done, while the table is checked
     await stopProcess(worker!);
+    // results the worker published before it stopped may still arrive: wait until the page is quiet
+    let draws = '';
+    let quietSince = Date.now();
+    await waitFor(
+      async () => {
+        const now = (await page.getAttribute('body', 'data-draws')) ?? '';
+        if (now !== draws) [draws, quietSince] = [now, Date.now()];
+        return Date.now() - quietSince > 1500;
+      },
+      30_000,
+      'the page to stop redrawing',
+    );
 
     // filter: complete only; sort by the objective, ascending then descending
     await page.selectOption('#filter-state', 'complete');
@@ -115,6 +127,7 @@ describe('web dashboard', () => {
     expect(await objective.getAttribute('aria-sort')).toBe('ascending');
     await objective.click();
     const down = await values();
+    expect(down).toEqual([...down].sort((a, b) => b - a));
     expect(down).toEqual([...up].reverse());
     expect(await objective.getAttribute('aria-sort')).toBe('descending');
     // the best row is the study's best (minimize: the first ascending)
