@@ -183,6 +183,7 @@ export class Coordinator {
         await opts.store.listJobs(c.name, 'TRIAL'),
         await opts.store.listJobs(c.name, 'TEST'),
         study.state,
+        new Date(),
       );
       // a complete study (a rerun to read its report) is not offered to workers
       if (book.phase === 'complete') await transport.withdrawAnnouncement();
@@ -336,7 +337,11 @@ export class Coordinator {
         if (job.state === 'running') await this.publishOrQueue(job);
         else this.unpublished.delete(job);
       }
-      for (const j of this.book.timedOut(now)) await this.apply(this.book.expire(j.kind, j.number, now));
+      for (const j of this.book.timedOut(now)) {
+        // an unstarted proposal still in the queue is waiting behind others, not lost
+        if (!j.started && j.seq !== undefined && (await this.transport.queued(j.seq))) this.book.waiting(j.kind, j.number, now);
+        else await this.apply(this.book.expire(j.kind, j.number, now));
+      }
       await this.topUp();
       await this.apply(this.book.advance(new Date()));
     } catch (e) {

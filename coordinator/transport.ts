@@ -143,6 +143,17 @@ export class StudyTransport {
     return { seq: ack.seq, duplicate: ack.duplicate };
   }
 
+  /** Whether the proposal at `seq` is still in the queue (waiting, or held by a worker's lease). */
+  async queued(seq: number): Promise<boolean> {
+    try {
+      await this.jsm.streams.getMessage(TRIALS_STREAM, { seq });
+      return true;
+    } catch (e) {
+      if ((e as { code?: string }).code === '404') return false; // no message (or no stream): not there
+      throw e;
+    }
+  }
+
   /** Deletes a superseded proposal from the queue; gone already is fine. */
   async withdraw(seq: number): Promise<void> {
     await this.jsm.streams.deleteMessage(TRIALS_STREAM, seq, false).catch(() => false);

@@ -67,19 +67,28 @@ const none = (): Transition => ({ effects: [], events: [] });
  * rebuilt from the record on start, so a restarted coordinator resumes where the record says.
  */
 export class TrialBook {
+  /** When the coordinator last saw an unstarted attempt's proposal waiting in the queue (by job). */
+  private readonly seenWaiting = new Map<string, number>();
+
   private constructor(
     private readonly s: BookSettings,
     private readonly trials: JobRecord[],
     private tests: JobRecord[],
     private state: 'running' | 'complete' | 'failed',
+    private readonly openedAt: number,
   ) {}
 
-  /** The book of a study from its record (trials and tests in number order). */
+  /**
+   * The book of a study from its record (trials and tests in number order). `openedAt`: when
+   * this coordinator started; no attempt times out sooner than a full timeout after it, so
+   * results published while the coordinator was down are read before anything expires.
+   */
   static restore(
     settings: BookSettings,
     trials: JobRecord[],
     tests: JobRecord[],
     state: 'running' | 'complete' | 'failed' = 'running',
+    openedAt = new Date(0),
   ): TrialBook {
     for (const [i, j] of [...trials, ...tests].entries()) {
       const list = i < trials.length ? 'trial' : 'test';
@@ -89,7 +98,7 @@ export class TrialBook {
     }
     // a study recorded complete whose budget has since grown has trials to run again
     const grown = state === 'complete' && trials.length < settings.budget;
-    return new TrialBook(settings, trials, tests, grown ? 'running' : state);
+    return new TrialBook(settings, trials, tests, grown ? 'running' : state, openedAt.getTime());
   }
 
   get phase(): StudyPhase {
@@ -262,28 +271,56 @@ export class TrialBook {
     };
   }
 
-  /** Running jobs unanswered past the timeout, to `expire` one at a time. */
-  timedOut(now: Date): { kind: JobKind; number: number }[] {
+  /**
+   * Running jobs unanswered past the timeout, to `expire` one at a time. The clock of an attempt
+   * runs from its (latest) start on a worker; one no worker has started yet runs from its issue
+   * or from when it was last seen waiting in the queue (`waiting`), so time spent behind other
+   * proposals is not counted against it. `started: false` jobs with a `seq` should be looked up
+   * in the queue first: a proposal still there is waiting, not lost.
+   */
+  timedOut(now: Date): { kind: JobKind; number: number; started: boolean; seq?: number }[] {
     return this.running()
-      .filter((job) => now.getTime() - Date.parse(this.current(job).issuedAt) >= this.s.trialTimeoutMs)
-      .map((job) => ({ kind: job.kind, number: job.number }));
+      .filter((job) => this.overdue(job, now))
+      .map((job) => {
+        const rec = this.current(job);
+        return { kind: job.kind, number: job.number, started: rec.startedAt !== undefined, ...(rec.seq !== undefined ? { seq: rec.seq } : {}) };
+      });
+  }
+
+  /** The coordinator saw the current attempt's proposal still in the queue: its clock starts again. */
+  waiting(kind: JobKind, number: number, now: Date): void {
+    const job = this.job(kind, number);
+    if (job?.state === 'running' && !this.current(job).startedAt) this.seenWaiting.set(this.attemptKey(job), now.getTime());
+  }
+
+  private overdue(job: JobRecord, now: Date): boolean {
+    const rec = this.current(job);
+    const since = rec.startedAt
+      ? Date.parse(rec.startedAt)
+      : Math.max(Date.parse(rec.issuedAt), this.seenWaiting.get(this.attemptKey(job)) ?? 0);
+    return now.getTime() - Math.max(since, this.openedAt) >= this.s.trialTimeoutMs;
+  }
+
+  private attemptKey(job: JobRecord): string {
+    return `${job.kind}:${job.number}:${job.attempt}:${job.createdAt}`;
   }
 
   /**
-   * A job unanswered past the timeout is issued again, or failed after the last attempt. One job
-   * per transition: if carrying one out fails, the others are still as the record says.
+   * A job unanswered past the timeout is issued again, or failed after the last attempt (its
+   * proposal withdrawn, so a dead worker's lease does not hand it to another). One job per
+   * transition: if carrying one out fails, the others are still as the record says.
    */
   expire(kind: JobKind, number: number, now: Date): Transition {
     const job = this.job(kind, number);
     if (job?.state !== 'running') return none();
     const rec = this.current(job);
-    if (now.getTime() - Date.parse(rec.issuedAt) < this.s.trialTimeoutMs) return none();
+    if (!this.overdue(job, now)) return none();
     rec.outcome = 'superseded';
     if (job.attempt < this.s.maxAttempts) return this.reissue(job, now, 'timeout');
     const message = `no result after ${job.attempt} attempts of ${this.s.trialTimeoutMs / 1000} s`;
     this.fail(job, 'TIMEOUT', message, now.toISOString());
     return this.afterFailure(job, {
-      effects: [{ type: 'record', jobs: [job] }],
+      effects: [{ type: 'record', jobs: [job] }, ...(rec.seq !== undefined ? [{ type: 'withdraw' as const, seq: rec.seq }] : [])],
       events: [this.event('trial.failed', job, { error: { code: 'TIMEOUT', message } })],
     });
   }

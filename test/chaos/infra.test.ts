@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'nats';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ChaosNats, checkInvariants, childrenOf, publishedResults } from '../helpers/chaos.js';
 import { exited, outputOf, Processes } from '../helpers/study.js';
 import { useTempDir } from '../helpers/temp.js';
@@ -18,6 +18,8 @@ let nats: ChaosNats;
 beforeAll(async () => {
   nats = await ChaosNats.start(join(tmp, 'nats'));
 });
+// each case's workers stop with it: a survivor would take the next case's trials on the shared NATS
+afterEach(() => procs.stopAll());
 afterAll(async () => {
   await procs.stopAll();
   await nats?.kill('SIGTERM');

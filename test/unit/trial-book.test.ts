@@ -127,8 +127,8 @@ describe('trial book', () => {
     const book = bookWith(2);
     expect(book.timedOut(at(59))).toEqual([]);
     expect(book.timedOut(at(60))).toEqual([
-      { kind: 'TRIAL', number: 0 },
-      { kind: 'TRIAL', number: 1 },
+      { kind: 'TRIAL', number: 0, started: false },
+      { kind: 'TRIAL', number: 1, started: false },
     ]);
     const first = book.expire('TRIAL', 0, at(60));
     expect(recorded(first).map((j) => [j.number, j.attempt])).toEqual([[0, 2]]);
@@ -138,6 +138,34 @@ describe('trial book', () => {
       [1, 1],
     ]);
     expect(book.expire('TRIAL', 0, at(61)).effects).toEqual([]); // attempt 2 has its own clock
+  });
+
+  it('trial book - the clock runs from the start on a worker; a proposal seen waiting in the queue is not timed out', () => {
+    const book = bookWith(2);
+    book.published('TRIAL', 0, 1, 7);
+    book.published('TRIAL', 1, 1, 8);
+    // trial 0 starts late (it waited behind others): its clock starts then
+    book.started('TRIAL', 0, 1, 'w1', at(50));
+    expect(book.timedOut(at(60))).toEqual([{ kind: 'TRIAL', number: 1, started: false, seq: 8 }]);
+    expect(book.timedOut(at(110))).toContainEqual({ kind: 'TRIAL', number: 0, started: true, seq: 7 });
+    // trial 1 is still in the queue at 60 s: waiting, not lost; its clock starts again
+    book.waiting('TRIAL', 1, at(60));
+    expect(book.expire('TRIAL', 1, at(61)).effects).toEqual([]);
+    expect(book.timedOut(at(119)).map((j) => j.number)).toEqual([0]);
+    // a started attempt is not put back on the waiting clock
+    book.waiting('TRIAL', 0, at(111));
+    expect(types(book.expire('TRIAL', 0, at(111)))).toEqual(['withdraw', 'record', 'publish']);
+    // gone from the queue and never started: lost, so it is issued again
+    expect(recorded(book.expire('TRIAL', 1, at(120)))[0]).toMatchObject({ number: 1, attempt: 2 });
+  });
+
+  it('trial book - a restarted coordinator gives every running attempt a full timeout from its start', () => {
+    const book = bookWith(1);
+    book.started('TRIAL', 0, 1, 'w1', at(1));
+    const records = book.running().map((j) => structuredClone(j));
+    const resumed = TrialBook.restore(settings(), records, [], 'running', at(300));
+    expect(resumed.timedOut(at(359))).toEqual([]);
+    expect(resumed.timedOut(at(360))).toEqual([{ kind: 'TRIAL', number: 0, started: true }]);
   });
 
   it('trial book - a timeout issues the trial again, withdrawing the old proposal; after maxAttempts it fails', () => {
@@ -153,8 +181,10 @@ describe('trial book', () => {
     expect(t.events[0]).toMatchObject({ type: 'trial.reissued', reason: 'timeout', attempt: 2 });
     // the second attempt's clock starts at its own issue time
     expect(expireAll(book, at(119)).effects).toEqual([]);
+    book.published('TRIAL', 0, 2, 10);
     const last = expireAll(book, at(120));
-    expect(types(last)).toEqual(['record']);
+    // failed: recorded, and its proposal withdrawn so no lease hands it to another worker
+    expect(types(last)).toEqual(['record', 'withdraw']);
     expect(recorded(last)[0]).toMatchObject({ state: 'failed', error: { code: 'TIMEOUT', message: 'no result after 2 attempts of 60 s' } });
     expect(events(last)).toEqual(['trial.failed']);
   });
