@@ -77,6 +77,7 @@ export function registerEval(program: Command, run: Run): void {
     )
     .option('--provider <name>', `execution provider: ${EXECUTION_PROVIDERS.join(', ')}`, 'cpu')
     .option('--batch-tokens <n>', 'tokens per ONNX Runtime call (batch × padded length)', String(DEFAULT_BATCH_TOKENS))
+    .option('--threads <n>', "threads of the merge and of ONNX Runtime's intra-op pool (default: one merge thread, ONNX Runtime's own)")
     .option('--no-verify', "skip re-hashing the pool's shards before the merge (sha256 of every shard, on by default)")
     .option('--json', 'print as JSON')
     .action((o) =>
@@ -84,11 +85,12 @@ export function registerEval(program: Command, run: Run): void {
         const provider = parseProvider(o.provider);
         const metric = metricNamed(o.metric, '--metric').name;
         const batchTokens = parseNumberOption(o.batchTokens, '--batch-tokens', { min: 1, integer: true });
+        const threads = o.threads === undefined ? undefined : parseNumberOption(o.threads, '--threads', { min: 1, integer: true });
         const specs = parseSetSpecs(o.set, o.setWeight, metric);
         const report = await withPoolWeights(o.pool, o.weights, o.verify !== false, async (pool, weights) => {
           const sets = await loadEvalSets(specs, pool.evalSetContext());
           const { evaluateMerge } = await workerSide();
-          const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens });
+          const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens, ...(threads ? { threads } : {}) });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
         // a NaN or infinite score is no score: the report still prints, the exit code says so

@@ -11,7 +11,7 @@ import {
   type TensorWeighting,
   weightedMean,
 } from '../../shared/index.js';
-import { mergeToBuffer } from '../merge/merge.js';
+import { allocateMerged, mergeInto } from '../merge/merge.js';
 import { type LmIo, SessionModel } from './session-model.js';
 import { toLossGraph } from './loss-graph.js';
 import { createMergedSession } from './session.js';
@@ -36,6 +36,8 @@ export interface EvalReport {
 export interface EvalOptions {
   provider?: ExecutionProvider;
   batchTokens?: number;
+  /** threads of the native merge and ONNX Runtime's intra-op threads (default: 1 and ONNX Runtime's own) */
+  threads?: number;
 }
 
 /** Scores one session (a merge or a model file) on every set, each with its own metric. */
@@ -87,10 +89,10 @@ export async function evaluateMerge(
   options: EvalOptions = {},
 ): Promise<EvalReport> {
   const t0 = performance.now();
-  const merged = await mergeToBuffer(pool, weighting);
+  const merged = await mergeInto(pool, weighting, allocateMerged(pool), undefined, options.threads);
   const t1 = performance.now();
   const graph = toLossGraph(await pool.graphBytes(), { logits: pool.manifest.model.output, where: `${pool.label}: graph` });
-  const session = await createMergedSession(graph, merged, options.provider ?? 'cpu');
+  const session = await createMergedSession(graph, merged, options.provider ?? 'cpu', options.threads);
   const t2 = performance.now();
   try {
     const scores = await evaluateSession(session, sets, pool.manifest.model, options.batchTokens);
