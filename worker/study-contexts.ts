@@ -10,7 +10,7 @@ import {
   type StudyAnnouncement,
   weightParts,
 } from '../shared/index.js';
-import { type LossGraph, toLossGraph } from './eval/loss-graph.js';
+import { ProviderGraphs } from './eval/widen.js';
 import type { BlobCache } from './shards/fetch.js';
 
 /** Everything a worker prepares once per study (and generation): pool, graph, sets. */
@@ -18,8 +18,8 @@ export interface StudyContext {
   key: string;
   announcement: StudyAnnouncement;
   pool: Pool;
-  /** the pool's graph with the per-token loss appended: what each trial's session is made of */
-  graph: LossGraph;
+  /** the pool's graph with the per-token loss appended, per provider: what each trial's session is made of */
+  graphs: ProviderGraphs;
   dev: LoadedEvalSet[];
   test: LoadedEvalSet[];
 }
@@ -97,7 +97,7 @@ export class StudyContexts {
         key,
         announcement: ann,
         pool,
-        graph: toLossGraph(await pool.graphBytes(), { logits: manifest.model.output, where: `${pool.label}: graph` }),
+        graphs: new ProviderGraphs(await pool.graphBytes(), manifest.model, `${pool.label}: graph`),
         dev: await loadSets('dev'),
         test: await loadSets('test'),
       };

@@ -568,10 +568,11 @@ export class Worker {
       this.opts.mergeThreads ?? availableParallelism(),
     ); // unknown vector → BAD_ARGUMENT
     const t2 = performance.now();
-    const session = await createMergedSession(ctx.graph, merged, provider, this.opts.intraOpThreads);
+    const { graph, io } = ctx.graphs.for(provider);
+    const session = await createMergedSession(graph, merged, provider, this.opts.intraOpThreads);
     let scores: Awaited<ReturnType<typeof evaluateSession>>;
     try {
-      scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, ctx.pool.manifest.model, ann.batchTokens, signal);
+      scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, io, ann.batchTokens, signal);
     } finally {
       await session.release();
     }

@@ -67,12 +67,6 @@ function fixedDim(d: TensorShapeDim | undefined): number | undefined {
   return toNumber(d.dimValue);
 }
 
-const BF16_HINT =
-  'onnxruntime-node cannot create a session whose graph inputs or outputs are bfloat16 (it fails with "Unsupported data type: 16"), ' +
-  'so optimer could not feed or read it; export the model with float16 or float32 inputs and outputs ' +
-  "(e.g. optimum-cli export onnx --dtype fp16, or onnxruntime-genai's model builder with -p fp16 or -p fp32), " +
-  "or put Cast nodes between bfloat16 and float16 at the graph's inputs and outputs";
-
 /**
  * Reads from the base's graph what a worker must feed it (see the layouts above) and the limits
  * of its sequences. Throws BAD_ONNX naming the input it cannot feed, and why.
@@ -96,7 +90,6 @@ export function describeModel(base: OnnxModelFile, opts: DescribeOptions = {}): 
   const checkInput = (v: ValueInfoProto, types: readonly string[], rank: number, role: string): string => {
     const name = v.name ?? '';
     const type = elemName(v);
-    if (type === 'bfloat16') fail(`graph input '${name}' is ${describeValueType(v)}: ${BF16_HINT}`);
     if (type === undefined || !types.includes(type)) {
       fail(`graph input '${name}' is ${describeValueType(v)}; optimer feeds it ${role} as ${types.join(' or ')}`);
     }
@@ -132,9 +125,7 @@ export function describeModel(base: OnnxModelFile, opts: DescribeOptions = {}): 
     }
   }
   if (past.length > 0) model.past = past;
-  for (const o of g.output ?? []) {
-    if (o.type?.tensorType?.elemType === DataType.BFLOAT16) fail(`graph output '${o.name}' is ${describeValueType(o)}: ${BF16_HINT}`);
-  }
+  // bfloat16 outputs need nothing: the loss graph casts the logits and drops every other output
   checkSubgraphWeights(g, fail);
 
   const outDims = out!.type?.tensorType?.shape?.dim ?? [];
@@ -154,9 +145,9 @@ export function describeModel(base: OnnxModelFile, opts: DescribeOptions = {}): 
 function describePast(v: ValueInfoProto, fail: (msg: string) => never): PastInput {
   const name = v.name ?? '';
   const type = elemName(v);
-  if (type === 'bfloat16') fail(`graph input '${name}' is ${describeValueType(v)}: ${BF16_HINT}`);
-  if (type !== 'float32' && type !== 'float16') {
-    fail(`graph input '${name}' is ${describeValueType(v)}; optimer feeds it an empty past as float32 or float16`);
+  // bfloat16: onnxruntime-node cannot feed it, so workers make it a float32 input cast inside
+  if (type !== 'float32' && type !== 'float16' && type !== 'bfloat16') {
+    fail(`graph input '${name}' is ${describeValueType(v)}; optimer feeds it an empty past as float32, float16 or bfloat16`);
   }
   const dims = v.type?.tensorType?.shape?.dim;
   const want = 'optimer feeds it an empty past [batch, heads, 0, head_dim] and reads heads and head_dim from the graph';

@@ -96,7 +96,7 @@ const modelSchema = z
         z
           .object({
             name: z.string(),
-            type: z.enum(['float32', 'float16']),
+            type: z.enum(['float32', 'float16', 'bfloat16']),
             heads: count.positive(),
             headDim: count.positive(),
           })

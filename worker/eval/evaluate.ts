@@ -13,8 +13,8 @@ import {
 } from '../../shared/index.js';
 import { allocateMerged, mergeInto } from '../merge/merge.js';
 import { type LmIo, SessionModel } from './session-model.js';
-import { toLossGraph } from './loss-graph.js';
 import { createMergedSession } from './session.js';
+import { ProviderGraphs } from './widen.js';
 
 export interface SetScore {
   name: string;
@@ -91,11 +91,12 @@ export async function evaluateMerge(
   const t0 = performance.now();
   const merged = await mergeInto(pool, weighting, allocateMerged(pool), undefined, options.threads);
   const t1 = performance.now();
-  const graph = toLossGraph(await pool.graphBytes(), { logits: pool.manifest.model.output, where: `${pool.label}: graph` });
-  const session = await createMergedSession(graph, merged, options.provider ?? 'cpu', options.threads);
+  const provider = options.provider ?? 'cpu';
+  const { graph, io } = new ProviderGraphs(await pool.graphBytes(), pool.manifest.model, `${pool.label}: graph`).for(provider);
+  const session = await createMergedSession(graph, merged, provider, options.threads);
   const t2 = performance.now();
   try {
-    const scores = await evaluateSession(session, sets, pool.manifest.model, options.batchTokens);
+    const scores = await evaluateSession(session, sets, io, options.batchTokens);
     const t3 = performance.now();
     return { scores, mean: weightedMean(scores), timings: { mergeMs: t1 - t0, sessionMs: t2 - t1, evalMs: t3 - t2 } };
   } finally {

@@ -17,6 +17,8 @@ export function buildFeeds(io: ModelIo, rows: readonly Int32Array[], len: number
   if (io.attentionMask) feeds[io.attentionMask] = idTensor(io.attentionMaskType ?? 'int64', rows, len, () => 1);
   if (io.positionIds) feeds[io.positionIds.name] = idTensor(io.positionIds.type, rows, len, (_, t) => t);
   for (const p of io.past ?? []) {
+    // a bfloat16 past reaches here only through a graph that takes it as float32 (eval/widen.ts)
+    if (p.type === 'bfloat16') throw new Error(`buildFeeds: past input '${p.name}' is bfloat16; feed the graph ProviderGraphs made`);
     const data = p.type === 'float16' ? new Uint16Array(0) : new Float32Array(0);
     feeds[p.name] = new ort.Tensor(p.type, data, [B, p.heads, 0, p.headDim]);
   }
