@@ -5,7 +5,7 @@ import { buildPool } from '../shared/pool/build.js';
 import { Pool } from '../shared/pool/reader.js';
 import { cosineMatrix } from '../shared/pool/stats.js';
 import { decodeFloats } from '../shared/onnx/dtype.js';
-import { writeModel } from '../shared/onnx/build.js';
+import { setExternal, writeModel } from '../shared/onnx/build.js';
 import { DEFAULT_FAMILY_SHAPE, loadFamilyParams } from '../shared/family/build.js';
 import { familyToOnnx } from '../shared/family/to-onnx.js';
 import { paramNames } from '../shared/family/model.js';
@@ -99,6 +99,43 @@ describe('pool build', () => {
       inline.vectors.map((v) => v.blob.shards.map((s) => s.sha256)),
     );
     expect(ext.base.blob.shards).toEqual(inline.base.blob.shards);
+  });
+
+  it('pool build - weights spread over several external-data files (model.onnx_data, one file per tensor) build the same pool', async () => {
+    /** The model with its first two tensors in Optimum's model.onnx_data and every other one in a file of its own. */
+    const spread = async (name: string, params: Awaited<ReturnType<typeof loadFamilyParams>>): Promise<string> => {
+      const dir = join(tmp, 'spread', name);
+      await mkdir(dir, { recursive: true });
+      const model = familyToOnnx(DEFAULT_FAMILY_SHAPE, params);
+      const shared: Uint8Array[] = [];
+      let at = 0;
+      model.graph!.initializer = await Promise.all(
+        model.graph!.initializer!.map(async (t, i) => {
+          const raw = t.rawData!;
+          if (i < 2) {
+            const ext = setExternal(t, 'model.onnx_data', at, raw.length);
+            shared.push(raw);
+            at += raw.length;
+            return ext;
+          }
+          await writeFile(join(dir, `${t.name}.weight`), raw);
+          return setExternal(t, `${t.name}.weight`, 0, raw.length);
+        }),
+      );
+      await writeFile(join(dir, 'model.onnx_data'), Buffer.concat(shared));
+      await writeModel(join(dir, 'model.onnx'), model);
+      return join(dir, 'model.onnx');
+    };
+    const base = await spread('base', await loadFamilyParams(family.base));
+    const ja = await spread('ja', await loadFamilyParams(family.checkpoints.ja!));
+    const m = await buildPool({ base, vectors: [{ name: 'ja', path: ja }], out: join(tmp, 'spread-pool') });
+    const inline = await buildPool({
+      base: family.base,
+      vectors: [{ name: 'ja', path: family.checkpoints.ja! }],
+      out: join(tmp, 'spread-inline'),
+    });
+    expect(m.vectors[0]!.blob.shards).toEqual(inline.vectors[0]!.blob.shards);
+    expect(m.base.blob.shards).toEqual(inline.base.blob.shards);
   });
 
   it('pool build - cuts blobs into shards of the requested size, tensors spanning shards', async () => {
