@@ -9,10 +9,12 @@
  * Usage: npm run bench:torch -- [--dim 512] [--layers 8] [--heads 8] [--kv-heads 4] [--ffn 1408]
  *   [--vocab 32000] [--vectors 2] [--seqs 16] [--seq-len 128] [--threads 1,2] [--repeat 2]
  *   [--out bench/torch/out]
- * Needs Debian's python3-torch and python3-onnx (run with /usr/bin/python3).
+ * Needs Debian's python3-torch and python3-onnx (run with /usr/bin/python3), and an optimised BLAS
+ * for PyTorch: Debian's torch calls whatever libblas.so.3 points to, and the reference BLAS that
+ * comes by default is about 100× slower than OpenBLAS (apt-get install libopenblas0-pthread).
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -119,6 +121,15 @@ const total = (t: Timed) => t.mergeMs + t.loadMs + t.evalMs;
 const best = (ts: Timed[]) => ts.reduce((a, b) => (total(b) < total(a) ? b : a));
 const s = (ms: number) => (ms / 1000).toFixed(2);
 
+const blas = (() => {
+  try {
+    return realpathSync('/usr/lib/x86_64-linux-gnu/libblas.so.3');
+  } catch {
+    return 'unknown';
+  }
+})();
+if (/\/blas\/libblas/.test(blas))
+  process.stderr.write(`warning: PyTorch would use the reference BLAS (${blas}), not a fair peer: apt-get install libopenblas0-pthread\n`);
 await prepare();
 const rows: (string | number)[][] = [
   [
@@ -160,5 +171,5 @@ const shape = JSON.parse(await readFile(join(OUT, 'shape.json'), 'utf8')) as Rec
 const dev = (await readFile(join(OUT, 'dev.jsonl'), 'utf8')).trim().split('\n').length;
 process.stdout.write(
   `Llama-style LM ${JSON.stringify(shape)}, fp32, merge ${WEIGHTS}, ${dev} dev sequences of up to ${values['seq-len']} tokens; ` +
-    `best of ${REPEAT} by total\n${table(rows)}\nlargest |NLL optimer − NLL PyTorch| over all runs: ${maxDiff.toExponential(2)}\n`,
+    `best of ${REPEAT} by total; PyTorch's BLAS: ${blas}\n${table(rows)}\nlargest |NLL optimer − NLL PyTorch| over all runs: ${maxDiff.toExponential(2)}\n`,
 );
