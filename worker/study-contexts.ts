@@ -87,6 +87,8 @@ export class StudyContexts {
 
   private async load(key: string, ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
     const seeders = ann.seeders;
+    // the manifest says what the study needs; it too must find room beside the kept studies
+    await this.makeRoomFor(ann, new Map([[ann.manifest.sha256, ann.manifest.bytes]]));
     let unpin = this.cache.pin([ann.manifest.sha256]);
     let manifest: PoolManifest;
     try {
@@ -144,7 +146,7 @@ export class StudyContexts {
     if (!Number.isFinite(limit)) return;
     const need = sum(blobs.values());
     if (need > limit) {
-      const shards = need - ann.manifest.bytes - setBytes(ann, blobs);
+      const shards = Math.max(0, need - ann.manifest.bytes - setBytes(ann, blobs));
       throw new OptimerError(
         'CACHE_TOO_SMALL',
         `study ${ann.study}: its pool and sets need ${formatBytes(need)} (shards ${formatBytes(shards)}, evaluation sets ${formatBytes(setBytes(ann, blobs))}, manifest ${formatBytes(ann.manifest.bytes)}) ` +
