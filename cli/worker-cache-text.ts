@@ -17,7 +17,7 @@ export function transferLines(workers: readonly StatusWorker[]): string[] {
       const pct = t.bytes > 0 ? ` (${Math.floor((100 * t.doneBytes) / t.bytes)}%)` : '';
       return (
         `  ${w.id} fetching ${t.blob}: ${formatBytes(t.doneBytes)} of ${formatBytes(t.bytes)}${pct}, ${formatBytes(t.bytesPerSecond)}/s, ` +
-        `${formatBytes(t.fromPeers)} from ${t.peers} peers, ${formatBytes(t.fromCoordinator)} from the coordinator`
+        `${formatBytes(t.fromPeers)} from ${t.peers} peer${t.peers === 1 ? '' : 's'}, ${formatBytes(t.fromCoordinator)} from the coordinator`
       );
     }),
   );

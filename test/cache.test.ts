@@ -276,7 +276,7 @@ describe('transfers in the status', () => {
     expect(done).toMatchObject({ blob, bytes: target.bytes, fromPeers: 3 * 1024, fromSeeders: target.bytes - 3 * 1024, peers: 1 });
     expect(done.seconds).toBeGreaterThan(2.5);
     expect(done.bytesPerSecond).toBeGreaterThan(0);
-    expect(done.msg).toMatch(/in \d+\.\d+ s \(.*\/s\), 3\.00 KiB from 1 peers, .* from the coordinator/);
+    expect(done.msg).toMatch(/in \d+\.\d+ s \(.*\/s\), 3\.00 KiB from 1 peer, .* from the coordinator/);
     await worker.close();
   });
 });

@@ -354,8 +354,9 @@ export function registerRun(program: Command, run: Run): void {
 
 /** `--cache-max-gb`: a positive number of GiB, in bytes. */
 function cacheMaxBytes(value: string): number {
-  const gb = parseNumberOption(String(value), '--cache-max-gb', { min: 0 });
-  if (gb === 0) throw new OptimerError('BAD_ARGUMENT', "--cache-max-gb '0': expected a positive size (leave it out for no limit)");
+  const gb = Number(value);
+  if (String(value).trim() === '' || !Number.isFinite(gb) || gb <= 0)
+    throw new OptimerError('BAD_ARGUMENT', `--cache-max-gb '${value}': expected a positive number of GiB (leave it out for no limit)`);
   return Math.floor(gb * GIB);
 }
 

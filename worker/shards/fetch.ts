@@ -21,7 +21,7 @@ import {
 import { CacheSpace, type CacheUsage } from './cache-space.js';
 import { fetchPieces, type PieceStats } from './pieces.js';
 import type { PeerTracker } from './holders.js';
-import { type Transfer, Transfers, type TransferView } from './transfers.js';
+import { peersText, type Transfer, Transfers, type TransferView } from './transfers.js';
 
 export interface BlobCacheOptions {
   /**
@@ -180,7 +180,8 @@ export class BlobCache {
         resumedBytes: resumed,
       },
       `fetched blob ${blob}: ${formatBytes(bytes)} in ${v.seconds.toFixed(2)} s (${formatBytes(v.bytesPerSecond)}/s), ` +
-        `${formatBytes(v.fromPeers)} from ${v.peers} peers, ${formatBytes(v.fromSeeders)} from the coordinator` +
+        (v.peers > 0 ? `${formatBytes(v.fromPeers)} from ${peersText(v.peers)}, ` : '') +
+        `${formatBytes(v.fromSeeders)} from the coordinator` +
         (resumed > 0 ? `, ${formatBytes(resumed)} resumed from a partial file` : ''),
     );
   }

@@ -86,3 +86,8 @@ export class Transfers {
     return [...this.active].slice(0, MAX_LISTED_TRANSFERS).map((t) => t.view());
   }
 }
+
+/** "1 peer", "3 peers". */
+export function peersText(n: number): string {
+  return `${n} peer${n === 1 ? '' : 's'}`;
+}

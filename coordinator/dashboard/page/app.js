@@ -376,7 +376,7 @@ function drawWorkers(st) {
           .map(
             (t) =>
               `${t.blob} ${bytes(t.doneBytes)} of ${bytes(t.bytes)}, ${bytes(t.bytesPerSecond)}/s, ` +
-              `${bytes(t.fromPeers)} from ${t.peers} peers, ${bytes(t.fromCoordinator)} from the coordinator`,
+              `${bytes(t.fromPeers)} from ${t.peers} peer${t.peers === 1 ? '' : 's'}, ${bytes(t.fromCoordinator)} from the coordinator`,
           )
           .join('; ');
   const rows = st.workers.map((w) => {
