@@ -79,9 +79,10 @@ async function holderKeysOf(id: string): Promise<string[]> {
   try {
     const kv = await nc.jetstream().views.kv(HOLDERS_BUCKET, { bindOnly: true });
     const hex = Buffer.from(id).toString('hex');
-    const out: string[] = [];
-    for await (const k of await kv.keys()) if (k.endsWith(`.${hex}`)) out.push(k.slice(0, 64));
-    return out.sort();
+    // a set: kv.keys() lists a key twice when it is put again during the listing (a holder's refresh)
+    const out = new Set<string>();
+    for await (const k of await kv.keys()) if (k.endsWith(`.${hex}`)) out.add(k.slice(0, 64));
+    return [...out].sort();
   } finally {
     await nc.close();
   }
