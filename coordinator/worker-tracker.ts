@@ -1,4 +1,10 @@
-import { DEFAULT_LOST_AFTER_HEARTBEATS, type WorkerCapabilities, type WorkerStatus } from '../shared/index.js';
+import {
+  DEFAULT_LOST_AFTER_HEARTBEATS,
+  type WorkerCacheStatus,
+  type WorkerCapabilities,
+  type WorkerStatus,
+  type WorkerTransfer,
+} from '../shared/index.js';
 
 /** A worker as the coordinator last heard of it. */
 export interface TrackedWorker {
@@ -12,6 +18,10 @@ export interface TrackedWorker {
   job: { study: string; kind: WorkerStatus['kind']; trial: number; attempt: number } | null;
   /** what it says it is (null: an older worker that does not say) */
   capabilities: WorkerCapabilities | null;
+  /** its cache as it last said (null: an older worker that does not say) */
+  cache: WorkerCacheStatus | null;
+  /** the transfers under way when it last spoke */
+  transfers: WorkerTransfer[];
 }
 
 export type WorkerChange = { type: 'seen'; worker: TrackedWorker } | { type: 'lost'; worker: TrackedWorker; silentMs: number };
@@ -37,11 +47,14 @@ export class WorkerTracker {
       lost: false,
       job: s.state === 'busy' && s.study ? { study: s.study, kind: s.kind, trial: s.trial, attempt: s.attempt } : null,
       capabilities: s.capabilities ?? known?.capabilities ?? null,
+      cache: s.cache ?? known?.cache ?? null,
+      transfers: s.transfers ?? [],
     };
     this.workers.set(s.worker, w);
     if (s.state === 'stopped') {
       w.lost = true;
       w.job = null;
+      w.transfers = [];
       return known && !known.lost ? [{ type: 'lost', worker: w, silentMs: 0 }] : [];
     }
     return !known || known.lost ? [{ type: 'seen', worker: w }] : [];

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'SETUP' // something to install or start (nats-server, ports)
   | 'TRANSPORT' // NATS or gRPC failed; usually worth retrying
   | 'STUDY_FAILED' // a study stopped on a failure that repeats (the canary or a streak of trials)
+  | 'CACHE_TOO_SMALL' // a worker's cache limit is below what a study needs
   | 'RUNTIME'; // ONNX Runtime or I/O failed
 
 export class OptimerError extends Error {

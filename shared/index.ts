@@ -27,6 +27,7 @@ export {
   DEFAULT_TICK_MS,
   DEFAULT_TRIAL_TIMEOUT_SECONDS,
 } from './defaults.js';
+export { formatBytes, GIB } from './bytes.js';
 export { OptimerError, isOptimerError, type ErrorCode } from './errors.js';
 export { readEvalSet, loadEvalSet, loadEvalSets, type EvalSetContext, type EvalSetSpec, type LoadedEvalSet } from './eval-set.js';
 export {
@@ -168,5 +169,7 @@ export {
   type StudyAnnouncement,
   type WorkerStatus,
   type WorkerCapabilities,
+  type WorkerCacheStatus,
+  type WorkerTransfer,
   type StudyRequirements,
 } from './wire.js';

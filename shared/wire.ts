@@ -18,6 +18,7 @@ const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a lowercase hex sha2
 const blobRef = z.object({ sha256, bytes: z.number().int().nonnegative() });
 const finite = z.number().finite();
 const name = z.string().min(1).max(256);
+const count = z.number().int().nonnegative();
 
 const announcementSchema = z.object({
   study: studyNameSchema,
@@ -93,6 +94,33 @@ const workerStatusSchema = z.object({
       departments: z.array(z.string().max(64)).max(256),
     })
     .nullish(),
+  /** absent from older workers */
+  cache: z
+    .object({
+      usedBytes: count,
+      limitBytes: count,
+      blobs: count,
+      pinnedBytes: count,
+      evictedBlobs: count,
+      evictedBytes: count,
+    })
+    .nullish(),
+  /** empty from older workers */
+  transfers: z
+    .array(
+      z.object({
+        blob: z.string().regex(/^[0-9a-f]{0,64}$/),
+        bytes: count,
+        doneBytes: count,
+        bytesPerSecond: finite.nonnegative(),
+        fromPeers: count,
+        fromSeeders: count,
+        peers: count,
+        seconds: finite.nonnegative(),
+      }),
+    )
+    .max(64)
+    .optional(),
 });
 
 const holderSchema = z
@@ -111,6 +139,8 @@ export type Holder = z.infer<typeof holderSchema>;
 export type StudyAnnouncement = z.infer<typeof announcementSchema>;
 export type WorkerStatus = z.infer<typeof workerStatusSchema>;
 export type WorkerCapabilities = NonNullable<WorkerStatus['capabilities']>;
+export type WorkerCacheStatus = NonNullable<WorkerStatus['cache']>;
+export type WorkerTransfer = NonNullable<WorkerStatus['transfers']>[number];
 export type StudyRequirements = NonNullable<StudyAnnouncement['requirements']>;
 export type Proposal = z.infer<typeof proposalSchema>;
 export type Result = z.infer<typeof resultSchema>;

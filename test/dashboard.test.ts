@@ -98,6 +98,12 @@ describe('web dashboard', () => {
       10_000,
       'the worker capabilities on the page',
     );
+    // and its cache (bytes held, no limit, blob count) in the pool table
+    await waitFor(
+      async () => /\/ no limit, \d+ blobs/.test((await page.textContent('#workers')) ?? ''),
+      10_000,
+      'the worker cache on the page',
+    );
     // stop the worker: the study stays live, half done, while the table is checked
     await stopProcess(worker!);
     // results the worker published before it stopped may still arrive: wait until the page is quiet

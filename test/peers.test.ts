@@ -99,9 +99,11 @@ describe('pieces between peers', () => {
     const kv = await nc.jetstream().views.kv(HOLDERS_BUCKET, { bindOnly: true });
     const keysOf = async (id: string) => {
       const hex = Buffer.from(id).toString('hex');
-      const out: string[] = [];
-      for await (const k of await kv.keys()) if (k.endsWith(`.${hex}`)) out.push(k);
-      return out;
+      // a set: kv.keys() lists a key twice when it is put again during the listing (its ordered
+      // consumer delivers until nothing is pending), as a holder's 10 s refresh does
+      const out = new Set<string>();
+      for await (const k of await kv.keys()) if (k.endsWith(`.${hex}`)) out.add(k);
+      return [...out];
     };
     expect((await keysOf('peer-1')).length).toBe(pieced.length);
     await w1.close();
@@ -160,12 +162,15 @@ describe('resuming', () => {
     const pieces = { pieceBytes, pieces: Array.from({ length: 16 }, (_, i) => sha(data.subarray(i * pieceBytes, (i + 1) * pieceBytes))) };
     const src = join(tmp, 'resume-src');
     await writeFile(src, data);
-    // a seeder that serves the first half of the blob, then stalls, as a dying link would
+    // a seeder that answers its first four requests, then stalls, as a dying link would (not by
+    // offset: the four streams pick pieces at random, and all four first picks in a stalled half
+    // left nothing to resume, about one run in 26)
+    let answered = 0;
     const server = new grpc.Server();
     server.addService(shardServiceDefinition, {
       fetch: (call: grpc.ServerWritableStream<{ offset: number; length: number }, { data: Uint8Array }>) => {
         const { offset, length } = call.request;
-        if (offset >= data.length / 2) return; // never answers
+        if (answered++ >= 4) return; // never answers
         call.write({ data: data.subarray(offset, offset + length) });
         call.end();
       },
@@ -178,13 +183,12 @@ describe('resuming', () => {
     await mkdir(dir);
     const first = new BlobCache(dir);
     const pending = first.ensure(sha(data), data.length, [`127.0.0.1:${port}`], pieces).catch((e: Error) => e);
-    // pieces are picked at random: some of the first half arrive before every stream is stuck
-    await waitFor(() => first.stats.pieces >= 1, 10_000, 'a first piece to arrive');
+    await waitFor(() => first.stats.pieces >= 4, 10_000, 'the four pieces the seeder sends');
     await new Promise((r) => setTimeout(r, 300));
     first.close();
     expect(await pending).toBeInstanceOf(Error);
     const held = first.stats.pieces;
-    expect(held).toBeLessThanOrEqual(8);
+    expect(held).toBe(4);
     const parts = (await readdir(dir)).filter((f) => f.startsWith('.part-'));
     expect(parts).toHaveLength(1);
     const partial = await readFile(join(dir, parts[0]!));

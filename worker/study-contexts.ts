@@ -1,11 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import {
   DEFAULT_STUDY_CONTEXTS,
+  formatBytes,
   type LoadedEvalSet,
   loadEvalSet,
   type Logger,
   parseManifest,
+  OptimerError,
   Pool,
+  type PoolManifest,
   runAll,
   type StudyAnnouncement,
   weightParts,
@@ -22,13 +25,21 @@ export interface StudyContext {
   graphs: ProviderGraphs;
   dev: LoadedEvalSet[];
   test: LoadedEvalSet[];
+  /** every blob it uses (manifest, shards, sets) with its size: pinned in the cache while it is kept */
+  blobs: Map<string, number>;
+  /** lets its blobs be evicted again */
+  unpin: () => void;
 }
 
 /**
  * The studies a worker is ready for, most recently used first: a worker serving several studies
  * keeps each one's pool open and sets loaded instead of reloading them whenever the studies
  * alternate. Beyond `limit` the least recently used is closed (a worker runs one job at a time,
- * so the one in use is never the one evicted).
+ * so the one in use is never the one evicted). A kept study's blobs are pinned in the cache;
+ * when the cache has a limit and a new study's blobs would not fit beside them, the kept
+ * studies are let go (least recently used first) so that the cache can evict their blobs, and a
+ * study whose blobs alone exceed the limit is refused (CACHE_TOO_SMALL) before its shards are
+ * fetched.
  */
 export class StudyContexts {
   private readonly contexts: StudyContext[] = [];
@@ -48,6 +59,7 @@ export class StudyContexts {
     if (at >= 0) {
       const [hit] = this.contexts.splice(at, 1);
       this.contexts.unshift(hit!);
+      this.cache.touch(hit!.blobs.keys());
       return hit!;
     }
     // an older generation of the same study is never asked for again
@@ -75,10 +87,25 @@ export class StudyContexts {
 
   private async load(key: string, ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
     const seeders = ann.seeders;
-    const manifestPath = await this.cache.ensure(ann.manifest.sha256, ann.manifest.bytes, seeders);
-    const manifest = parseManifest(JSON.parse(await readFile(manifestPath, 'utf8')), `manifest ${ann.manifest.sha256.slice(0, 12)}`);
-    const pool = new Pool(manifest, this.cache.dir, `pool ${ann.manifest.sha256.slice(0, 12)}`);
+    // the manifest says what the study needs; it too must find room beside the kept studies
+    await this.makeRoomFor(ann, new Map([[ann.manifest.sha256, ann.manifest.bytes]]));
+    let unpin = this.cache.pin([ann.manifest.sha256]);
+    let manifest: PoolManifest;
     try {
+      const manifestPath = await this.cache.ensure(ann.manifest.sha256, ann.manifest.bytes, seeders);
+      manifest = parseManifest(JSON.parse(await readFile(manifestPath, 'utf8')), `manifest ${ann.manifest.sha256.slice(0, 12)}`);
+    } catch (e) {
+      unpin();
+      throw e;
+    }
+    const pool = new Pool(manifest, this.cache.dir, `pool ${ann.manifest.sha256.slice(0, 12)}`);
+    const blobs = studyBlobs(ann, pool);
+    try {
+      await this.makeRoomFor(ann, blobs);
+      // every blob pinned before the first is fetched: fetching the last never evicts the first
+      const unpinManifest = unpin;
+      unpin = this.cache.pin(blobs.keys());
+      unpinManifest();
       for (const s of pool.allShards()) {
         signal?.throwIfAborted();
         await this.cache.ensure(s.sha256, s.bytes, seeders, s.pieces);
@@ -100,21 +127,75 @@ export class StudyContexts {
         graphs: new ProviderGraphs(await pool.graphBytes(), manifest.model, `${pool.label}: graph`),
         dev: await loadSets('dev'),
         test: await loadSets('test'),
+        blobs,
+        unpin,
       };
     } catch (e) {
+      unpin();
       await pool.close();
       throw e;
+    }
+  }
+
+  /**
+   * With a cache limit: refuses a study whose blobs alone exceed it, and lets kept studies go
+   * (least recently used first) while their blobs and the new study's would not fit together.
+   */
+  private async makeRoomFor(ann: StudyAnnouncement, blobs: Map<string, number>): Promise<void> {
+    const limit = this.cache.limitBytes;
+    if (!Number.isFinite(limit)) return;
+    const need = sum(blobs.values());
+    if (need > limit) {
+      const shards = Math.max(0, need - ann.manifest.bytes - setBytes(ann, blobs));
+      throw new OptimerError(
+        'CACHE_TOO_SMALL',
+        `study ${ann.study}: its pool and sets need ${formatBytes(need)} (shards ${formatBytes(shards)}, evaluation sets ${formatBytes(setBytes(ann, blobs))}, manifest ${formatBytes(ann.manifest.bytes)}) ` +
+          `but this worker's cache is limited to ${formatBytes(limit)} (--cache-max-gb); it does not serve this study`,
+      );
+    }
+    const keptBytes = () => {
+      const other = new Map<string, number>();
+      for (const c of this.contexts) for (const [sha, b] of c.blobs) if (!blobs.has(sha)) other.set(sha, b);
+      return sum(other.values());
+    };
+    while (this.contexts.length > 0 && need + keptBytes() > limit) {
+      const gone = this.contexts.at(-1)!;
+      this.log.info(
+        { study: gone.announcement.study, keptBytes: sum(gone.blobs.values()), limitBytes: limit },
+        `letting the kept study ${gone.announcement.study} go: its blobs and those of ${ann.study} do not fit together in the cache limit (${formatBytes(limit)})`,
+      );
+      await this.evict((c) => c === gone);
     }
   }
 
   private async evict(which: (c: StudyContext, index: number) => boolean): Promise<void> {
     const gone = this.contexts.filter(which);
     for (const c of gone) this.contexts.splice(this.contexts.indexOf(c), 1);
-    await runAll(gone.map((c) => () => c.pool.close()));
+    // the pool's files are closed before its blobs may be evicted
+    await runAll(gone.map((c) => () => c.pool.close().finally(c.unpin)));
   }
 
   async close(): Promise<void> {
     this.buffers = [];
     await this.evict(() => true);
   }
+}
+
+/** Every blob a study's context uses, with its size: the manifest, the pool's shards, the sets. */
+function studyBlobs(ann: StudyAnnouncement, pool: Pool): Map<string, number> {
+  const out = new Map<string, number>([[ann.manifest.sha256, ann.manifest.bytes]]);
+  for (const s of pool.allShards()) out.set(s.sha256, s.bytes);
+  for (const s of ann.sets) for (const ref of [s.dev, s.test]) if (ref.sha256) out.set(ref.sha256, ref.bytes);
+  return out;
+}
+
+function setBytes(ann: StudyAnnouncement, blobs: Map<string, number>): number {
+  const sets = new Set(ann.sets.flatMap((s) => [s.dev.sha256, s.test.sha256]).filter(Boolean));
+  return sum([...sets].map((sha) => blobs.get(sha) ?? 0));
+}
+
+function sum(xs: Iterable<number>): number {
+  let n = 0;
+  for (const x of xs) n += x;
+  return n;
 }

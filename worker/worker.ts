@@ -12,6 +12,7 @@ import {
   DEFAULT_PULL_EXPIRES_MS,
   DEFAULT_STUDY_LIST_MS,
   type ExecutionProvider,
+  formatBytes,
   isNoJetStream,
   isOptimerError,
   LOCKS_BUCKET,
@@ -40,6 +41,7 @@ import {
 import { evaluateSession } from './eval/evaluate.js';
 import { createMergedSession } from './eval/session.js';
 import { mergeInto } from './merge/merge.js';
+import { claimCacheDir } from './shards/cache-claim.js';
 import { BlobCache } from './shards/fetch.js';
 import { FairShare } from './fleet/fair-share.js';
 import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
@@ -53,6 +55,11 @@ export interface WorkerOptions {
   natsUrl: string;
   /** content-addressed cache of shards, manifests and evaluation sets */
   cacheDir: string;
+  /**
+   * the most the cache may hold, bytes (default: no limit); least recently used blobs are
+   * evicted first, never those a kept study or a fetch uses. Needs a folder no other worker uses.
+   */
+  cacheMaxBytes?: number;
   id?: string;
   /** overrides the study's preferred execution provider */
   provider?: ExecutionProvider;
@@ -138,6 +145,10 @@ export class Worker {
   private checkingIdle = false;
   /** serving this worker's cache to its peers, and saying what it holds (absent with serve: false) */
   private sharing: { seeder: Seeder; holders: NatsHolders } | undefined;
+  /** studies refused because their blobs exceed the cache limit: study → the pool's manifest then */
+  private readonly refused = new Map<string, string>();
+  /** removes this worker's mark from the cache folder */
+  private releaseCache: () => Promise<void> = async () => undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -145,7 +156,10 @@ export class Worker {
     private readonly opts: WorkerOptions,
   ) {
     this.id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
-    this.cache = new BlobCache(opts.cacheDir, undefined, this.id);
+    this.cache = new BlobCache(opts.cacheDir, undefined, this.id, {
+      log: opts.log.child({ worker: this.id }),
+      ...(opts.cacheMaxBytes !== undefined ? { limitBytes: opts.cacheMaxBytes } : {}),
+    });
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
     this.limits = { studies: opts.studies ?? [], departments: opts.departments ?? [] };
     this.capabilities = {
@@ -178,10 +192,25 @@ export class Worker {
         'BAD_ARGUMENT',
         '--only-when-idle: nvidia-smi does not answer here; name an idle check with --idle-command CMD (exit 0 = idle)',
       );
+    if (opts.cacheMaxBytes !== undefined && !(opts.cacheMaxBytes > 0))
+      throw new OptimerError('BAD_ARGUMENT', `cache limit ${opts.cacheMaxBytes} bytes: expected a positive size`);
     await mkdir(opts.cacheDir, { recursive: true });
-    const device = opts.advertise?.deviceName && opts.advertise.memoryGb !== undefined ? undefined : await detectDevice();
-    const nc = await connectNats(opts.natsUrl, 'optimer-worker');
-    const w = new Worker(nc, nc.jetstream(), opts);
+    const id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
+    const releaseCache = await claimCacheDir(opts.cacheDir, id, opts.cacheMaxBytes ?? 0);
+    let w: Worker;
+    let device: Awaited<ReturnType<typeof detectDevice>> | undefined;
+    let nc: NatsConnection;
+    try {
+      device = opts.advertise?.deviceName && opts.advertise.memoryGb !== undefined ? undefined : await detectDevice();
+      nc = await connectNats(opts.natsUrl, 'optimer-worker');
+      w = new Worker(nc, nc.jetstream(), { ...opts, id });
+    } catch (e) {
+      await releaseCache();
+      throw e;
+    }
+    w.releaseCache = releaseCache;
+    await w.cache.open();
+    w.logCache();
     w.capabilities.deviceName ||= device?.deviceName ?? '';
     if (opts.advertise?.memoryGb === undefined) w.capabilities.memoryGb = device?.memoryGb ?? 0;
     w.idle = idle;
@@ -208,6 +237,15 @@ export class Worker {
     return w;
   }
 
+  /** Says what the cache holds and its limit, once at start. */
+  private logCache(): void {
+    const u = this.cache.usage();
+    this.opts.log.info(
+      { worker: this.id, cache: this.opts.cacheDir, usedBytes: u.usedBytes, blobs: u.blobs, limitBytes: u.limitBytes },
+      `cache ${this.opts.cacheDir}: ${formatBytes(u.usedBytes)} in ${u.blobs} blobs, ${u.limitBytes ? `limit ${formatBytes(u.limitBytes)}` : 'no limit'}`,
+    );
+  }
+
   /** Serves the cache to peers and joins the tracker; without JetStream yet, the worker only fetches. */
   private async startServing(): Promise<void> {
     const log = this.opts.log.child({ worker: this.id });
@@ -228,6 +266,11 @@ export class Worker {
   /** Counts of the pieces this worker fetched: how many, from peers or seeders, corrupt, resumed. */
   get transfers(): Readonly<BlobCache['stats']> {
     return this.cache.stats;
+  }
+
+  /** What the cache holds (bytes, limit, blobs, pinned, evicted) and the transfers under way, as the status says. */
+  get cacheStatus(): { cache: ReturnType<BlobCache['usage']>; transfers: ReturnType<BlobCache['transferViews']> } {
+    return { cache: this.cache.usage(), transfers: this.cache.transferViews() };
   }
 
   /** Where this worker serves its cache to peers ('' when it does not). */
@@ -265,6 +308,7 @@ export class Worker {
           () => withTimeout(this.sharing?.holders.leave(), CLOSE_STEP_MS, 'leaving the piece tracker'),
           () => withTimeout(this.sharing?.seeder.close(), CLOSE_STEP_MS, 'stopping serving pieces'),
           () => closeNats(this.nc),
+          () => this.releaseCache(),
         ],
         (e) => this.opts.log.debug({ err: (e as Error).message }, 'worker: a close step failed'),
       );
@@ -369,6 +413,10 @@ export class Worker {
         continue;
       }
       this.skipped.delete(study);
+      if (ann && this.refused.get(study) === ann.manifest.sha256) {
+        this.queues.delete(study); // said when it was refused; a new pool is tried again
+        continue;
+      }
       try {
         // read again each time: a rerun of the study may have changed its lease
         const consumer = this.queues.get(study)?.consumer ?? (await this.js.consumers.get(TRIALS_STREAM, workConsumer(study)));
@@ -525,6 +573,14 @@ export class Worker {
       if (bench === undefined) plog.info({ timings, scores: result.scores.map((s) => s.score) }, 'evaluated');
     } catch (e) {
       if (signal.aborted) return; // close() or the GPU's owner gave the proposal back; a result now would only be dropped
+      if (isOptimerError(e) && e.code === 'CACHE_TOO_SMALL') {
+        // not the trial's fault: another worker takes it, and this one stops pulling the study
+        this.refused.set(p.study, ann.manifest.sha256);
+        this.queues.delete(p.study);
+        plog.warn({ err: e.message }, 'refusing a study whose pool does not fit in the cache; handing the proposal back');
+        msg.nak();
+        return;
+      }
       const code = isOptimerError(e) ? e.code : 'RUNTIME';
       // what a retry can fix is the error's to say: an unexpected exception may be transient
       const retryable = isOptimerError(e) ? e.retryable : true;
@@ -589,7 +645,8 @@ export class Worker {
   /** Tells the mesh what this worker does (core NATS: a lost message is replaced by the next). */
   private say(s: WorkerStatus): void {
     try {
-      this.nc.publish(subjects.workers, workerStatusCodec.encode(s));
+      // the cache and the transfers as they are now, whatever else changed
+      this.nc.publish(subjects.workers, workerStatusCodec.encode({ ...s, ...this.cacheStatus }));
     } catch {
       // closed or reconnecting: the next heartbeat says it again
     }

@@ -17,8 +17,10 @@ import {
 import {
   createLogger,
   DEFAULT_IDLE_POLL_MS,
+  GIB,
   type Logger,
   type NatsServerHandle,
+  OptimerError,
   packageRoot,
   startNatsServer,
   stopProcess,
@@ -135,6 +137,8 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
         'worker',
         '--nats',
         url,
+        // one folder for all of them, no limit: a limit needs a folder of its own (the blobs it evicts
+        // may be another worker's), and the store's cache is kept for the study's next run
         '--cache',
         join(o.storeDir, 'cache'),
         '--id',
@@ -251,6 +255,10 @@ export function registerRun(program: Command, run: Run): void {
     .description('join a study mesh: pull proposals from NATS, fetch shards, merge, evaluate, report')
     .requiredOption('--nats <url>', 'NATS (JetStream) server of the mesh')
     .option('--cache <dir>', 'content-addressed cache of shards and evaluation sets', join(homedir(), '.cache', 'optimer', 'blobs'))
+    .option(
+      '--cache-max-gb <gb>',
+      'most the cache may hold, GiB (blobs and partial files); least recently used blobs are evicted first, never those in use; needs a --cache no other worker uses (default: no limit)',
+    )
     .option('--provider <name>', 'execution provider (cpu, cuda, webgpu); default: what the study asks for, else cpu')
     .option('--id <name>', 'worker name in records and logs (default: host-pid)')
     .option('--merge-threads <n>', 'threads of the native merge (default: one per core; `optimer run` gives its workers a share each)')
@@ -296,6 +304,7 @@ export function registerRun(program: Command, run: Run): void {
         const worker = await Worker.start({
           natsUrl: o.nats,
           cacheDir: o.cache,
+          ...(o.cacheMaxGb !== undefined ? { cacheMaxBytes: cacheMaxBytes(o.cacheMaxGb) } : {}),
           log,
           ...(o.id ? { id: o.id } : {}),
           ...(o.provider ? { provider: parseProvider(o.provider) } : {}),
@@ -341,6 +350,14 @@ export function registerRun(program: Command, run: Run): void {
         setTimeout(() => process.exit(), 2000).unref();
       }),
     );
+}
+
+/** `--cache-max-gb`: a positive number of GiB, in bytes. */
+function cacheMaxBytes(value: string): number {
+  const gb = Number(value);
+  if (String(value).trim() === '' || !Number.isFinite(gb) || gb <= 0)
+    throw new OptimerError('BAD_ARGUMENT', `--cache-max-gb '${value}': expected a positive number of GiB (leave it out for no limit)`);
+  return Math.floor(gb * GIB);
 }
 
 function list(value: string): string[] {

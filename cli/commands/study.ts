@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { MergeSummary, StudyListItem, StudyReport, StudyStatus } from '../../coordinator/index.js';
 import { formatDuration, fmt, printJson, table } from '../output.js';
 import { readList, readStatus, type StatusVia, storeDbPath, withStore } from '../status-source.js';
+import { cacheText, transferLines } from '../worker-cache-text.js';
 
 type Run = (fn: () => Promise<void>, json?: boolean) => Promise<void>;
 
@@ -94,7 +95,7 @@ export function renderStatus(st: StudyStatus, via: StatusVia): string {
     if (st.workers.length > 0)
       lines.push(
         table([
-          ['worker', 'state', 'provider', 'device', 'memory', 'trials/min', 'job', 'answered', 'failed', 'last seen'],
+          ['worker', 'state', 'provider', 'device', 'memory', 'trials/min', 'job', 'answered', 'failed', 'cache', 'last seen'],
           ...st.workers.map((w) => [
             w.id,
             w.state === 'idle' && w.capabilities?.onlyWhenIdle && !w.capabilities.gpuIdle ? 'idle (GPU in use)' : w.state,
@@ -105,10 +106,13 @@ export function renderStatus(st: StudyStatus, via: StatusVia): string {
             w.job ? `${w.job.study} ${w.job.kind === 'TEST' ? 'test' : 'trial'} ${w.job.trial}#${w.job.attempt}` : '-',
             w.completed,
             w.failed,
+            cacheText(w),
             `${formatDuration(w.silentMs / 1000)} ago`,
           ]),
         ]),
       );
+    const transfers = transferLines(st.workers);
+    if (transfers.length > 0) lines.push('transfers:', ...transfers);
   }
   return lines.join('\n');
 }

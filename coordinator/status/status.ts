@@ -91,6 +91,38 @@ export const workerViewSchema = z.object({
     })
     .nullable()
     .default(null),
+  /** its blob cache as it last said (null: an older worker, or not live) */
+  cache: z
+    .object({
+      usedBytes: z.number().nonnegative(),
+      /** null: no limit */
+      limitBytes: z.number().positive().nullable(),
+      blobs: z.number().int().nonnegative(),
+      /** in use, never evicted: the studies it keeps ready, blobs being fetched */
+      pinnedBytes: z.number().nonnegative(),
+      evictedBlobs: z.number().int().nonnegative(),
+      evictedBytes: z.number().nonnegative(),
+    })
+    .nullable()
+    .default(null),
+  /** the blobs it was fetching when it last spoke */
+  transfers: z
+    .array(
+      z.object({
+        /** the blob's sha256, first 12 hex digits */
+        blob: z.string(),
+        bytes: z.number().nonnegative(),
+        doneBytes: z.number().nonnegative(),
+        bytesPerSecond: z.number().nonnegative(),
+        fromPeers: z.number().nonnegative(),
+        /** from the study's seeders: the coordinator */
+        fromCoordinator: z.number().nonnegative(),
+        /** peers it has had pieces from */
+        peers: z.number().int().nonnegative(),
+        seconds: z.number().nonnegative(),
+      }),
+    )
+    .default([]),
 });
 
 export const studySummarySchema = z.object({
@@ -303,6 +335,8 @@ export function workerViews(trials: readonly JobRecord[], tests: readonly JobRec
       completed: answered.get(w.worker)?.completed ?? 0,
       failed: answered.get(w.worker)?.failed ?? 0,
       capabilities: w.capabilities,
+      cache: w.cache ? { ...w.cache, limitBytes: w.cache.limitBytes || null } : null,
+      transfers: w.lost ? [] : w.transfers.map(({ fromSeeders, ...t }) => ({ ...t, fromCoordinator: fromSeeders })),
     }))
     .sort((a, b) => a.id.localeCompare(b.id));
 }

@@ -22,6 +22,8 @@ export interface PeerTracker {
   follow(sha256: string): Promise<() => void>;
   /** Says (soon) which pieces of a blob this worker holds. */
   announce(sha256: string, have: Bitfield): void;
+  /** Says this worker holds nothing of a blob any more (evicted, or a failed transfer's file is not served). */
+  withdraw(sha256: string): void;
   /** Called whenever a followed blob's holders change. */
   onChange(listener: () => void): void;
 }
@@ -38,6 +40,8 @@ export class NatsHolders implements PeerTracker {
   private readonly listeners: (() => void)[] = [];
   private readonly watches = new Set<QueuedIterator<KvEntry>>();
   private flushTimer: NodeJS.Timeout | undefined;
+  /** puts and deletes of this worker's entries, in order: a withdrawal never overtaken by an earlier put */
+  private writes: Promise<void> = Promise.resolve();
   private readonly refresh: NodeJS.Timeout;
   private closed = false;
 
@@ -110,8 +114,25 @@ export class NatsHolders implements PeerTracker {
     this.flushTimer ??= setTimeout(() => void this.flush(), ANNOUNCE_DELAY_MS);
   }
 
-  private async flush(): Promise<void> {
+  withdraw(sha256: string): void {
+    if (!this.mine.delete(sha256)) return;
+    this.dirty.delete(sha256);
+    if (this.closed) return;
+    this.writes = this.writes.then(() =>
+      this.kv.delete(holderKey(sha256, this.selfHex)).catch((e: unknown) => {
+        // the entry expires after HOLDER_TTL_MS all the same; a peer asking meanwhile gets NOT_FOUND and asks another
+        this.log.debug({ err: (e as Error).message }, 'holder withdrawal failed; the entry expires');
+      }),
+    );
+  }
+
+  private flush(): Promise<void> {
     this.flushTimer = undefined;
+    this.writes = this.writes.then(() => this.put());
+    return this.writes;
+  }
+
+  private async put(): Promise<void> {
     const shas = [...this.dirty];
     this.dirty.clear();
     for (const sha of shas) {

@@ -37,7 +37,8 @@ export interface FetchPiecesOptions {
   signal: AbortSignal;
   fetchRange(address: string, offset: number, length: number, signal: AbortSignal): Promise<Buffer>;
   onStart(have: Bitfield): void;
-  onPiece(have: Bitfield): void;
+  /** a verified piece was written: `bytes` long, from `address` (one of `seeders`, or a peer) */
+  onPiece(have: Bitfield, got: { bytes: number; address: string; seeder: boolean }): void;
 }
 
 /**
@@ -138,7 +139,7 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
           o.stats.pieces++;
           if (job.seeder) o.stats.fromSeeders += length;
           else o.stats.fromPeers += length;
-          o.onPiece(have);
+          o.onPiece(have, { bytes: length, address, seeder: job.seeder });
         } catch (e) {
           if (o.signal.aborted) throw e;
           o.stats.failed++;

@@ -37,6 +37,18 @@ function el(tag, attrs = {}, ...children) {
 
 const fmt = (x, digits = 4) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : Number(x).toFixed(digits));
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
+/** bytes in binary units, as `optimer study status` and `--cache-max-gb` count them */
+function bytes(n) {
+  if (n === null || n === undefined || !Number.isFinite(n)) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? Math.round(v) : v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
 function duration(s) {
   if (s === null || s === undefined || !Number.isFinite(s)) return '–';
   if (s < 60) return `${Math.round(s)} s`;
@@ -342,11 +354,31 @@ function drawWorkers(st) {
   const idle = (c) => (c.onlyWhenIdle ? (c.gpuIdle ? 'idle-only (GPU idle)' : 'idle-only (GPU in use)') : '');
   const limits = (c) => [...c.studies.map((x) => `study ${x}`), ...c.departments.map((x) => `dept ${x}`)].join(', ');
   const extra = any ? ['device', 'memory', 'trials/min', 'tokens/s', 'limits'] : [];
+  // older workers say nothing of their cache: the columns appear when one does
+  const anyCache = st.workers.some((w) => w.cache);
+  const cacheCols = anyCache ? ['cache', 'transfers'] : [];
   const head = el(
     'tr',
     {},
-    ...['worker', 'state', 'provider', ...extra, 'current job', 'answered', 'failed', 'last seen'].map((h) => el('th', { text: h })),
+    ...['worker', 'state', 'provider', ...extra, 'current job', 'answered', 'failed', ...cacheCols, 'last seen'].map((h) =>
+      el('th', { text: h }),
+    ),
   );
+  const cacheText = (c) =>
+    c
+      ? `${bytes(c.usedBytes)} / ${c.limitBytes === null ? 'no limit' : bytes(c.limitBytes)}, ${c.blobs} blobs` +
+        (c.evictedBlobs ? `, ${c.evictedBlobs} evicted` : '')
+      : '–';
+  const transferText = (ts) =>
+    ts.length === 0
+      ? '–'
+      : ts
+          .map(
+            (t) =>
+              `${t.blob} ${bytes(t.doneBytes)} of ${bytes(t.bytes)}, ${bytes(t.bytesPerSecond)}/s, ` +
+              `${bytes(t.fromPeers)} from ${t.peers} peer${t.peers === 1 ? '' : 's'}, ${bytes(t.fromCoordinator)} from the coordinator`,
+          )
+          .join('; ');
   const rows = st.workers.map((w) => {
     const c = cap(w);
     const extraCells = !any
@@ -372,6 +404,9 @@ function drawWorkers(st) {
       }),
       el('td', { class: 'num', text: String(w.completed) }),
       el('td', { class: 'num', text: String(w.failed) }),
+      ...(anyCache
+        ? [el('td', { class: 'cache', text: cacheText(w.cache) }), el('td', { class: 'transfers', text: transferText(w.transfers || []) })]
+        : []),
       el('td', { text: `${(w.silentMs / 1000).toFixed(1)} s ago` }),
     );
   });
