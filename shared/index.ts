@@ -2,6 +2,7 @@
 // shared/ import each other directly, never this file.
 export {
   DEFAULT_ACK_WAIT_SECONDS,
+  DEFAULT_AHEAD_PER_WORKER,
   DEFAULT_BATCH_TOKENS,
   DEFAULT_DUPLICATE_WINDOW_MS,
   DEFAULT_FETCH_TIMEOUT_MS,
@@ -170,3 +171,4 @@ export {
   type WorkerCapabilities,
   type StudyRequirements,
 } from './wire.js';
+export { type StudyLimits, whyNotServe } from './study-filter.js';

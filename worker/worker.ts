@@ -28,12 +28,14 @@ import {
   Seeder,
   STUDIES_BUCKET,
   type StudyAnnouncement,
+  type StudyLimits,
   sleep,
   subjects,
   TRIALS_STREAM,
   type WorkerCapabilities,
   type WorkerStatus,
   workConsumer,
+  whyNotServe,
   workerStatusCodec,
   withTimeout,
 } from '../shared/index.js';
@@ -43,7 +45,6 @@ import { mergeInto } from './merge/merge.js';
 import { BlobCache } from './shards/fetch.js';
 import { FairShare } from './fleet/fair-share.js';
 import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
-import { type StudyLimits, whyNotServe } from './fleet/study-filter.js';
 import { Throughput } from './fleet/throughput.js';
 import { NatsHolders } from './shards/holders.js';
 import { localAddressTowards } from './shards/local-address.js';

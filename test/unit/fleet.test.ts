@@ -7,7 +7,7 @@ import { silentLogger } from '../../shared/logging.js';
 import type { StudyAnnouncement, WorkerCapabilities } from '../../shared/index.js';
 import { Worker } from '../../worker/index.js';
 import { FairShare } from '../../worker/fleet/fair-share.js';
-import { whyNotServe } from '../../worker/fleet/study-filter.js';
+import { whyNotServe } from '../../shared/study-filter.js';
 import { Throughput } from '../../worker/fleet/throughput.js';
 
 const caps = (over: Partial<WorkerCapabilities> = {}): WorkerCapabilities => ({
