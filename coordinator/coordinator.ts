@@ -87,6 +87,8 @@ export class Coordinator {
   private readonly sampler: Sampler;
   private readonly genome: Genome;
   private readonly space: SearchSpace;
+  /** the baseline trials the study starts with, in order (made once: they are asked for per trial) */
+  private readonly baselines: ReturnType<typeof studyBaselines>;
   private readonly log: Logger;
   private readonly tracker = new WorkerTracker();
   private chain: Promise<void> = Promise.resolve();
@@ -126,6 +128,7 @@ export class Coordinator {
     if (opts.onEvent) this.events.subscribe(opts.onEvent);
     this.genome = perVectorGenome(study.vectors);
     this.space = genomeSpace(this.genome, study.bounds);
+    this.baselines = studyBaselines(this.genome, opts.config.baselines);
     this.sampler = createSampler(opts.config.sampler);
     this.status = new LiveStatus(study.name, opts.store, () => this.tracker.list());
   }
@@ -447,7 +450,7 @@ export class Coordinator {
 
   /** The weights of trial `number`: the baselines first, then the sampler's proposals. */
   private propose(number: number): { label: string; params: Record<string, number> } {
-    const b = studyBaselines(this.genome, this.opts.config.baselines)[number];
+    const b = this.baselines[number];
     if (b) return b;
     const c = this.opts.config;
     // a random stream per trial number: the same record always gives the same proposal

@@ -159,6 +159,8 @@ export {
   LEGACY_WORK_CONSUMER,
   workConsumer,
   workerStatusCodec,
+  workerActivity,
+  type WorkerActivity,
   holderCodec,
   holderKey,
   HOLDERS_BUCKET,

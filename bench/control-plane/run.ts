@@ -14,7 +14,7 @@
  *   [--workers 1,2,4,8,16] [--store level|memory] [--baseline DIST] [--tpe]
  */
 import { fork } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -47,9 +47,26 @@ interface RunResult {
   trialsPerSecond: number;
   medianDispatchMs: number;
   p90DispatchMs: number;
-  /** CPU of the coordinator's process and of the workers' process, ms per trial */
+  /** CPU of the coordinator's process, of the workers' process and of nats-server, ms per trial */
   coordinatorCpuMs: number;
   workersCpuMs: number;
+  natsCpuMs: number;
+}
+
+/** CPU time of a process and its children so far, ms (Linux /proc; NaN elsewhere): nats-server runs under a watchdog shell. */
+async function cpuOfTree(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime, stime (fields 14, 15) in clock ticks of 10 ms
+    let ms = (Number(f[11]) + Number(f[12])) * 10;
+    const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+    for (const c of children.split(' ').filter(Boolean)) ms += await cpuOfTree(Number(c));
+    return ms;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 async function load(label: string, dist: string): Promise<Build> {
@@ -122,6 +139,7 @@ async function main(): Promise<void> {
         },
       });
       const cpu0 = process.cpuUsage();
+      const nats0 = await cpuOfTree(nats.process.pid);
       const ws = await startWorkers(build, {
         type: 'start',
         natsUrl: nats.url,
@@ -132,6 +150,7 @@ async function main(): Promise<void> {
       });
       await coord.done();
       const cpu = process.cpuUsage(cpu0);
+      const natsMs = (await cpuOfTree(nats.process.pid)) - nats0;
       const done = await ws.stop();
       await coord.close();
       await store.close();
@@ -145,6 +164,7 @@ async function main(): Promise<void> {
         p90DispatchMs: at(0.9),
         coordinatorCpuMs: (cpu.user + cpu.system) / 1000 / trials,
         workersCpuMs: done.cpuMs / trials,
+        natsCpuMs: natsMs / trials,
       };
     };
 
@@ -157,8 +177,9 @@ async function main(): Promise<void> {
         'dispatch ms p50',
         'p90',
         'scaling efficiency',
-        'coordinator CPU ms/trial',
-        'workers CPU ms/trial',
+        'CPU ms/trial: coordinator',
+        'workers',
+        'nats-server',
       ],
     ];
     const fixedMs = Number(values['fixed-ms']);
@@ -175,6 +196,7 @@ async function main(): Promise<void> {
         efficiency,
         r.coordinatorCpuMs.toFixed(2),
         r.workersCpuMs.toFixed(2),
+        r.natsCpuMs.toFixed(2),
       ]);
     // every row for each build in turn, so that a noisy minute hits both alike
     for (const b of builds) row(b, 'no-op', 16, await run(b, 16, Number(values['noop-trials']), 0), '-');

@@ -500,15 +500,18 @@ describe('trial book', () => {
 
   it('trial book - a batch of results is one write, each job once as it stands last; a duplicate in the batch is dropped', () => {
     const book = bookWith(3, { budget: 4 });
+    const started = book.started('TRIAL', 0, 1, 'w1', at(1));
+    const first = book.onResult(result(0), at(2));
+    // the same result again (a redelivery) in the same batch: recorded once
+    const again = book.onResult(result(0), at(2));
     const batch = [
-      book.started('TRIAL', 0, 1, 'w1', at(1)),
-      book.onResult(result(0), at(2)),
-      // the same result again (a redelivery) in the same batch: recorded once
-      book.onResult(result(0), at(2)),
+      started,
+      first,
+      again,
       book.onResult(result(1, { error: { code: 'TRANSPORT', message: 'x', retryable: true }, scores: [] }), at(2)),
       book.create('tpe', { x: 9 }, at(2)),
     ];
-    expect(batch[2]!.disposition).toBe('not-current');
+    expect(again.disposition).toBe('not-current');
     const t = mergeTransitions(batch);
     // one record effect, first; then the actions in their order
     expect(types(t)).toEqual(['record', 'publish', 'publish']);
