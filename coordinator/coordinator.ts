@@ -24,7 +24,6 @@ import {
   type StudyAnnouncement,
   seedFor,
   sleep,
-  whyNotServe,
   workerStatusCodec,
 } from '../shared/index.js';
 import { baselineParams } from './baselines.js';
@@ -42,7 +41,7 @@ import { LiveStatus } from './status/live-status.js';
 import { StatusService } from './status/status-service.js';
 import { mergeTransitions, type Progress, type Transition, TrialBook } from './trial-book.js';
 import { StudyTransport } from './transport.js';
-import { WorkerTracker } from './worker-tracker.js';
+import { queueTarget, WorkerTracker } from './worker-tracker.js';
 
 export interface CoordinatorOptions {
   config: StudyConfig;
@@ -368,7 +367,8 @@ export class Coordinator {
     while (this.inbox.length > 0 && this.book.phase !== 'failed') {
       const m = this.inbox.shift()!;
       const t = this.onResult(m, now);
-      if (t) batch.push(t);
+      if (!t) continue; // malformed: terminated
+      batch.push(t);
       handled.push(m);
     }
     if (this.book.phase === 'failed') this.inbox.length = 0; // left unacknowledged, for the resumed study
@@ -418,16 +418,12 @@ export class Coordinator {
    * plus a few ahead (a queue depth that grows with the live workers), less those in the queue.
    */
   private trialsWanted(waiting = 0, queued?: number): number {
-    let live = 0;
-    let idle = 0;
-    for (const w of this.tracker.list()) {
-      const caps = w.capabilities; // an older worker says nothing of itself: counted
-      if (w.lost || (caps && (!caps.gpuIdle || whyNotServe(this.announcement, caps, caps)))) continue;
-      live++;
-      if (w.state === 'idle') idle++;
-    }
-    const depth = Math.max(this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, Math.ceil(live * DEFAULT_AHEAD_PER_WORKER));
-    return this.book.trialsToCreate(Math.max(idle, waiting) + depth, queued);
+    const target = queueTarget(this.tracker.serving(this.announcement), {
+      minDepth: this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH,
+      perWorker: DEFAULT_AHEAD_PER_WORKER,
+      waiting,
+    });
+    return this.book.trialsToCreate(target, queued);
   }
 
   /**
