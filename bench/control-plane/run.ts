@@ -199,7 +199,8 @@ async function main(): Promise<void> {
         r.natsCpuMs.toFixed(2),
       ]);
     // every row for each build in turn, so that a noisy minute hits both alike
-    for (const b of builds) row(b, 'no-op', 16, await run(b, 16, Number(values['noop-trials']), 0), '-');
+    const noopTrials = Number(values['noop-trials']);
+    if (noopTrials > 0) for (const b of builds) row(b, 'no-op', 16, await run(b, 16, noopTrials, 0), '-');
     for (const w of counts) {
       for (const b of builds) {
         const r = await run(b, w, w * Number(values['per-worker']), fixedMs);
