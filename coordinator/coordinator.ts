@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { JsMsg } from 'nats';
 import {
   DEFAULT_AHEAD_PER_WORKER,
+  DEFAULT_QUEUE_CHECK_MS,
   DEFAULT_QUEUE_DEPTH,
   DEFAULT_RESULT_BATCH as RESULT_BATCH,
   DEFAULT_TICK_MS,
@@ -97,6 +98,8 @@ export class Coordinator {
   private readonly inbox: JsMsg[] = [];
   /** worker statuses received and not handled yet */
   private readonly statusInbox: Uint8Array[] = [];
+  /** when the tick last asked JetStream about the queue (ms since the epoch) */
+  private queueCheckedMs = 0;
   /** the next turn, once one is queued behind the current work (arrivals until it starts join it) */
   private nextTurn: Promise<void> | undefined;
   /**
@@ -401,9 +404,10 @@ export class Coordinator {
         else await this.apply(this.book.expire(j.kind, j.number, now));
       }
       const batch: Transition[] = [];
-      if (this.book.mayCreateTrial && this.unpublished.size === 0) {
+      if (this.book.mayCreateTrial && this.unpublished.size === 0 && now.getTime() - this.queueCheckedMs >= DEFAULT_QUEUE_CHECK_MS) {
         // JetStream's own count: workers waiting on an empty queue whose status was lost, or that send none
         const { pending, waiting } = await this.transport.queue();
+        this.queueCheckedMs = now.getTime();
         batch.push(...this.createTrials(this.trialsWanted(pending === 0 ? waiting : 0, pending)));
       }
       batch.push(this.book.advance(new Date()));

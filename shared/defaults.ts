@@ -31,8 +31,14 @@ export const DEFAULT_CANARY_TRIALS = 2;
 export const DEFAULT_FAILURE_STREAK = 8;
 
 // ---- coordinator -----------------------------------------------------------------------------
-/** How often the coordinator checks timeouts and idle workers, ms. */
+/** How often the coordinator checks timeouts and lost workers, and writes what waited for a write, ms. */
 export const DEFAULT_TICK_MS = 100;
+/**
+ * How often the coordinator asks JetStream how many proposals wait in the queue and how many
+ * workers wait for one, ms: a check behind the proposals it keeps ahead from the workers'
+ * statuses (a lost status, a worker that sends none), not the way proposals are normally made.
+ */
+export const DEFAULT_QUEUE_CHECK_MS = 1000;
 /**
  * Proposals kept waiting in a study's queue beyond those idle workers ask for: at least this
  * many, and more with more workers (`DEFAULT_AHEAD_PER_WORKER`), so that a worker finishing a

@@ -129,17 +129,21 @@ async function main(): Promise<void> {
       );
       const store = values.store === 'memory' ? new MemoryStudyStore() : await openLevelStore(join(dir, `store-${runs}`));
       const times: number[] = [];
+      // CPU from the first completion on: start-up (connects, streams, the first pulls) left out
+      let cpu0: NodeJS.CpuUsage | undefined;
+      let nats0: Promise<number> | undefined;
       const coord = await Coordinator.start({
         config,
         store,
         natsUrl: nats.url,
         log: silentLogger(),
         onEvent: (e) => {
-          if (e.type === 'trial.completed') times.push(performance.now());
+          if (e.type !== 'trial.completed') return;
+          times.push(performance.now());
+          cpu0 ??= process.cpuUsage();
+          nats0 ??= cpuOfTree(nats.process.pid);
         },
       });
-      const cpu0 = process.cpuUsage();
-      const nats0 = await cpuOfTree(nats.process.pid);
       const ws = await startWorkers(build, {
         type: 'start',
         natsUrl: nats.url,
@@ -150,7 +154,7 @@ async function main(): Promise<void> {
       });
       await coord.done();
       const cpu = process.cpuUsage(cpu0);
-      const natsMs = (await cpuOfTree(nats.process.pid)) - nats0;
+      const natsMs = (await cpuOfTree(nats.process.pid)) - (await nats0!);
       const done = await ws.stop();
       await coord.close();
       await store.close();
@@ -162,9 +166,9 @@ async function main(): Promise<void> {
         trialsPerSecond: (times.length - 1) / span,
         medianDispatchMs: at(0.5),
         p90DispatchMs: at(0.9),
-        coordinatorCpuMs: (cpu.user + cpu.system) / 1000 / trials,
+        coordinatorCpuMs: (cpu.user + cpu.system) / 1000 / (times.length - 1),
         workersCpuMs: done.cpuMs / trials,
-        natsCpuMs: natsMs / trials,
+        natsCpuMs: natsMs / (times.length - 1),
       };
     };
 

@@ -15,6 +15,7 @@ type SharedModule = typeof import('../../shared/index.js');
 export type ToWorkers =
   | { type: 'start'; natsUrl: string; study: string; workers: number; fixedMs: number; cacheDir: string }
   | { type: 'stop' };
+/** `cpuMs`: this process's CPU from the first proposal a worker held to the stop (start-up and close left out) */
 export type FromWorkers = { type: 'ready' } | { type: 'done'; dispatchMs: number[]; cpuMs: number };
 
 const { values } = parseArgs({ options: { dist: { type: 'string' } } });
@@ -25,12 +26,11 @@ const { silentLogger } = (await import(pathToFileURL(join(dist, 'shared', 'index
 const send = (m: FromWorkers) => process.send!(m);
 let workers: Awaited<ReturnType<WorkerModule['Worker']['start']>>[] = [];
 const dispatchMs: number[] = [];
-let cpu = process.cpuUsage();
+let cpu: NodeJS.CpuUsage | undefined;
 
 process.on('message', (m: ToWorkers) => {
   void (async () => {
     if (m.type === 'start') {
-      cpu = process.cpuUsage();
       workers = await Promise.all(
         Array.from({ length: m.workers }, (_, i) =>
           Worker.start({
@@ -42,14 +42,17 @@ process.on('message', (m: ToWorkers) => {
             serve: false,
             advertise: { deviceName: 'bench', memoryGb: 0 },
             benchFixedEvalMs: m.fixedMs,
-            benchOnDispatch: (ms) => dispatchMs.push(ms),
+            benchOnDispatch: (ms) => {
+              cpu ??= process.cpuUsage();
+              dispatchMs.push(ms);
+            },
           }),
         ),
       );
       send({ type: 'ready' });
     } else {
-      await Promise.all(workers.map((w) => w.close()));
       const used = process.cpuUsage(cpu);
+      await Promise.all(workers.map((w) => w.close()));
       send({ type: 'done', dispatchMs, cpuMs: (used.user + used.system) / 1000 });
       process.disconnect();
     }
