@@ -34,8 +34,10 @@ const { values } = parseArgs({
     store: { type: 'string', default: 'level' },
     baseline: { type: 'string' },
     tpe: { type: 'boolean', default: false },
+    'worker-processes': { type: 'string', default: '1' },
   },
 });
+const workerProcesses = Math.max(1, Number(values['worker-processes']));
 
 interface Build {
   label: string;
@@ -62,7 +64,8 @@ async function cpuOfTree(pid: number | undefined): Promise<number> {
     // utime, stime (fields 14, 15) in clock ticks of 10 ms
     let ms = (Number(f[11]) + Number(f[12])) * 10;
     const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
-    for (const c of children.split(' ').filter(Boolean)) ms += await cpuOfTree(Number(c));
+    // a child that has just exited has no stat any more: left out
+    for (const c of children.split(' ').filter(Boolean)) ms += (await cpuOfTree(Number(c))) || 0;
     return ms;
   } catch {
     return Number.NaN;
@@ -144,18 +147,25 @@ async function main(): Promise<void> {
           nats0 ??= cpuOfTree(nats.process.pid);
         },
       });
-      const ws = await startWorkers(build, {
-        type: 'start',
-        natsUrl: nats.url,
-        study: name,
-        workers,
-        fixedMs,
-        cacheDir: join(dir, 'cache'),
-      });
+      // the workers dealt over the processes as evenly as they go
+      const procs = Math.min(workers, workerProcesses);
+      const ws = await Promise.all(
+        Array.from({ length: procs }, (_, p) =>
+          startWorkers(build, {
+            type: 'start',
+            natsUrl: nats.url,
+            idPrefix: `${name}-p${p}`,
+            workers: Math.floor(workers / procs) + (p < workers % procs ? 1 : 0),
+            fixedMs,
+            cacheDir: join(dir, 'cache'),
+          }),
+        ),
+      );
       await coord.done();
       const cpu = process.cpuUsage(cpu0);
       const natsMs = (await cpuOfTree(nats.process.pid)) - (await nats0!);
-      const done = await ws.stop();
+      const stopped = await Promise.all(ws.map((w) => w.stop()));
+      const done = { dispatchMs: stopped.flatMap((d) => d.dispatchMs), cpuMs: stopped.reduce((t, d) => t + d.cpuMs, 0) };
       await coord.close();
       await store.close();
       // from the first completion to the last: the start-up (connects, first pulls) left out

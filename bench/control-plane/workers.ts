@@ -13,7 +13,7 @@ type WorkerModule = typeof import('../../worker/index.js');
 type SharedModule = typeof import('../../shared/index.js');
 
 export type ToWorkers =
-  | { type: 'start'; natsUrl: string; study: string; workers: number; fixedMs: number; cacheDir: string }
+  | { type: 'start'; natsUrl: string; idPrefix: string; workers: number; fixedMs: number; cacheDir: string }
   | { type: 'stop' };
 /** `cpuMs`: this process's CPU from the first proposal a worker held to the stop (start-up and close left out) */
 export type FromWorkers = { type: 'ready' } | { type: 'done'; dispatchMs: number[]; cpuMs: number };
@@ -36,7 +36,7 @@ process.on('message', (m: ToWorkers) => {
           Worker.start({
             natsUrl: m.natsUrl,
             cacheDir: m.cacheDir,
-            id: `${m.study}-w${i}`,
+            id: `${m.idPrefix}-w${i}`,
             log: silentLogger(),
             // nothing to fetch or serve, and no GPU to look for: only the control plane is measured
             serve: false,
