@@ -58,7 +58,7 @@ export interface CoordinatorOptions {
   log: Logger;
   /** how often timeouts and idle workers are checked, ms */
   pollMs?: number;
-  /** proposals kept waiting in the queue beyond those idle workers ask for */
+  /** proposals kept waiting in the queue beyond those idle workers ask for: at least this many (more with more workers) */
   queueDepth?: number;
   /** a first subscriber to the study's events, attached before anything happens */
   onEvent?: StudyEventListener;

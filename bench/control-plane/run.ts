@@ -10,8 +10,9 @@
  * last commit built elsewhere), alternating with this one, so both are measured in the same run
  * on the same machine.
  *
- * Usage: npm run bench:control -- [--noop-trials 400] [--fixed-ms 100] [--per-worker 12]
- *   [--workers 1,2,4,8,16] [--store level|memory] [--baseline DIST] [--tpe]
+ * Usage: npm run bench:control -- [--noop-trials 400 (0: no no-op row)] [--fixed-ms 100]
+ *   [--per-worker 12] [--workers 1,2,4,8,16] [--store level|memory] [--baseline DIST] [--tpe]
+ *   [--worker-processes 1]
  */
 import { fork } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
