@@ -1,7 +1,10 @@
 import { join } from 'node:path';
 import type { JsMsg } from 'nats';
 import {
+  DEFAULT_AHEAD_PER_WORKER,
+  DEFAULT_QUEUE_CHECK_MS,
   DEFAULT_QUEUE_DEPTH,
+  DEFAULT_RESULT_BATCH as RESULT_BATCH,
   DEFAULT_TICK_MS,
   type Genome,
   hashFile,
@@ -37,9 +40,9 @@ import { resolveVectors, type StudyConfig } from './study/config.js';
 import { prepareStudy } from './study/prepare.js';
 import { LiveStatus } from './status/live-status.js';
 import { StatusService } from './status/status-service.js';
-import { type Progress, type Transition, TrialBook } from './trial-book.js';
+import { mergeTransitions, type Progress, type Transition, TrialBook } from './trial-book.js';
 import { StudyTransport } from './transport.js';
-import { WorkerTracker } from './worker-tracker.js';
+import { queueTarget, WorkerTracker } from './worker-tracker.js';
 
 export interface CoordinatorOptions {
   config: StudyConfig;
@@ -55,7 +58,7 @@ export interface CoordinatorOptions {
   log: Logger;
   /** how often timeouts and idle workers are checked, ms */
   pollMs?: number;
-  /** proposals kept waiting in the queue beyond those idle workers ask for */
+  /** proposals kept waiting in the queue beyond those idle workers ask for: at least this many (more with more workers) */
   queueDepth?: number;
   /** a first subscriber to the study's events, attached before anything happens */
   onEvent?: StudyEventListener;
@@ -84,11 +87,28 @@ export class Coordinator {
   private readonly sampler: Sampler;
   private readonly genome: Genome;
   private readonly space: SearchSpace;
+  /** the baseline trials the study starts with, in order (made once: they are asked for per trial) */
+  private readonly baselines: ReturnType<typeof studyBaselines>;
   private readonly log: Logger;
   private readonly tracker = new WorkerTracker();
   private chain: Promise<void> = Promise.resolve();
   /** running jobs whose proposal could not be published yet */
   private readonly unpublished = new Set<JobRecord>();
+  /** results received and not handled yet, in order: the next turn takes them all */
+  private readonly inbox: JsMsg[] = [];
+  /** worker statuses received and not handled yet */
+  private readonly statusInbox: Uint8Array[] = [];
+  /** when the tick last asked JetStream about the queue (ms since the epoch) */
+  private queueCheckedMs = 0;
+  /** the next turn, once one is queued behind the current work (arrivals until it starts join it) */
+  private nextTurn: Promise<void> | undefined;
+  /**
+   * Changes a restart does not need (a worker took an attempt; where a proposal sits in the
+   * queue): they go with the next write, or the next tick's, and their events after it. A
+   * restarted coordinator learns them again (heartbeats say who works on what; a re-published
+   * proposal's ack gives its sequence).
+   */
+  private readonly later = { jobs: new Set<JobRecord>(), events: [] as StudyEvent[] };
   /** answers `optimer study status` over NATS */
   private statusService: StatusService | undefined;
   /** the study's status from its record and the mesh now: for a dashboard */
@@ -101,6 +121,7 @@ export class Coordinator {
     private readonly pool: Pool,
     private readonly seeder: Seeder,
     private readonly transport: StudyTransport,
+    private readonly announcement: StudyAnnouncement,
   ) {
     this.log = opts.log.child({ study: study.name });
     this.events = new StudyEvents((e, event) =>
@@ -109,6 +130,7 @@ export class Coordinator {
     if (opts.onEvent) this.events.subscribe(opts.onEvent);
     this.genome = perVectorGenome(study.vectors);
     this.space = genomeSpace(this.genome, study.bounds);
+    this.baselines = studyBaselines(this.genome, opts.config.baselines);
     this.sampler = createSampler(opts.config.sampler);
     this.status = new LiveStatus(study.name, opts.store, () => this.tracker.list());
   }
@@ -185,24 +207,23 @@ export class Coordinator {
         study.state,
         new Date(),
       );
+      const announcement: StudyAnnouncement = {
+        study: c.name,
+        direction: c.objective.direction,
+        manifest: manifestRef,
+        sets,
+        seeders: [address],
+        provider: c.execution.provider ?? '',
+        batchTokens: c.execution.batchTokens,
+        generation: study.generation,
+        requirements: c.requirements ? { provider: c.requirements.provider ?? '', minMemoryGb: c.requirements.minMemoryGb ?? 0 } : null,
+        priority: c.priority ?? 1,
+        department: c.department ?? '',
+      };
       // a complete study (a rerun to read its report) is not offered to workers
       if (book.phase === 'complete') await transport.withdrawAnnouncement();
-      else {
-        await transport.announce({
-          study: c.name,
-          direction: c.objective.direction,
-          manifest: manifestRef,
-          sets,
-          seeders: [address],
-          provider: c.execution.provider ?? '',
-          batchTokens: c.execution.batchTokens,
-          generation: study.generation,
-          requirements: c.requirements ? { provider: c.requirements.provider ?? '', minMemoryGb: c.requirements.minMemoryGb ?? 0 } : null,
-          priority: c.priority ?? 1,
-          department: c.department ?? '',
-        });
-      }
-      const coord = new Coordinator(opts, study, book, pool, seeder, transport);
+      else await transport.announce(announcement);
+      const coord = new Coordinator(opts, study, book, pool, seeder, transport, announcement);
       coord.statusService = await StatusService.start({ natsUrl: opts.natsUrl, status: coord.status, log });
       cleanup.push(() => coord.statusService?.close());
       await coord.recover();
@@ -277,33 +298,30 @@ export class Coordinator {
     }
     // anything running was published before the stop: publish again under the same message id
     // (JetStream drops the copy if the original is still within its duplicate window)
-    for (const job of this.book.running()) await this.publish(job);
-    const running = this.book.running().filter((j) => j.kind === 'TRIAL').length;
+    const running = this.book.running();
+    for (let i = 0; i < running.length; i += RESULT_BATCH)
+      await Promise.all(running.slice(i, i + RESULT_BATCH).map((job) => this.publish(job)));
     const created = this.book.createdTrials;
-    this.log.info({ trials: created, running, budget: this.book.budget }, created > 0 ? 'resuming' : 'starting');
+    const trials = running.filter((j) => j.kind === 'TRIAL').length;
+    this.log.info({ trials: created, running: trials, budget: this.book.budget }, created > 0 ? 'resuming' : 'starting');
   }
 
   private async run(): Promise<void> {
     const messages = await this.transport.results();
-    const statuses = this.transport.workerStatuses();
-    // results, worker statuses and the periodic tick all change state: one at a time, in order
+    const statuses = this.transport.workerStatuses((data) => {
+      if (this.closing) return;
+      this.statusInbox.push(data);
+      this.kick();
+    });
+    // results and worker statuses are gathered and handled in turns (all that came since the
+    // last one, one write); turns and the periodic tick change state one at a time, in order
     const results = (async () => {
       for await (const m of messages) {
-        if (this.closing) break;
-        // a failure leaves the result unacknowledged: it comes back after its lease
-        await this.serial(async () => {
-          await this.onResult(m);
-          await this.tick();
-        }).catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'a result could not be handled'));
-        if (this.stopped) break;
-      }
-    })();
-    const workers = (async () => {
-      for await (const m of statuses) {
-        if (this.closing) break;
-        await this.serial(() => this.onWorkerStatus(m.data)).catch((e: unknown) =>
-          this.log.warn({ err: (e as Error).message }, 'a worker status could not be handled'),
-        );
+        if (this.closing || this.stopped) break;
+        this.inbox.push(m);
+        const turn = this.kick();
+        // a bounded batch: the rest wait in JetStream until this one is recorded
+        if (this.inbox.length >= RESULT_BATCH) await turn;
       }
     })();
     try {
@@ -315,7 +333,8 @@ export class Coordinator {
       messages.stop();
       statuses.unsubscribe();
       await results.catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'results consumer stopped'));
-      await workers.catch(() => undefined);
+      // what waited for a write (who took which trial) goes in now, for the record's readers
+      if (!this.failure) await this.serial(() => this.flush()).catch(() => undefined);
     }
   }
 
@@ -325,7 +344,49 @@ export class Coordinator {
     return p;
   }
 
-  /** Time-outs, lost workers, new proposals, and the move to tests and completion; never throws. */
+  /** Queues a turn for what came in, unless one is queued already; resolves when it has run. */
+  private kick(): Promise<void> {
+    this.nextTurn ??= this.serial(() => this.turn()).catch((e: unknown) =>
+      this.log.warn({ err: (e as Error).message }, 'results could not be handled'),
+    );
+    return this.nextTurn;
+  }
+
+  /**
+   * Everything that came in since the last turn, as one change: worker statuses, then results
+   * (each judged by the book in order, so a duplicate is dropped even within the batch), then the
+   * proposals the workers need now, sampled after those results; one write for all of it; then
+   * the results are acknowledged and the proposals published. A failure leaves the results
+   * unacknowledged: they come back after their lease.
+   */
+  private async turn(): Promise<void> {
+    this.nextTurn = undefined;
+    if (this.closing || this.stopped) return;
+    const now = new Date();
+    let seen = false;
+    for (const data of this.statusInbox.splice(0)) seen = this.onWorkerStatus(data, now) || seen;
+    const batch: Transition[] = [];
+    const handled: JsMsg[] = [];
+    while (this.inbox.length > 0 && this.book.phase !== 'failed') {
+      const m = this.inbox.shift()!;
+      const t = this.onResult(m, now);
+      if (!t) continue; // malformed: terminated
+      batch.push(t);
+      handled.push(m);
+    }
+    if (this.book.phase === 'failed') this.inbox.length = 0; // left unacknowledged, for the resumed study
+    // a worker that finished has sent its result: proposals now see it (a status alone waits for the tick)
+    if (handled.length > 0 || seen) batch.push(...this.createTrials(this.trialsWanted()));
+    batch.push(this.book.advance(now));
+    await this.apply(mergeTransitions(batch), {
+      recorded: () => {
+        // a lost ack (NATS gone) brings the result back, and the book drops the repeat
+        for (const m of handled) ackQuietly(m);
+      },
+    });
+  }
+
+  /** Time-outs, lost workers, proposals for workers the turns missed, the move to tests and completion; never throws. */
   private async tick(): Promise<void> {
     if (this.closing || this.stopped) return;
     try {
@@ -342,28 +403,54 @@ export class Coordinator {
         if (!j.started && j.seq !== undefined && (await this.transport.queued(j.seq))) this.book.waiting(j.kind, j.number, now);
         else await this.apply(this.book.expire(j.kind, j.number, now));
       }
-      await this.topUp();
-      await this.apply(this.book.advance(new Date()));
+      const batch: Transition[] = [];
+      if (this.book.mayCreateTrial && this.unpublished.size === 0 && now.getTime() - this.queueCheckedMs >= DEFAULT_QUEUE_CHECK_MS) {
+        // JetStream's own count: workers waiting on an empty queue whose status was lost, or that send none
+        const { pending, waiting } = await this.transport.queue();
+        this.queueCheckedMs = now.getTime();
+        batch.push(...this.createTrials(this.trialsWanted(pending === 0 ? waiting : 0, pending)));
+      }
+      batch.push(this.book.advance(new Date()));
+      await this.apply(mergeTransitions(batch), { flush: true });
     } catch (e) {
       if (!this.closing) this.log.warn({ err: (e as Error).message }, 'coordinator: will retry');
     }
   }
 
-  /** Issues new trials while idle workers wait and the budget allows. */
-  private async topUp(): Promise<void> {
-    if (!this.book.mayCreateTrial) return;
-    let { pending, waiting } = await this.transport.queue();
-    const want = Math.max(this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, waiting);
-    while (pending < want && this.book.mayCreateTrial && !this.closing) {
-      const { label, params } = this.propose(this.book.nextTrialNumber);
-      await this.apply(this.book.create(label, params, new Date()));
-      pending++;
+  /**
+   * How many trials to create now: one for each idle worker that may take this study's trials,
+   * plus a few ahead (a queue depth that grows with the live workers), less those in the queue.
+   */
+  private trialsWanted(waiting = 0, queued?: number): number {
+    const target = queueTarget(this.tracker.serving(this.announcement), {
+      minDepth: this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH,
+      perWorker: DEFAULT_AHEAD_PER_WORKER,
+      waiting,
+    });
+    return this.book.trialsToCreate(target, queued);
+  }
+
+  /**
+   * Creates `n` trials, each proposed after the one before is in the book (the sampler sees it
+   * running). A sampler that fails leaves the rest to the next tick: the results of the same
+   * turn are in the book already and must still be written.
+   */
+  private createTrials(n: number): Transition[] {
+    const out: Transition[] = [];
+    try {
+      for (let i = 0; i < n && this.book.mayCreateTrial && !this.closing; i++) {
+        const { label, params } = this.propose(this.book.nextTrialNumber);
+        out.push(this.book.create(label, params, new Date()));
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'cannot propose a trial; will retry');
     }
+    return out;
   }
 
   /** The weights of trial `number`: the baselines first, then the sampler's proposals. */
   private propose(number: number): { label: string; params: Record<string, number> } {
-    const b = studyBaselines(this.genome, this.opts.config.baselines)[number];
+    const b = this.baselines[number];
     if (b) return b;
     const c = this.opts.config;
     // a random stream per trial number: the same record always gives the same proposal
@@ -376,16 +463,17 @@ export class Coordinator {
     return { label: this.sampler.name, params: proposalParams(this.genome, this.space, proposed, `study '${this.name}': trial ${number}`) };
   }
 
-  private async onResult(m: JsMsg): Promise<void> {
+  /** The book's transition for a result; undefined for a malformed one (terminated: it never comes back). */
+  private onResult(m: JsMsg, now: Date): Transition | undefined {
     let r: Result;
     try {
       r = resultCodec.decode(m.data, `result ${m.subject}#${m.seq}`);
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'dropping a malformed result');
       m.term();
-      return;
+      return undefined;
     }
-    const t = this.book.onResult(r, new Date());
+    const t = this.book.onResult(r, now);
     if (t.disposition === 'stale')
       this.log.info({ generation: r.generation, trial: r.trial }, 'dropping a result of an earlier run of the study');
     if (t.disposition === 'not-current') {
@@ -394,34 +482,71 @@ export class Coordinator {
         'dropping a result for an attempt that is no longer current',
       );
     }
-    await this.apply(t);
-    m.ack();
+    return t;
   }
 
-  private async onWorkerStatus(data: Uint8Array): Promise<void> {
+  /** Tracks the worker; a start it reports waits for the next write. Returns whether the worker is newly seen. */
+  private onWorkerStatus(data: Uint8Array, now: Date): boolean {
     let s: ReturnType<typeof workerStatusCodec.decode>;
     try {
       s = workerStatusCodec.decode(data, 'worker status');
     } catch (e) {
       this.log.debug({ err: (e as Error).message }, 'dropping a malformed worker status');
-      return;
+      return false;
     }
-    const now = new Date();
+    let seen = false;
     for (const ch of this.tracker.heard(s, now.getTime())) {
-      if (ch.type === 'seen') this.emit({ type: 'worker.seen', study: this.name, worker: ch.worker.worker, provider: ch.worker.provider });
-      else this.emit({ type: 'worker.lost', study: this.name, worker: ch.worker.worker, silentMs: ch.silentMs });
+      if (ch.type === 'seen') {
+        seen = true;
+        this.emit({ type: 'worker.seen', study: this.name, worker: ch.worker.worker, provider: ch.worker.provider });
+      } else this.emit({ type: 'worker.lost', study: this.name, worker: ch.worker.worker, silentMs: ch.silentMs });
     }
     if (s.state === 'busy' && s.study === this.name && s.generation === this.study.generation) {
-      await this.apply(this.book.started(s.kind, s.trial, s.attempt, s.worker, now));
+      this.defer(this.book.started(s.kind, s.trial, s.attempt, s.worker, now));
     }
+    return seen;
   }
 
-  /** Carries out a transition: records first, then the queue, then the events. */
-  private async apply(t: Transition): Promise<void> {
+  /** Keeps a transition's records and events for the next write (it must have no other effects). */
+  private defer(t: Transition): void {
     for (const e of t.effects) {
-      if (e.type === 'record') await this.opts.store.putJobs(this.name, e.jobs).catch((err: unknown) => this.stopOnStoreFailure(err));
-      else if (e.type === 'withdraw') await this.transport.withdraw(e.seq);
-      else if (e.type === 'publish') await this.publishOrQueue(e.job);
+      if (e.type !== 'record') throw new Error(`coordinator: a ${e.type} effect cannot wait for the next write`);
+      for (const j of e.jobs) this.later.jobs.add(j);
+    }
+    this.later.events.push(...t.events);
+  }
+
+  /** Writes what waited for a write, if anything did. */
+  private async flush(): Promise<void> {
+    await this.apply({ effects: [], events: [] }, { flush: true });
+  }
+
+  /**
+   * Carries out a transition: its records in one write first (with those that waited for a
+   * write, which `flush` writes even when the transition has none), then `recorded`, then the
+   * queue (consecutive publishes pipelined, in order), then the events.
+   */
+  private async apply(t: Transition, o: { recorded?: () => void; flush?: boolean } = {}): Promise<void> {
+    let events = t.events;
+    if (o.flush || t.effects.some((e) => e.type === 'record')) {
+      const jobs = new Set(this.later.jobs);
+      for (const e of t.effects) if (e.type === 'record') for (const j of e.jobs) jobs.add(j);
+      if (this.later.events.length > 0) events = [...this.later.events, ...t.events];
+      this.later.jobs.clear();
+      this.later.events = [];
+      if (jobs.size > 0) await this.opts.store.putJobs(this.name, [...jobs]).catch((err: unknown) => this.stopOnStoreFailure(err));
+    }
+    o.recorded?.();
+    let publish: JobRecord[] = [];
+    for (const e of t.effects) {
+      if (e.type === 'record') continue;
+      if (e.type === 'publish') {
+        publish.push(e.job);
+        continue;
+      }
+      if (publish.length > 0) await this.publishAll(publish);
+      publish = [];
+      if (e.type === 'withdraw') await this.transport.withdraw(e.seq);
       else if (e.type === 'fail') {
         this.study = { ...this.study, state: 'failed', failure: e.failure, updatedAt: new Date().toISOString() };
         this.log.error({ code: e.failure.code, trials: e.failure.trials }, studyFailedError(this.name, e.failure).message);
@@ -437,7 +562,13 @@ export class Coordinator {
           .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not withdraw the announcement'));
       }
     }
-    for (const e of t.events) this.emit(e);
+    if (publish.length > 0) await this.publishAll(publish);
+    for (const e of events) this.emit(e);
+  }
+
+  /** Publishes several proposals at once: JetStream keeps their order, and the acks come back together. */
+  private async publishAll(jobs: readonly JobRecord[]): Promise<void> {
+    await Promise.all(jobs.map((job) => this.publishOrQueue(job)));
   }
 
   /**
@@ -485,7 +616,8 @@ export class Coordinator {
     const msgID = `${this.name}.${this.study.generation}.${job.kind}.${job.number}.${job.attempt}.${p.created}`;
     // a duplicate's ack carries the original's sequence: record it too (a reissue withdraws it)
     const ack = await this.transport.publish(p, msgID, this.abort.signal);
-    await this.apply(this.book.published(job.kind, job.number, job.attempt, ack.seq));
+    // needed only to withdraw it: a restart re-publishes and learns it again from the duplicate's ack
+    this.defer(this.book.published(job.kind, job.number, job.attempt, ack.seq));
   }
 
   private emit(e: StudyEvent): void {
@@ -498,6 +630,14 @@ function studyBaselines(genome: Genome, kinds: StudyConfig['baselines']) {
   return baselineParams(genome).filter((b) =>
     b.label === 'base' ? kinds.includes('base') : b.label === 'average' ? kinds.includes('average') : kinds.includes('single'),
   );
+}
+
+function ackQuietly(m: JsMsg): void {
+  try {
+    m.ack();
+  } catch {
+    // the connection is closing: the result comes back after its lease, as a duplicate
+  }
 }
 
 function studyFailedError(study: string, f: StudyFailure): OptimerError {

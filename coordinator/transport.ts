@@ -165,9 +165,13 @@ export class StudyTransport {
     return consumer.consume({ max_messages: DEFAULT_RESULT_BATCH });
   }
 
-  /** Worker status messages of the whole mesh. */
-  workerStatuses(): Subscription {
-    return this.nc.subscribe(subjects.workers);
+  /** Worker status messages of the whole mesh, each handed to `onStatus` as it comes. */
+  workerStatuses(onStatus: (data: Uint8Array) => void): Subscription {
+    return this.nc.subscribe(subjects.workers, {
+      callback: (err, m) => {
+        if (!err) onStatus(m.data);
+      },
+    });
   }
 
   async close(): Promise<void> {

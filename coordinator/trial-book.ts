@@ -122,7 +122,30 @@ export class TrialBook {
   get mayCreateTrial(): boolean {
     if (!this.wantsTrial) return false;
     if (this.s.canary === 0 || this.canaryPassed) return true;
-    return this.trials.filter((t) => t.state === 'running').length < this.s.canary;
+    return this.count((t) => t.state === 'running') < this.s.canary;
+  }
+
+  /**
+   * How many trials to create now so that `target` proposals wait in the queue, `queued` of them
+   * there already (default: the running trials no worker has said it took). Never past the
+   * budget, and while the canary is out never more than the canary running at once.
+   */
+  trialsToCreate(target: number, queued = this.unstartedTrials): number {
+    if (!this.wantsTrial) return 0;
+    let n = Math.min(target - queued, this.s.budget - this.trials.length);
+    if (this.s.canary > 0 && !this.canaryPassed) n = Math.min(n, this.s.canary - this.count((t) => t.state === 'running'));
+    return Math.max(0, n);
+  }
+
+  /** Running trials whose current attempt no worker has said it took: waiting in the queue, or to publish. */
+  get unstartedTrials(): number {
+    return this.count((t) => t.state === 'running' && !this.current(t).startedAt);
+  }
+
+  private count(pred: (t: JobRecord) => boolean): number {
+    let n = 0;
+    for (const t of this.trials) if (pred(t)) n++;
+    return n;
   }
 
   get nextTrialNumber(): number {
@@ -138,14 +161,13 @@ export class TrialBook {
     return [...this.trials, ...this.tests].filter((j) => j.state === 'running');
   }
 
-  /** What the sampler sees: every trial's state, weights and objective. */
-  samplerView(): TrialView[] {
-    return this.trials.map((t) => ({
-      number: t.number,
-      state: t.state,
-      params: t.params,
-      ...(t.value !== undefined ? { value: t.value } : {}),
-    }));
+  /**
+   * What the sampler sees: every trial's number, state, weights and objective. The trials
+   * themselves, read-only (a sampler keeps nothing between calls): no copy of the history per
+   * proposal.
+   */
+  samplerView(): readonly TrialView[] {
+    return this.trials;
   }
 
   best(): JobRecord | undefined {
@@ -503,6 +525,25 @@ export class TrialBook {
       ...extra,
     } as unknown as StudyEvent;
   }
+}
+
+/**
+ * Several transitions carried out as one: every record in one write first (each job once, as it
+ * stands after all of them), then the other effects in their order, then the events in theirs.
+ * Each change is still written before it is acted on, and a batch of results costs one write.
+ */
+export function mergeTransitions(ts: readonly Transition[]): Transition {
+  const jobs = new Set<JobRecord>();
+  const rest: Effect[] = [];
+  const events: StudyEvent[] = [];
+  for (const t of ts) {
+    for (const e of t.effects) {
+      if (e.type === 'record') for (const j of e.jobs) jobs.add(j);
+      else rest.push(e);
+    }
+    events.push(...t.events);
+  }
+  return { effects: jobs.size > 0 ? [{ type: 'record', jobs: [...jobs] }, ...rest] : rest, events };
 }
 
 function finished(jobs: readonly JobRecord[]): number {

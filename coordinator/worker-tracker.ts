@@ -1,9 +1,11 @@
 import {
   DEFAULT_LOST_AFTER_HEARTBEATS,
+  type StudyAnnouncement,
   type WorkerCacheStatus,
   type WorkerCapabilities,
   type WorkerStatus,
   type WorkerTransfer,
+  whyNotServe,
 } from '../shared/index.js';
 
 /** A worker as the coordinator last heard of it. */
@@ -76,4 +78,31 @@ export class WorkerTracker {
   list(): TrackedWorker[] {
     return [...this.workers.values()];
   }
+
+  /**
+   * The workers alive now that may take a study's trials (its requirements, their limits, an
+   * idle-only worker's GPU idle), and how many of them are idle: asking for a proposal, or about
+   * to. A worker that says nothing of itself (an older one) may take anything.
+   */
+  serving(study: StudyAnnouncement): { live: number; idle: number } {
+    let live = 0;
+    let idle = 0;
+    for (const w of this.workers.values()) {
+      const caps = w.capabilities;
+      if (w.lost || (caps && (!caps.gpuIdle || whyNotServe(study, caps, caps) !== null))) continue;
+      live++;
+      if (w.state === 'idle') idle++;
+    }
+    return { live, idle };
+  }
+}
+
+/**
+ * How many proposals a study should have waiting in its queue: one per idle worker that may take
+ * them (or per pull JetStream says is waiting, if more), plus a depth ahead that grows with the
+ * live workers (`perWorker` each, rounded up, at least `minDepth`), so that a worker finishing a
+ * trial finds the next one there. The trial book bounds it by the budget and the canary.
+ */
+export function queueTarget(w: { live: number; idle: number }, o: { minDepth: number; perWorker: number; waiting?: number }): number {
+  return Math.max(w.idle, o.waiting ?? 0) + Math.max(o.minDepth, Math.ceil(w.live * o.perWorker));
 }

@@ -31,14 +31,33 @@ export const DEFAULT_CANARY_TRIALS = 2;
 export const DEFAULT_FAILURE_STREAK = 8;
 
 // ---- coordinator -----------------------------------------------------------------------------
-/** How often the coordinator checks timeouts and idle workers, ms. */
+/** How often the coordinator checks timeouts and lost workers, and writes what waited for a write, ms. */
 export const DEFAULT_TICK_MS = 100;
-/** Proposals kept waiting in a study's queue beyond those idle workers ask for. */
+/**
+ * How often the coordinator asks JetStream how many proposals wait in the queue and how many
+ * workers wait for one, ms: a check behind the proposals it keeps ahead from the workers'
+ * statuses (a lost status, a worker that sends none), not the way proposals are normally made.
+ */
+export const DEFAULT_QUEUE_CHECK_MS = 1000;
+/**
+ * Proposals kept waiting in a study's queue beyond those idle workers ask for: at least this
+ * many, and more with more workers (`DEFAULT_AHEAD_PER_WORKER`), so that a worker finishing a
+ * trial finds the next one there instead of waiting for the coordinator's turn.
+ */
 export const DEFAULT_QUEUE_DEPTH = 1;
+/**
+ * Proposals kept ahead per live worker that may serve the study (rounded up). Each is sampled
+ * this much earlier than it is taken (it misses the results that come in meanwhile), so it stays
+ * a fraction: at 16 workers, 4 proposals ahead.
+ */
+export const DEFAULT_AHEAD_PER_WORKER = 0.25;
 /** Results a crashed coordinator had fetched come back this soon; a repeat is dropped anyway. */
 export const DEFAULT_RESULT_ACK_WAIT_MS = 10_000;
-/** Results the coordinator takes from JetStream at once. */
-export const DEFAULT_RESULT_BATCH = 16;
+/**
+ * Results the coordinator asks JetStream for at once, and the most it handles (and records, in
+ * one write) in one turn.
+ */
+export const DEFAULT_RESULT_BATCH = 64;
 /** JetStream's de-duplication window for proposals and results, ms. */
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 /** How long results wait in JetStream for a coordinator that is down, ms. */

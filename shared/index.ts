@@ -2,6 +2,7 @@
 // shared/ import each other directly, never this file.
 export {
   DEFAULT_ACK_WAIT_SECONDS,
+  DEFAULT_AHEAD_PER_WORKER,
   DEFAULT_BATCH_TOKENS,
   DEFAULT_DUPLICATE_WINDOW_MS,
   DEFAULT_FETCH_TIMEOUT_MS,
@@ -14,6 +15,7 @@ export {
   DEFAULT_CANARY_TRIALS,
   DEFAULT_FAILURE_STREAK,
   DEFAULT_PULL_EXPIRES_MS,
+  DEFAULT_QUEUE_CHECK_MS,
   DEFAULT_QUEUE_DEPTH,
   DEFAULT_RESULT_ACK_WAIT_MS,
   DEFAULT_RESULT_BATCH,
@@ -159,6 +161,8 @@ export {
   LEGACY_WORK_CONSUMER,
   workConsumer,
   workerStatusCodec,
+  workerActivity,
+  type WorkerActivity,
   holderCodec,
   holderKey,
   HOLDERS_BUCKET,
@@ -173,3 +177,4 @@ export {
   type WorkerTransfer,
   type StudyRequirements,
 } from './wire.js';
+export { type StudyLimits, whyNotServe } from './study-filter.js';

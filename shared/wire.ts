@@ -172,6 +172,43 @@ function codec<T>(typeName: string, schema: z.ZodType<T>, nullable: string[] = [
   };
 }
 
+/** What a worker says it works on: enough for another worker's fair share. */
+export interface WorkerActivity {
+  worker: string;
+  state: WorkerStatus['state'];
+  /** the study it is busy with ('' when not busy) */
+  study: string;
+  /** identifies the attempt it is busy with (null when not busy) */
+  job: string | null;
+}
+
+const statusType = root.lookupType('optimer.v1.WorkerStatus');
+const STATES: ReadonlySet<string> = new Set(['idle', 'busy', 'stopped']);
+const STUDY_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The few fields of a worker status a worker's fair share reads, each checked, without the
+ * full validation of `workerStatusCodec` (every worker reads every status of the mesh, two per
+ * trial: the full one cost a worker as much as the rest of a no-op trial). Null for a malformed
+ * status.
+ */
+export function workerActivity(bytes: Uint8Array): WorkerActivity | null {
+  let m: Record<string, unknown>;
+  try {
+    m = statusType.decode(bytes) as unknown as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  const { worker, state, study } = m;
+  if (typeof worker !== 'string' || worker.length === 0 || worker.length > 256) return null;
+  if (typeof state !== 'string' || !STATES.has(state)) return null;
+  if (typeof study !== 'string' || (study !== '' && !STUDY_NAME.test(study))) return null;
+  if (state !== 'busy' || study === '') return { worker, state: state as WorkerActivity['state'], study: '', job: null };
+  // uint64 decodes as a Long (or a number); the others are plain numbers
+  const job = `${String(m.generation ?? 0)}|${m.kind === 1 ? 'TEST' : 'TRIAL'}|${Number(m.trial ?? 0)}|${Number(m.attempt ?? 0)}`;
+  return { worker, state: 'busy', study, job };
+}
+
 export const announcementCodec = codec('optimer.v1.StudyAnnouncement', announcementSchema);
 export const proposalCodec = codec('optimer.v1.Proposal', proposalSchema);
 export const resultCodec = codec('optimer.v1.Result', resultSchema, ['error']);

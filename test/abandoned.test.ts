@@ -37,9 +37,10 @@ describe('abandoned studies', () => {
     expect(await queued()).toBe(3);
 
     const [worker] = procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 1, 'info');
-    // the worker sees the study, finds no coordinator holding it (it may take a while to start under load)
-    await waitFor(() => /no coordinator runs this study/.test(outputOf(worker!).err), 60_000, 'the worker leaving the study');
-    await new Promise((r) => setTimeout(r, 2000));
+    // once the worker has looked at the study (its start takes seconds on a loaded machine),
+    // and a study-list period more in which it could have taken a proposal
+    await waitFor(() => /no coordinator runs this study/.test(outputOf(worker!).err), 60_000, 'the worker to look at the study');
+    await new Promise((r) => setTimeout(r, 3000));
     // nothing was taken and nothing answered: the proposals wait for their coordinator
     const info = await jsm.consumers.info(TRIALS_STREAM, workConsumer('left'));
     expect(info.num_pending).toBe(3);

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
-import type { Consumer, JetStreamClient, JsMsg, KV, NatsConnection } from 'nats';
+import type { Consumer, JetStreamClient, JsMsg, KV, KvEntry, NatsConnection } from 'nats';
 import {
   announcementCodec,
   Backoff,
@@ -29,12 +29,16 @@ import {
   Seeder,
   STUDIES_BUCKET,
   type StudyAnnouncement,
+  type StudyLimits,
   sleep,
   subjects,
   TRIALS_STREAM,
   type WorkerCapabilities,
+  type WorkerActivity,
   type WorkerStatus,
   workConsumer,
+  workerActivity,
+  whyNotServe,
   workerStatusCodec,
   withTimeout,
 } from '../shared/index.js';
@@ -45,7 +49,6 @@ import { claimCacheDir } from './shards/cache-claim.js';
 import { BlobCache } from './shards/fetch.js';
 import { FairShare } from './fleet/fair-share.js';
 import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
-import { type StudyLimits, whyNotServe } from './fleet/study-filter.js';
 import { Throughput } from './fleet/throughput.js';
 import { NatsHolders } from './shards/holders.js';
 import { localAddressTowards } from './shards/local-address.js';
@@ -125,6 +128,8 @@ export class Worker {
   private readonly cache: BlobCache;
   private readonly contexts: StudyContexts;
   private readonly queues = new Map<string, StudyQueue>();
+  /** the last announcement decoded per study, by its revision in the bucket */
+  private readonly announcements = new Map<string, { revision: number; ann: StudyAnnouncement }>();
   /** announced studies no coordinator runs (logged once) */
   private readonly idleStudies = new Set<string>();
   private listedAt = 0;
@@ -223,11 +228,9 @@ export class Worker {
     nc.subscribe(subjects.workers, {
       callback: (err, m) => {
         if (err) return;
-        try {
-          w.observe(workerStatusCodec.decode(m.data, 'worker status'));
-        } catch {
-          // a malformed status: ignored here (the coordinator logs it)
-        }
+        // a malformed status is ignored here (the coordinator logs it)
+        const a = workerActivity(m.data);
+        if (a) w.observe(a);
       },
     });
     if (opts.serve !== false) await w.startServing();
@@ -393,6 +396,7 @@ export class Worker {
     const names = new Set<string>();
     for await (const k of await kv.keys()) names.add(k);
     for (const study of this.queues.keys()) if (!names.has(study)) this.queues.delete(study);
+    for (const study of this.announcements.keys()) if (!names.has(study)) this.announcements.delete(study);
     const held = await this.heldStudies();
     for (const study of names) {
       if (held && !held.has(study)) {
@@ -441,10 +445,19 @@ export class Worker {
   private async announcement(kv: KV, study: string): Promise<StudyAnnouncement | null> {
     try {
       const entry = await kv.get(study);
-      return entry && entry.length > 0 ? announcementCodec.decode(entry.value, `announcement of ${study}`) : null;
+      return entry && entry.length > 0 ? this.decodeAnnouncement(study, entry) : null;
     } catch {
       return null;
     }
+  }
+
+  /** Decodes (and checks) an announcement once per revision: it is read again for every proposal. */
+  private decodeAnnouncement(study: string, entry: KvEntry): StudyAnnouncement {
+    const known = this.announcements.get(study);
+    if (known?.revision === entry.revision) return known.ann;
+    const ann = announcementCodec.decode(entry.value, `announcement of ${study}`);
+    this.announcements.set(study, { revision: entry.revision, ann });
+    return ann;
   }
 
   /** Runs the idle check (one at a time); when the GPU's owner needs it, a running trial goes back. */
@@ -483,10 +496,9 @@ export class Worker {
   }
 
   /** What a worker of the mesh (this one included) works on: the fair share counts the trials started. */
-  private observe(s: WorkerStatus): void {
-    if (s.state === 'stopped') this.fairShare.forget(s.worker);
-    else if (s.state === 'busy' && s.study) this.fairShare.observe(s.worker, s.study, `${s.generation}|${s.kind}|${s.trial}|${s.attempt}`);
-    else this.fairShare.observe(s.worker, '', null);
+  private observe(a: WorkerActivity): void {
+    if (a.state === 'stopped') this.fairShare.forget(a.worker);
+    else this.fairShare.observe(a.worker, a.study, a.job);
   }
 
   /** Studies whose coordinator holds its lock; undefined when the mesh has no lock bucket (an older coordinator). */
@@ -524,7 +536,7 @@ export class Worker {
     }
     let ann: StudyAnnouncement;
     try {
-      ann = announcementCodec.decode(entry.value, `announcement of ${p.study}`);
+      ann = this.decodeAnnouncement(p.study, entry);
     } catch (e) {
       plog.warn({ err: (e as Error).message }, 'the study announcement is malformed; returning the proposal');
       msg.nak(5000);

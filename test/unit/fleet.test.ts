@@ -4,10 +4,16 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseStudyConfig } from '../../coordinator/study/config.js';
 import { silentLogger } from '../../shared/logging.js';
-import type { StudyAnnouncement, WorkerCapabilities } from '../../shared/index.js';
+import {
+  type StudyAnnouncement,
+  type WorkerCapabilities,
+  type WorkerStatus,
+  workerActivity,
+  workerStatusCodec,
+} from '../../shared/index.js';
 import { Worker } from '../../worker/index.js';
 import { FairShare } from '../../worker/fleet/fair-share.js';
-import { whyNotServe } from '../../worker/fleet/study-filter.js';
+import { whyNotServe } from '../../shared/study-filter.js';
 import { Throughput } from '../../worker/fleet/throughput.js';
 
 const caps = (over: Partial<WorkerCapabilities> = {}): WorkerCapabilities => ({
@@ -68,6 +74,36 @@ describe('fair share', () => {
     expect(order()).toEqual(['a', 'b']); // level: ties keep the given order
     f.observe('w', 'a', '1|TRIAL|50|1');
     expect(order()).toEqual(['b', 'a']);
+  });
+
+  it('fair share - what a worker works on is read from its status, checked field by field; a malformed one is null', () => {
+    const status = (over: Partial<WorkerStatus>): WorkerStatus => ({
+      worker: 'w1',
+      state: 'busy',
+      provider: 'cpu',
+      study: 'nlp-ja',
+      generation: 3,
+      kind: 'TEST',
+      trial: 7,
+      attempt: 2,
+      heartbeatMs: 2000,
+      capabilities: caps(),
+      ...over,
+    });
+    const read = (s: WorkerStatus) => workerActivity(workerStatusCodec.encode(s));
+    const busy = read(status({}));
+    expect(busy).toEqual({ worker: 'w1', state: 'busy', study: 'nlp-ja', job: '3|TEST|7|2' });
+    // the same key as the full decode gives: a heartbeat repeating it counts once
+    const full = workerStatusCodec.decode(workerStatusCodec.encode(status({})), 'status');
+    expect(busy!.job).toBe(`${full.generation}|${full.kind}|${full.trial}|${full.attempt}`);
+    expect(read(status({ state: 'idle', study: '' }))).toEqual({ worker: 'w1', state: 'idle', study: '', job: null });
+    expect(read(status({ state: 'stopped', study: '' }))?.state).toBe('stopped');
+    expect(read(status({ state: 'asleep' as WorkerStatus['state'] }))).toBeNull();
+    expect(read(status({ worker: '' }))).toBeNull();
+    expect(read(status({ study: '../etc' }))).toBeNull();
+    // busy with no study says nothing of a job (as the full decode reads it)
+    expect(read(status({ study: '' }))).toEqual({ worker: 'w1', state: 'busy', study: '', job: null });
+    expect(workerActivity(new Uint8Array([0xff, 0xff, 0xff]))).toBeNull();
   });
 
   it('fair share - an empty or zero priority weighs 1', () => {

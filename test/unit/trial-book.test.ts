@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../coordinator/store/records.js';
-import { type BookSettings, type Effect, type Transition, TrialBook } from '../../coordinator/trial-book.js';
+import { type BookSettings, type Effect, mergeTransitions, type Transition, TrialBook } from '../../coordinator/trial-book.js';
 import type { Result } from '../../shared/index.js';
 
 const T0 = new Date('2026-12-01T00:00:00Z');
@@ -76,7 +76,8 @@ describe('trial book', () => {
       attempts: [{ attempt: 1, issuedAt: T0.toISOString() }],
     });
     expect(events(t)).toEqual(['trial.created']);
-    expect(book.samplerView()).toEqual([{ number: 0, state: 'running', params: { x: 0 } }]);
+    expect(book.samplerView()).toMatchObject([{ number: 0, state: 'running', params: { x: 0 } }]);
+    expect(book.samplerView()[0]!.value).toBeUndefined();
     expect(book.nextTrialNumber).toBe(1);
     // the queue sequence is kept (to withdraw the proposal later), once
     expect(types(book.published('TRIAL', 0, 1, 42))).toEqual(['record']);
@@ -106,7 +107,7 @@ describe('trial book', () => {
     );
     expect(again.disposition).toBe('not-current');
     expect(again.effects).toEqual([]);
-    expect(book.samplerView()[0]).toEqual({ number: 0, state: 'complete', params: { x: 0 }, value: 3.5 });
+    expect(book.samplerView()[0]).toMatchObject({ number: 0, state: 'complete', params: { x: 0 }, value: 3.5 });
   });
 
   it('trial book - results of another study or generation, of an unknown trial or of a superseded attempt are dropped', () => {
@@ -458,5 +459,68 @@ describe('trial book', () => {
   it('trial book - a record with a gap in its numbers is refused', () => {
     const a = recorded(TrialBook.restore(settings(), [], []).create('base', {}, T0))[0]!;
     expect(() => TrialBook.restore(settings(), [{ ...a, number: 1 }], [])).toThrow(/record #0 has number 1/);
+  });
+
+  it('trial book - proposals kept ahead: as many as asked for less those waiting, never past the budget', () => {
+    const book = TrialBook.restore(settings({ budget: 6 }), [], []);
+    expect(book.trialsToCreate(4)).toBe(4);
+    for (let i = 0; i < 4; i++) book.create('tpe', { x: i }, T0);
+    expect(book.unstartedTrials).toBe(4);
+    expect(book.trialsToCreate(4)).toBe(0);
+    // two taken by workers: two more to keep four waiting, but only two left in the budget
+    book.started('TRIAL', 0, 1, 'w1', at(1));
+    book.started('TRIAL', 1, 1, 'w2', at(1));
+    expect(book.unstartedTrials).toBe(2);
+    expect(book.trialsToCreate(4)).toBe(2);
+    expect(book.trialsToCreate(40)).toBe(2);
+    // JetStream's own count of the queue may say fewer wait than the book thinks (a lost status)
+    expect(book.trialsToCreate(4, 0)).toBe(2);
+    for (let i = 4; i < 6; i++) book.create('tpe', { x: i }, T0);
+    expect(book.trialsToCreate(100, 0)).toBe(0);
+    // a reissued attempt waits in the queue again
+    book.onResult(result(0, { error: { code: 'TRANSPORT', message: 'x', retryable: true }, scores: [] }), at(2));
+    expect(book.unstartedTrials).toBe(5);
+  });
+
+  it('trial book - proposals kept ahead never exceed the canary until one of its trials completes', () => {
+    const book = TrialBook.restore(settings({ budget: 20, canary: 2, streak: 3 }), [], []);
+    expect(book.trialsToCreate(16)).toBe(2);
+    book.create('base', {}, T0);
+    expect(book.trialsToCreate(16, 0)).toBe(1);
+    book.create('tpe', {}, T0);
+    expect(book.trialsToCreate(16, 0)).toBe(0);
+    book.onResult(result(0, { error: { code: 'RUNTIME', message: 'oom', retryable: false }, scores: [] }), at(1));
+    expect(book.trialsToCreate(16, 0)).toBe(1); // one canary slot free
+    book.create('tpe', {}, at(1));
+    book.onResult(result(1), at(2));
+    // the canary passed: the target alone bounds it (two running, one of them unstarted)
+    expect(book.unstartedTrials).toBe(1);
+    expect(book.trialsToCreate(16)).toBe(15);
+  });
+
+  it('trial book - a batch of results is one write, each job once as it stands last; a duplicate in the batch is dropped', () => {
+    const book = bookWith(3, { budget: 4 });
+    const started = book.started('TRIAL', 0, 1, 'w1', at(1));
+    const first = book.onResult(result(0), at(2));
+    // the same result again (a redelivery) in the same batch: recorded once
+    const again = book.onResult(result(0), at(2));
+    const batch = [
+      started,
+      first,
+      again,
+      book.onResult(result(1, { error: { code: 'TRANSPORT', message: 'x', retryable: true }, scores: [] }), at(2)),
+      book.create('tpe', { x: 9 }, at(2)),
+    ];
+    expect(again.disposition).toBe('not-current');
+    const t = mergeTransitions(batch);
+    // one record effect, first; then the actions in their order
+    expect(types(t)).toEqual(['record', 'publish', 'publish']);
+    expect(recorded(t).map((j) => [j.number, j.state, j.attempt])).toEqual([
+      [0, 'complete', 1],
+      [1, 'running', 2],
+      [3, 'running', 1],
+    ]);
+    expect(events(t)).toEqual(['trial.started', 'trial.completed', 'trial.reissued', 'trial.created']);
+    expect(mergeTransitions([book.onResult(result(0), at(3))])).toEqual({ effects: [], events: [] });
   });
 });

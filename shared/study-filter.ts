@@ -1,4 +1,4 @@
-import type { StudyAnnouncement, WorkerCapabilities } from '../../shared/index.js';
+import type { StudyAnnouncement, WorkerCapabilities } from './wire.js';
 
 /** What the operator limited a worker to (empty: any). */
 export interface StudyLimits {
