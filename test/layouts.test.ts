@@ -199,17 +199,33 @@ interface Written {
   params: Record<string, FamilyParams>;
 }
 
-/** The family's base and the CKPTS checkpoints, written in a layout. */
-async function writeLayout(name: string, l: Layout): Promise<Written> {
+/** The family's base and the CKPTS checkpoints, written in a layout (then through `edit`, e.g. to 16 bits). */
+async function writeLayout(name: string, l: Layout, edit: (m: ModelProto) => ModelProto = (m) => m): Promise<Written> {
   const out: Written = { base: join(tmp, `${name}-base.onnx`), checkpoints: {}, params: {} };
   out.params.base = await loadFamilyParams(family.base);
-  await writeModel(out.base, withLayout(out.params.base, l));
+  await writeModel(out.base, edit(withLayout(out.params.base, l)));
   for (const c of CKPTS) {
     out.params[c] = await loadFamilyParams(family.checkpoints[c]!);
     out.checkpoints[c] = join(tmp, `${name}-${c}.onnx`);
-    await writeModel(out.checkpoints[c], withLayout(out.params[c], l));
+    await writeModel(out.checkpoints[c], edit(withLayout(out.params[c], l)));
   }
   return out;
+}
+
+/** `optimer pool build` of a written layout into `<name>-pool`. */
+async function poolOf(name: string, w: Written, ...extra: string[]) {
+  const pool = join(tmp, `${name}-pool`);
+  const built = await optimer(
+    'pool',
+    'build',
+    '--base',
+    w.base,
+    ...CKPTS.flatMap((c) => ['--vector', `${c}=${w.checkpoints[c]}`]),
+    '--out',
+    pool,
+    ...extra,
+  );
+  return { pool, built };
 }
 
 let seqs: Record<string, number[][]>;
@@ -261,18 +277,7 @@ describe('layouts', () => {
     it(`layouts - ${name}: pool build finds the inputs, eval of 0 weights is the base, one-hot the checkpoint`, async () => {
       const dir = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
       const w = await writeLayout(dir, layout);
-      const pool = join(tmp, `${dir}-pool`);
-      const built = await optimer(
-        'pool',
-        'build',
-        '--base',
-        w.base,
-        ...CKPTS.flatMap((c) => ['--vector', `${c}=${w.checkpoints[c]}`]),
-        '--out',
-        pool,
-        ...(layout.inputName ? ['--input-name', layout.inputName] : []),
-        '--json',
-      );
+      const { pool, built } = await poolOf(dir, w, ...(layout.inputName ? ['--input-name', layout.inputName] : []), '--json');
       expect(built.stderr).toBe('');
       expect(built.code).toBe(0);
       const manifest = JSON.parse(await readFile(join(pool, 'manifest.json'), 'utf8'));
@@ -460,23 +465,8 @@ describe('layouts - 16-bit exports on the CPU provider', () => {
   for (const { name, dtype, layout } of cases) {
     it(`layouts - ${name}: computed in float32 on the CPU (weights as stored), NLL of the ${dtype} weights`, async () => {
       const dir = `half-${name.replace(/[^a-z0-9]+/gi, '-').toLowerCase()}`;
-      const w: Written = { base: join(tmp, `${dir}-base.onnx`), checkpoints: {}, params: {} };
-      for (const c of ['base', ...CKPTS]) {
-        w.params[c] = await loadFamilyParams(c === 'base' ? family.base : family.checkpoints[c]!);
-        const path = c === 'base' ? w.base : join(tmp, `${dir}-${c}.onnx`);
-        if (c !== 'base') w.checkpoints[c] = path;
-        await writeModel(path, narrowTo16(withLayout(w.params[c]!, layout), dtype));
-      }
-      const pool = join(tmp, `${dir}-pool`);
-      const built = await optimer(
-        'pool',
-        'build',
-        '--base',
-        w.base,
-        ...CKPTS.flatMap((c) => ['--vector', `${c}=${w.checkpoints[c]}`]),
-        '--out',
-        pool,
-      );
+      const w = await writeLayout(dir, layout, (m) => narrowTo16(m, dtype));
+      const { pool, built } = await poolOf(dir, w);
       expect(built.stderr).toBe('');
       const sets = Object.keys(seqs).flatMap((s) => ['--set', `${s}=${family.dev[s]}`]);
       // the base exactly: only float32 against the reference's float64 arithmetic differs
