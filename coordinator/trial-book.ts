@@ -283,7 +283,12 @@ export class TrialBook {
       .filter((job) => this.overdue(job, now))
       .map((job) => {
         const rec = this.current(job);
-        return { kind: job.kind, number: job.number, started: rec.startedAt !== undefined, ...(rec.seq !== undefined ? { seq: rec.seq } : {}) };
+        return {
+          kind: job.kind,
+          number: job.number,
+          started: rec.startedAt !== undefined,
+          ...(rec.seq !== undefined ? { seq: rec.seq } : {}),
+        };
       });
   }
 

@@ -174,5 +174,7 @@ export const workConsumer = (study: string) => `optimer-workers-${study}`;
 export const LEGACY_WORK_CONSUMER = 'optimer-workers';
 /** Who holds which piece of which blob: key `holderKey(sha256, holder)`, entries expire unless refreshed. */
 export const HOLDERS_BUCKET = 'optimer_holders';
+/** A holder entry lives this long unless refreshed (the bucket's TTL). */
+export const HOLDER_TTL_MS = 30_000;
 export const holderKey = (sha256: string, holderHex: string) => `${sha256}.${holderHex}`;
 export const resultsConsumer = (study: string) => `optimer-coordinator-${study}`;
