@@ -55,6 +55,12 @@ const jobAttempt = z.object({
   attempt: z.number().int().positive(),
   /** when the job's record was made, ms: tells a re-created job from the one it replaced (0: not sent) */
   created: z.number().int().nonnegative(),
+  /**
+   * The attempt's token, made by the coordinator (a MAC of the fields above under a secret of the
+   * study): a proposal carries it, its result echoes it. Only a worker that pulled the proposal
+   * knows it, so a result from anyone else, for any attempt, is told apart ('' or absent: none).
+   */
+  token: z.string().max(128).optional(),
 });
 
 const proposalSchema = jobAttempt.extend({ weights: z.record(name, finite) });
