@@ -41,6 +41,7 @@ import { prepareStudy } from './study/prepare.js';
 import { LiveStatus } from './status/live-status.js';
 import { StatusService } from './status/status-service.js';
 import { mergeTransitions, type Progress, type Transition, TrialBook } from './trial-book.js';
+import { attemptToken, holdsAttempt } from './attempt-token.js';
 import { StudyTransport } from './transport.js';
 import { queueTarget, WorkerTracker } from './worker-tracker.js';
 
@@ -137,6 +138,13 @@ export class Coordinator {
 
   private get closing(): boolean {
     return this.abort.signal.aborted;
+  }
+
+  /** Signs the attempts' tokens (see attempt-token.ts); prepareStudy gives every record one. */
+  private get secret(): string {
+    const s = this.study.leaseSecret;
+    if (!s) throw new Error(`study '${this.study.name}': the record has no lease secret`);
+    return s;
   }
 
   get name(): string {
@@ -473,6 +481,15 @@ export class Coordinator {
       m.term();
       return undefined;
     }
+    if (!holdsAttempt(this.secret, r)) {
+      // forged, or from a client that never pulled this attempt's proposal: never recorded
+      this.log.warn(
+        { kind: r.kind, trial: r.trial, attempt: r.attempt, worker: r.worker },
+        "dropping a result without its proposal's token (from a worker that does not hold the trial)",
+      );
+      m.term();
+      return undefined;
+    }
     const t = this.book.onResult(r, now);
     if (t.disposition === 'stale')
       this.log.info({ generation: r.generation, trial: r.trial }, 'dropping a result of an earlier run of the study');
@@ -612,6 +629,7 @@ export class Coordinator {
       weights: job.params,
       created: Date.parse(job.createdAt),
     };
+    p.token = attemptToken(this.secret, p);
     // unique per job record and attempt (tests are re-created when a budget grows), stable across re-publishing
     const msgID = `${this.name}.${this.study.generation}.${job.kind}.${job.number}.${job.attempt}.${p.created}`;
     // a duplicate's ack carries the original's sequence: record it too (a reissue withdraws it)

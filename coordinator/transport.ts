@@ -20,9 +20,14 @@ import {
   DEFAULT_DUPLICATE_WINDOW_MS,
   DEFAULT_RESULT_ACK_WAIT_MS,
   DEFAULT_RESULT_BATCH,
+  DEFAULT_RESULT_PULL_EXPIRES_MS,
+  DEFAULT_RESULT_PULL_HEARTBEAT_MS,
   DEFAULT_RESULTS_MAX_AGE_MS,
   explainNoJetStream,
+  HOLDER_TTL_MS,
+  HOLDERS_BUCKET,
   LEGACY_WORK_CONSUMER,
+  LOCKS_BUCKET,
   type Proposal,
   proposalCodec,
   publishWithRetry,
@@ -109,6 +114,11 @@ export class StudyTransport {
         filter_subject: subjects.results(o.study),
       });
       const kv = await js.views.kv(STUDIES_BUCKET, { history: 1, replicas: num_replicas });
+      // the piece tracker's bucket, which workers write: created here with the study's copies, so
+      // it survives a node like the rest (made by a worker that came first, it has one copy)
+      await js.views.kv(HOLDERS_BUCKET, { history: 1, ttl: HOLDER_TTL_MS, replicas: num_replicas });
+      // buckets made earlier (by a worker, or a run with fewer --nats-replicas) get their copies too
+      for (const bucket of [LOCKS_BUCKET, STUDIES_BUCKET, HOLDERS_BUCKET]) await ensureReplicas(jsm, `KV_${bucket}`, num_replicas);
       return new StudyTransport(o.study, nc, js, jsm, kv, lock);
     } catch (e) {
       await lock?.release();
@@ -162,7 +172,14 @@ export class StudyTransport {
   /** The study's results, in order, until stopped. */
   async results(): Promise<ConsumerMessages> {
     const consumer = await this.js.consumers.get(RESULTS_STREAM, resultsConsumer(this.study));
-    return consumer.consume({ max_messages: DEFAULT_RESULT_BATCH });
+    // bound to the consumer: on missed heartbeats it pulls again at once, rather than first asking
+    // for the consumer's info (which waits out a timeout while a cluster elects the consumer's leader)
+    return consumer.consume({
+      max_messages: DEFAULT_RESULT_BATCH,
+      expires: DEFAULT_RESULT_PULL_EXPIRES_MS,
+      idle_heartbeat: DEFAULT_RESULT_PULL_HEARTBEAT_MS,
+      bind: true,
+    });
   }
 
   /** Worker status messages of the whole mesh, each handed to `onStatus` as it comes. */
@@ -182,14 +199,24 @@ export class StudyTransport {
   }
 }
 
+/**
+ * Creates the stream, or updates it to `cfg`; never to fewer copies than it has: the streams are
+ * shared by every study on this NATS, and another coordinator may have asked for more.
+ */
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   try {
-    await jsm.streams.info(cfg.name);
-    await jsm.streams.update(cfg.name, cfg);
+    const info = await jsm.streams.info(cfg.name);
+    await jsm.streams.update(cfg.name, { ...cfg, num_replicas: Math.max(cfg.num_replicas ?? 1, info.config.num_replicas) });
   } catch (e) {
     if (!/not found/i.test((e as Error).message)) throw e;
     await jsm.streams.add(cfg);
   }
+}
+
+/** Raises a stream's copies to `replicas` (never lowers them: see ensureStream). */
+async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
+  const info = await jsm.streams.info(stream);
+  if (info.config.num_replicas < replicas) await jsm.streams.update(stream, { num_replicas: replicas });
 }
 
 async function ensureConsumer(

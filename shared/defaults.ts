@@ -58,6 +58,15 @@ export const DEFAULT_RESULT_ACK_WAIT_MS = 10_000;
  * one write) in one turn.
  */
 export const DEFAULT_RESULT_BATCH = 64;
+/** How long one pull for results stays open before the coordinator pulls again, ms. */
+export const DEFAULT_RESULT_PULL_EXPIRES_MS = 5_000;
+/**
+ * How often the server says a results pull is alive while no result comes, ms. Two missed and
+ * the coordinator pulls again at once: a pull lost with the cluster node that led the results
+ * consumer is replaced within seconds (nats.js's defaults, a 15 s heartbeat then a consumer-info
+ * check and a back-off, left a study unrecorded 15-40 s after such a node died).
+ */
+export const DEFAULT_RESULT_PULL_HEARTBEAT_MS = 1_000;
 /** JetStream's de-duplication window for proposals and results, ms. */
 export const DEFAULT_DUPLICATE_WINDOW_MS = 120_000;
 /** How long results wait in JetStream for a coordinator that is down, ms. */

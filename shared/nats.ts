@@ -29,19 +29,50 @@ export function configureNats(s: NatsSecurity): void {
   security = Object.freeze({ ...s, ...(tls ? { tls } : {}) });
 }
 
-/** `url` without its password, for messages and files. */
+/** `url` (one URL, or several comma-separated) without its passwords, for messages and files. */
 export function redactNatsUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:@/]+):[^@/]*@/i, '$1:***@');
+  return url.replace(/(^|,)(\s*[a-z]+:\/\/[^:@/,]+):[^@/,]*@/gi, '$1$2:***@');
 }
 
-/** The connect options for `url` under this process's security settings. */
+/**
+ * The servers of a `--nats` value: one URL, or a cluster's URLs comma-separated
+ * (`nats://a:4222,nats://b:4222`), so a client reaches the cluster while any one node is down.
+ */
+export function splitNatsUrls(url: string): string[] {
+  const parts = url
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  if (parts.length === 0) throw new OptimerError('BAD_ARGUMENT', `no NATS URL in '${url}'`);
+  return parts;
+}
+
+/**
+ * The connect options for `url` (one URL, or several comma-separated: every node of a cluster)
+ * under this process's security settings. Credentials in a URL apply to all (the first that has
+ * them); one `tls://` URL turns TLS on for all.
+ */
 export function natsConnectOptions(url: string, name: string): ConnectionOptions {
-  const m = /^([a-z]+):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(.+)$/i.exec(url);
-  const scheme = m?.[1]?.toLowerCase() ?? 'nats';
-  const urlUser = m?.[2] ? decodeURIComponent(m[2]) : undefined;
-  const urlPass = m?.[3] !== undefined ? decodeURIComponent(m[3]) : undefined;
-  const server = m ? `nats://${m[4]}` : url;
-  const o: ConnectionOptions = { servers: server, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: CONNECT_TIMEOUT_MS };
+  const servers: string[] = [];
+  let scheme = 'nats';
+  let urlUser: string | undefined;
+  let urlPass: string | undefined;
+  for (const part of splitNatsUrls(url)) {
+    const m = /^([a-z]+):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(.+)$/i.exec(part);
+    if (m?.[1]?.toLowerCase() === 'tls') scheme = 'tls';
+    if (m?.[2] && urlUser === undefined) {
+      urlUser = decodeURIComponent(m[2]);
+      urlPass = m[3] !== undefined ? decodeURIComponent(m[3]) : undefined;
+    }
+    servers.push(m ? `nats://${m[4]}` : part);
+  }
+  const o: ConnectionOptions = {
+    servers: servers.length === 1 ? servers[0]! : servers,
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    timeout: CONNECT_TIMEOUT_MS,
+  };
   const user = urlUser ?? security.user;
   if (user !== undefined) {
     o.user = user;

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { CHUNK_BYTES, grpc, shardServiceDefinition } from './grpc.js';
+import { CHUNK_BYTES, grpc, MAX_REQUEST_BYTES, shardServiceDefinition } from './grpc.js';
 import type { Logger } from './logging.js';
 import { grpcServerCredentials } from './tls.js';
 import type { Bitfield } from './pieces.js';
@@ -60,7 +60,7 @@ export class Seeder {
   }
 
   async start(host: string, port = 0, advertiseHost?: string): Promise<string> {
-    const server = new grpc.Server();
+    const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
     server.addService(shardServiceDefinition, { fetch: (call: FetchCall) => void this.fetch(call) });
     const bound = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${port}`, grpcServerCredentials(), (err, p) =>

@@ -56,6 +56,12 @@ const jobAttempt = z.object({
   attempt: z.number().int().positive(),
   /** when the job's record was made, ms: tells a re-created job from the one it replaced (0: not sent) */
   created: z.number().int().nonnegative(),
+  /**
+   * The attempt's token, made by the coordinator (a MAC of the fields above under a secret of the
+   * study): a proposal carries it, its result echoes it. Only a worker that pulled the proposal
+   * knows it, so a result from anyone else, for any attempt, is told apart ('' or absent: none).
+   */
+  token: z.string().max(128).optional(),
 });
 
 const proposalSchema = jobAttempt.extend({ weights: z.record(name, finite) });
@@ -241,5 +247,7 @@ export const workConsumer = (study: string) => `optimer-workers-${study}`;
 export const LEGACY_WORK_CONSUMER = 'optimer-workers';
 /** Who holds which piece of which blob: key `holderKey(sha256, holder)`, entries expire unless refreshed. */
 export const HOLDERS_BUCKET = 'optimer_holders';
+/** A holder entry lives this long unless refreshed (the bucket's TTL). */
+export const HOLDER_TTL_MS = 30_000;
 export const holderKey = (sha256: string, holderHex: string) => `${sha256}.${holderHex}`;
 export const resultsConsumer = (study: string) => `optimer-coordinator-${study}`;

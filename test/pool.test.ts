@@ -229,6 +229,32 @@ describe('pool build refuses checkpoints that cannot share a pool', () => {
     await expect(attempt(op)).rejects.toThrow(/graph differs from the base at node #7 \(Tanh 'Tanh_h'\): op Sigmoid vs Tanh/);
   });
 
+  it('pool build - names a checkpoint tensor holding NaN or an infinity (a diverged checkpoint), and leaves no manifest behind', async () => {
+    for (const [label, value] of [
+      ['nan', Number.NaN],
+      ['inf', Number.NEGATIVE_INFINITY],
+    ] as const) {
+      const path = await writeVariant(label, (m) => {
+        const t = m.graph!.initializer!.find((x) => x.name === 'B')!;
+        const f = new Float32Array(t.rawData!.slice().buffer);
+        f[5] = value;
+        t.rawData = new Uint8Array(f.buffer);
+      });
+      const out = join(tmp, `refused-${label}`);
+      const err = await buildPool({
+        base: family.base,
+        vectors: [
+          { name: 'ok', path: family.checkpoints.zh! },
+          { name: 'bad', path },
+        ],
+        out,
+      }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'BAD_ONNX' });
+      expect((err as Error).message).toMatch(/vector 'bad' \(.*\.onnx\): tensor 'B' holds NaN or infinite values/);
+      await expect(readFile(join(out, 'manifest.json'))).rejects.toThrow();
+    }
+  });
+
   it('pool build - refuses a dtype change, a corrupt file, and leaves no manifest behind', async () => {
     await expect(
       buildPool({ base: family.base, vectors: [{ name: 'h', path: familyFp16.checkpoints.ja! }], out: join(tmp, 'dtype') }),

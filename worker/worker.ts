@@ -567,6 +567,8 @@ export class Worker {
       label: p.label,
       attempt: p.attempt,
       created: p.created,
+      // echoed: the coordinator takes a result only with its proposal's token
+      ...(p.token ? { token: p.token } : {}),
       worker: this.id,
       timings,
       provider,

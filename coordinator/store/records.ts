@@ -15,6 +15,11 @@ export interface StudyRecord {
   failure?: StudyFailure;
   vectors: string[];
   bounds: Record<string, [number, number]>;
+  /**
+   * Signs each attempt's token (hex; see `attemptToken`): a result is taken only with the token of
+   * the proposal it answers. Absent from records made before tokens: added on the next start.
+   */
+  leaseSecret?: string;
   createdAt: string;
   updatedAt: string;
 }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { type Logger, OptimerError } from '../../shared/index.js';
 import type { StudyRecord } from '../store/records.js';
 import type { StudyStore } from '../store/store.js';
@@ -19,6 +20,8 @@ export async function prepareStudy(
 ): Promise<StudyRecord> {
   const now = new Date().toISOString();
   const old = await store.getStudy(c.name);
+  // kept across reruns: proposals issued before a restart are answered after it
+  const leaseSecret = old?.leaseSecret ?? randomBytes(32).toString('hex');
   if (!old || o.fresh) {
     if (old) {
       o.log.info('--fresh: forgetting the earlier trials');
@@ -31,6 +34,7 @@ export async function prepareStudy(
       state: 'running',
       vectors: o.vectors,
       bounds: o.bounds,
+      leaseSecret,
       createdAt: now,
       updatedAt: now,
     };
@@ -50,7 +54,7 @@ export async function prepareStudy(
   // `failure` until those are issued
   const state = grew || old.state !== 'complete' ? 'running' : 'complete';
   if (old.state === 'failed') o.log.info({ code: old.failure?.code }, 'resuming a study that stopped as failed');
-  const study: StudyRecord = { ...old, config: c, state, updatedAt: now };
+  const study: StudyRecord = { ...old, config: c, state, leaseSecret, updatedAt: now };
   await store.putStudy(study);
   return study;
 }

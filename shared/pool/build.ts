@@ -188,6 +188,15 @@ async function writeBlobs(
       const { bt, b, cs } = await next!;
       if (sets === 2 && i + 1 < float.length) next = readFloat(i + 1);
       kernels.deltasInPlace(bt.dtype, b, cs, bt.bytes / dtypeBytes(bt.dtype));
+      // the sums are cumulative: the first tensor that makes one non-finite is the one to name
+      const bad = kernels.nonFinite()[0];
+      if (bad !== undefined) {
+        const v = opts.vectors[bad]!;
+        throw new OptimerError(
+          'BAD_ONNX',
+          `pool build: vector '${v.name}' (${v.path}): tensor '${bt.name}' holds NaN or infinite values (in the checkpoint, or in the base): a diverged checkpoint cannot be pooled`,
+        );
+      }
       // one file per blob: the K + 1 writes run side by side
       await Promise.all([
         baseWriter.addTensor(bt.name, b).then(() => step('base')),

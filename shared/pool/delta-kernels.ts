@@ -45,6 +45,17 @@ export class DeltaKernels {
   }
 
   /** The gram matrix so far: lanes summed in order 0..7. */
+  /** The vectors whose sum of squares so far is not finite: a NaN or an infinity in a delta (or an overflow). */
+  nonFinite(): number[] {
+    const out: number[] = [];
+    for (let k = 0; k < this.K; k++) {
+      let s = 0;
+      for (let l = 0; l < 8; l++) s += this.lanes[(k * this.K + k) * 8 + l]!;
+      if (!Number.isFinite(s)) out.push(k);
+    }
+    return out;
+  }
+
   gram(): number[][] {
     const K = this.K;
     const g = Array.from({ length: K }, () => new Array<number>(K).fill(0));

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { OptimerError } from '../errors.js';
+import { dtypeBytes } from '../onnx/dtype.js';
 import { pieceCount } from '../pieces.js';
 import { formatIssues } from '../validate.js';
 
@@ -45,7 +46,10 @@ const dtype = z.enum([
   'uint32',
   'uint64',
 ]);
-const vectorName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, ".", "_" or "-"');
+const vectorName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected 1-64 letters, digits, ".", "_" or "-"')
+  .refine((n) => !/^\.+$/.test(n), 'expected a name, not a path component like "." or ".."');
 
 const shardRef = z
   .object({
@@ -192,6 +196,11 @@ export function parseManifest(json: unknown, where: string): PoolManifest {
   for (const t of m.tensors) {
     if (names.has(t.name)) fail(`tensor '${t.name}' is listed twice`);
     names.add(t.name);
+    // the bytes a worker reads and hands ONNX Runtime under this shape: they must agree
+    const elements = t.shape.reduce((n, d) => n * d, 1);
+    const expected = elements * dtypeBytes(t.dtype);
+    if (!Number.isSafeInteger(expected) || expected !== t.bytes)
+      fail(`tensor '${t.name}': shape [${t.shape.join(', ')}] of ${t.dtype} is ${expected} bytes, the manifest says ${t.bytes}`);
     if (t.merged !== (t.offset !== null)) fail(`tensor '${t.name}': merged tensors, and only they, have a layout offset`);
     if (t.offset === null) {
       if (t.part !== undefined) fail(`tensor '${t.name}': only merged tensors have a part`);

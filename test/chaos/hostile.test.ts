@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { connect } from 'nats';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { proposalCodec, resultCodec, subjects, workerStatusCodec } from '../../shared/wire.js';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { type Proposal, proposalCodec, resultCodec, subjects, TRIALS_STREAM, workerStatusCodec } from '../../shared/wire.js';
 import { ChaosNats, checkInvariants, publishedResults } from '../helpers/chaos.js';
 import { exited, outputOf, Processes } from '../helpers/study.js';
 import { useTempDir } from '../helpers/temp.js';
@@ -17,6 +17,8 @@ let nats: ChaosNats;
 beforeAll(async () => {
   nats = await ChaosNats.start(join(tmp, 'nats'));
 });
+// each case's workers stop with it: a survivor would serve the next case's study
+afterEach(() => procs.stopAll());
 afterAll(async () => {
   await procs.stopAll();
   await nats?.kill('SIGTERM');
@@ -101,6 +103,48 @@ describe('chaos - hostile input on a running study', () => {
     const trials = await checkInvariants({ storeDir, study: 'hostile', budget: 12, state: 'complete', natsUrl: nats.url, maxAttempts: 3 });
     expect(trials.some((t) => t.worker === 'intruder')).toBe(false);
     expect(sent).toBeGreaterThan(300);
+    await nc.close();
+  }, 150_000);
+
+  it('chaos - a result for a running attempt from a client that did not pull its proposal (no token, a made-up one) is dropped; a worker answers it', async () => {
+    const config = await chaosStudy(family, tmp, 'forged', { trials: 4 });
+    const storeDir = join(tmp, 'store-forged');
+    // no worker yet: trial 0 waits in the queue, running in the record
+    const coordinator = procs.start(cli, ['run', config, '--nats', nats.url, '--workers', '0', '--store', storeDir, '--json']);
+    const nc = await connect({ servers: nats.url });
+    const jsm = await nc.jetstreamManager();
+    // an insider's view of the queue: the forger knows the attempt and its `created`, not the token
+    const queued = await waitFor(
+      async () => {
+        const info = await jsm.streams.info(TRIALS_STREAM).catch(() => undefined);
+        if (!info) return undefined;
+        for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+          const m = await jsm.streams.getMessage(TRIALS_STREAM, { seq }).catch(() => undefined);
+          if (m?.subject !== subjects.trials('forged')) continue;
+          const p = proposalCodec.decode(m.data, 'proposal');
+          if (p.trial === 0) return p;
+        }
+        return undefined;
+      },
+      60_000,
+      'the proposal of trial 0',
+    );
+    expect(queued.token).toMatch(/^[0-9a-f]{32}$/);
+    const scores = Object.keys(family.dev).map((name) => ({ name, score: 0.5, tokens: 10 }));
+    const claim = (p: Proposal, token?: string) =>
+      forged({ study: 'forged', trial: p.trial, attempt: p.attempt, created: p.created, scores, ...(token ? { token } : {}) });
+    for (const token of [undefined, '0'.repeat(32), queued.token!.replace(/^./, (c) => (c === 'a' ? 'b' : 'a'))])
+      await nc.jetstream().publish(subjects.results('forged'), claim(queued, token));
+    await new Promise((r) => setTimeout(r, 1500)); // the coordinator has seen them
+    procs.startWorkers(cli, nats.url, join(tmp, 'cache-forged'), 1);
+    const code = await exited(coordinator, 90_000).catch((e: Error) => {
+      throw new Error(`${e.message}\n${outputOf(coordinator).err.slice(-3000)}`);
+    });
+    expect(code).toBe(0);
+    const trials = await checkInvariants({ storeDir, study: 'forged', budget: 4, state: 'complete', natsUrl: nats.url, maxAttempts: 3 });
+    expect(trials.map((t) => t.worker)).toEqual(['test-1', 'test-1', 'test-1', 'test-1']);
+    expect(trials[0]!.value).not.toBe(0.5);
+    expect(outputOf(coordinator).err.match(/without its proposal's token/g)?.length).toBe(3);
     await nc.close();
   }, 150_000);
 });

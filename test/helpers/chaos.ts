@@ -17,6 +17,8 @@ export class ChaosNats {
   private constructor(
     readonly port: number,
     private readonly args: string[],
+    /** the server's name (`-n`): what JetStream's cluster info calls a leader */
+    readonly name?: string,
   ) {}
 
   get url(): string {
@@ -41,23 +43,27 @@ export class ChaosNats {
     const nodes = ports.map((port, i) => {
       mkdirSync(join(dir, `n${i}`), { recursive: true });
       const routeUrls = routes.filter((_, j) => j !== i).map((r) => `nats-route://127.0.0.1:${r}`);
-      return new ChaosNats(port, [
-        '-a',
-        '127.0.0.1',
-        '-p',
-        String(port),
-        '-js',
-        '-sd',
-        join(dir, `n${i}`),
-        '-n',
+      return new ChaosNats(
+        port,
+        [
+          '-a',
+          '127.0.0.1',
+          '-p',
+          String(port),
+          '-js',
+          '-sd',
+          join(dir, `n${i}`),
+          '-n',
+          `n${i}`,
+          '--cluster_name',
+          'chaos',
+          '--cluster',
+          `nats://127.0.0.1:${routes[i]}`,
+          '--routes',
+          routeUrls.join(','),
+        ],
         `n${i}`,
-        '--cluster_name',
-        'chaos',
-        '--cluster',
-        `nats://127.0.0.1:${routes[i]}`,
-        '--routes',
-        routeUrls.join(','),
-      ]);
+      );
     });
     await Promise.all(nodes.map((n) => n.restart()));
     return nodes;
@@ -158,6 +164,7 @@ export interface Invariants {
   study: string;
   budget: number;
   state: 'complete' | 'failed';
+  /** a nats-server's URL, or a cluster's URLs comma-separated */
   natsUrl: string;
   /** processes that must be gone (killed, or stopped by the test) */
   gone?: number[];
@@ -196,7 +203,7 @@ export async function checkInvariants(o: Invariants): Promise<JobRecord[]> {
     if (o.maxAttempts !== undefined && t.attempt > o.maxAttempts) throw new Error(`trial ${t.number} issued ${t.attempt} times`);
   }
   // no result lost: every good result for a recorded job's attempt made that trial complete
-  const nc = await connect({ servers: o.natsUrl });
+  const nc = await connect({ servers: o.natsUrl.split(',') });
   try {
     const created = new Map(trials.map((t) => [t.number, Date.parse(t.createdAt)]));
     for (const r of await publishedResults(nc, o.study)) {

@@ -79,6 +79,37 @@ describe('pool manifest validation', () => {
       ],
       [
         (m) => {
+          m.vectors[0]!.name = '..';
+        },
+        /vectors\[0\]\.name: expected a name, not a path component/,
+      ],
+      [
+        (m) => {
+          // shards are files named by their hash: a name is never a path
+          m.vectors[0]!.blob.shards[0]!.sha256 = '../../../etc/passwd';
+        },
+        /vectors\[0\]\.blob\.shards\[0\]\.sha256: expected a lowercase hex sha256/,
+      ],
+      [
+        (m) => {
+          m.graph.sha256 = `../${sha('a').slice(3)}`;
+        },
+        /graph\.sha256: expected a lowercase hex sha256/,
+      ],
+      [
+        (m) => {
+          m.tensors[0]!.shape = [2, 3];
+        },
+        /tensor 'w': shape \[2, 3\] of float32 is 24 bytes, the manifest says 16/,
+      ],
+      [
+        (m) => {
+          m.tensors[1]!.shape = [2 ** 40, 2 ** 40];
+        },
+        /tensor 'k': shape \[1099511627776, 1099511627776\] of int64 is .* bytes, the manifest says 8/,
+      ],
+      [
+        (m) => {
           (m as unknown as { extra: number }).extra = 1;
         },
         /\(top level\): Unrecognized key/,

@@ -1,8 +1,7 @@
 import type { JetStreamClient, KV, QueuedIterator, KvEntry } from 'nats';
-import { Bitfield, holderCodec, holderKey, HOLDERS_BUCKET, type Logger } from '../../shared/index.js';
+import { Bitfield, HOLDER_TTL_MS, holderCodec, holderKey, HOLDERS_BUCKET, type Logger } from '../../shared/index.js';
 
-/** A holder entry lives this long unless refreshed; refreshed every third of it and on change. */
-export const HOLDER_TTL_MS = 30_000;
+/** Entries are refreshed every third of their TTL, and on change. */
 const REFRESH_MS = HOLDER_TTL_MS / 3;
 /** Announcements of new pieces are batched this long (a piece arrives every few ms on a fast link). */
 const ANNOUNCE_DELAY_MS = 100;
@@ -59,6 +58,7 @@ export class NatsHolders implements PeerTracker {
   }
 
   static async open(js: JetStreamClient, selfHex: string, address: string, log: Logger): Promise<NatsHolders> {
+    // a coordinator creates the bucket with its copies (--nats-replicas); one copy when a worker is first
     const kv = await js.views.kv(HOLDERS_BUCKET, { ttl: HOLDER_TTL_MS, history: 1 });
     return new NatsHolders(kv, selfHex, address, log);
   }
@@ -80,29 +80,41 @@ export class NatsHolders implements PeerTracker {
     // the first pick must see the holders already there, or it would go to the seeders
     let initialized!: () => void;
     const ready = new Promise<void>((resolve) => (initialized = resolve));
-    const w = await this.kv.watch({ key: `${sha256}.*`, initializedFn: () => initialized() });
-    this.watches.add(w);
-    void (async () => {
-      for await (const e of w) {
-        const hex = e.key.slice(sha256.length + 1);
-        if (hex === this.selfHex) continue;
-        if (e.operation !== 'PUT') table.delete(hex);
-        else {
-          try {
-            const h = holderCodec.decode(e.value, `holder ${e.key}`);
-            if (h.address !== this.address)
-              table.set(hex, { holder: { address: h.address, have: new Bitfield(h.pieces, h.have) }, at: e.created.getTime() });
-          } catch (err) {
-            this.log.warn({ err: (err as Error).message }, 'ignoring a malformed holder entry');
+    let stopped = false;
+    let watch: QueuedIterator<KvEntry> | undefined;
+    // set up aside: a tracker slow to answer (a JetStream cluster electing a leader after losing a
+    // node: a request waits out its 5 s timeout) holds the fetch INITIAL_HOLDERS_MS at most
+    void this.kv
+      .watch({ key: `${sha256}.*`, initializedFn: () => initialized() })
+      .then(async (w) => {
+        if (stopped || this.closed) return w.stop();
+        watch = w;
+        this.watches.add(w);
+        for await (const e of w) {
+          const hex = e.key.slice(sha256.length + 1);
+          if (hex === this.selfHex) continue;
+          if (e.operation !== 'PUT') table.delete(hex);
+          else {
+            try {
+              const h = holderCodec.decode(e.value, `holder ${e.key}`);
+              if (h.address !== this.address)
+                table.set(hex, { holder: { address: h.address, have: new Bitfield(h.pieces, h.have) }, at: e.created.getTime() });
+            } catch (err) {
+              this.log.warn({ err: (err as Error).message }, 'ignoring a malformed holder entry');
+            }
           }
+          for (const l of this.listeners) l();
         }
-        for (const l of this.listeners) l();
-      }
-    })().catch(() => undefined);
+      })
+      .catch((err: unknown) => {
+        this.log.debug({ sha256, err: (err as Error).message }, 'cannot follow the holders of a blob; fetching from the seeders');
+        initialized();
+      });
     await Promise.race([ready, new Promise((r) => setTimeout(r, INITIAL_HOLDERS_MS).unref())]);
     return () => {
-      w.stop();
-      this.watches.delete(w);
+      stopped = true;
+      watch?.stop();
+      if (watch) this.watches.delete(watch);
       this.seen.delete(sha256);
     };
   }
