@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile, truncate } from 'node:fs/promises';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { openLevelStore } from '../coordinator/index.js';
@@ -66,6 +66,35 @@ describe('fail fast', () => {
     const error = JSON.parse(r.stderr.trim().split('\n').at(-1)!).error;
     expect(error).toMatchObject({ code: 'BAD_POOL' });
     expect(error.message).toBe(`${poolDir}: shard ${shard} has 100 bytes, the manifest says ${manifest.vectors[1].blob.shards[0].bytes}`);
+  }, 60_000);
+
+  it('fail fast - an evaluation set the model cannot take is refused at start: exit 2, naming the file, the line and why; no trial recorded', async () => {
+    const poolDir = join(tmp, 'pool-sets');
+    await buildFamilyPool(family, poolDir);
+    const bad = join(tmp, 'beyond-vocab.jsonl');
+    await writeFile(bad, '{"input_ids": [1, 2, 3]}\n{"input_ids": [4, 64, 5]}\n');
+    const storeDir = join(tmp, 'store-sets');
+    const config = await writeStudyConfig(join(tmp, 'sets.json'), family, poolDir, {
+      name: 'sets',
+      trials: 4,
+      objective: {
+        sets: [
+          { name: 'ja', path: family.dev.ja },
+          { name: 'bad', path: bad },
+        ],
+      },
+    });
+    const r = await optimer('run', config, '--workers', '0', '--store', storeDir, '--json');
+    expect(r.code).toBe(2);
+    const error = JSON.parse(r.stderr.trim().split('\n').at(-1)!).error;
+    expect(error).toMatchObject({ code: 'BAD_EVAL_SET' });
+    expect(error.message).toBe(`${bad}:2: input_ids[1] = 64 is not below the vocabulary size 64`);
+    const store = await openLevelStore(join(storeDir, 'db'), { create: false }).catch(() => undefined);
+    try {
+      expect((await store?.listJobs('sets', 'TRIAL')) ?? []).toEqual([]);
+    } finally {
+      await store?.close();
+    }
   }, 60_000);
 
   it('fail fast - a corrupt shard fails the canary: the study stops as failed, exit 1, budget unspent; fixed, a rerun resumes and completes', async () => {

@@ -6,6 +6,7 @@ import { CLIENT_OPTIONS, configureGrpcTls, grpc, grpcClientCredentials, Seeder, 
 import { silentLogger } from '../shared/logging.js';
 import { configureNats, connectNats } from '../shared/nats.js';
 import { type NatsServerHandle, startNatsServer } from '../shared/nats-server.js';
+import { HOLDER_TTL_MS, HOLDERS_BUCKET, LOCKS_BUCKET, STUDIES_BUCKET } from '../shared/wire.js';
 import { makeCerts, type Certs } from './helpers/certs.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { exited, outputOf, Processes, writeStudyConfig } from './helpers/study.js';
@@ -145,6 +146,35 @@ describe('security', () => {
     }
   });
 
+  it('security - a worker lists the study locks (so it leaves an abandoned study alone) and uses the piece tracker, and writes neither locks nor announcements', async () => {
+    const coordinator = await as('coordinator');
+    const worker = await as('worker');
+    try {
+      const locks = await coordinator.jetstream().views.kv(LOCKS_BUCKET, { history: 1, ttl: 10_000 });
+      await locks.put('held-study', '{}');
+      await coordinator.jetstream().views.kv(STUDIES_BUCKET, { history: 1 });
+      await coordinator.jetstream().views.kv(HOLDERS_BUCKET, { history: 1, ttl: HOLDER_TTL_MS });
+      const js = worker.jetstream();
+      // what the worker does (worker/worker.ts heldStudies, worker/shards/holders.ts): each was denied
+      const held: string[] = [];
+      for await (const k of await (await js.views.kv(LOCKS_BUCKET, { bindOnly: true })).keys()) held.push(k);
+      expect(held).toEqual(['held-study']);
+      const holders = await js.views.kv(HOLDERS_BUCKET, { ttl: HOLDER_TTL_MS, history: 1 });
+      await holders.put(`${'a'.repeat(64)}.beef`, new Uint8Array(3));
+      const watch = await holders.watch({ key: `${'a'.repeat(64)}.*` });
+      for await (const e of watch) {
+        expect(e.key).toBe(`${'a'.repeat(64)}.beef`);
+        break;
+      }
+      watch.stop();
+      for (const bucket of [LOCKS_BUCKET, STUDIES_BUCKET])
+        await expect(js.publish(`$KV.${bucket}.held-study`, new Uint8Array(1), { timeout: 2000 })).rejects.toThrow(/permission/i);
+    } finally {
+      await worker.close();
+      await coordinator.close();
+    }
+  });
+
   it('security - a gRPC client without a certificate cannot fetch shards; one with a certificate can', async () => {
     const blob = join(tmp, 'blob.bin');
     writeFileSync(blob, 'hello shards');
@@ -205,6 +235,8 @@ describe('security', () => {
     expect(report.trials.failed).toBe(0);
     worker.kill('SIGTERM');
     await exited(worker, 30_000);
+    // under the worker role it joined the piece tracker, to serve its cache to peers
+    expect(outputOf(worker).err).not.toContain('cannot serve pieces to peers');
   }, 180_000);
 
   it("security - one department cannot see another department's studies; a shared study's status is visible to the importing one", async () => {

@@ -180,7 +180,10 @@ export function registerRun(program: Command, run: Run): void {
     .description('run a study: a coordinator, local workers, and (without --nats) a private nats-server')
     .argument('<config>', 'study config (YAML or JSON)')
     .option('--workers <n>', 'local worker processes to start', '2')
-    .option('--nats <url>', 'use this NATS (JetStream) server and the workers attached to it')
+    .option(
+      '--nats <url>',
+      "use this NATS (JetStream) server and the workers attached to it (a cluster: every node's URL, comma-separated)",
+    )
     .option('--store <dir>', 'where studies are recorded (LevelDB, JetStream store, shard cache)', DEFAULT_STORE)
     .option('--fresh', 'forget earlier trials of this study and start over')
     .option('--provider <name>', 'execution provider for the local workers (cpu, cuda, webgpu)')
@@ -253,7 +256,7 @@ export function registerRun(program: Command, run: Run): void {
   program
     .command('worker')
     .description('join a study mesh: pull proposals from NATS, fetch shards, merge, evaluate, report')
-    .requiredOption('--nats <url>', 'NATS (JetStream) server of the mesh')
+    .requiredOption('--nats <url>', "NATS (JetStream) server of the mesh (a cluster: every node's URL, comma-separated)")
     .option('--cache <dir>', 'content-addressed cache of shards and evaluation sets', join(homedir(), '.cache', 'optimer', 'blobs'))
     .option(
       '--cache-max-gb <gb>',
