@@ -7,7 +7,6 @@ import { Coordinator } from '../coordinator/coordinator.js';
 import { requestFullStatus } from '../coordinator/index.js';
 import { MemoryStudyStore } from '../coordinator/store/memory-store.js';
 import { loadStudyConfig } from '../coordinator/study/config.js';
-import { grpc, shardServiceDefinition } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';
 import { Bitfield } from '../shared/pieces.js';
 import { buildPool } from '../shared/pool/build.js';
@@ -17,6 +16,7 @@ import { holderCodec, holderKey, HOLDERS_BUCKET } from '../shared/wire.js';
 import { Worker, type WorkerOptions } from '../worker/worker.js';
 import { useNatsServer } from './helpers/nats.js';
 import { writeStudyConfig } from './helpers/study.js';
+import { type FetchCall, startFakePeer } from './helpers/fake-peer.js';
 import { useTempDir } from './helpers/temp.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -201,21 +201,14 @@ describe('transfers in the status', () => {
     // a peer holding the first three pieces of one shard: it answers its first request at once,
     // the others after 3 s, so that transfer lasts a while with bytes from both sides
     let requests = 0;
-    const server = new grpc.Server();
-    server.addService(shardServiceDefinition, {
-      fetch: async (call: grpc.ServerWritableStream<{ sha256: string; offset: number; length: number }, { data: Uint8Array }>) => {
-        const { sha256, offset, length } = call.request;
-        const bytes = await readFile(join(poolDir, SHARDS_DIR, sha256));
-        if (requests++ > 0) await new Promise((r) => setTimeout(r, 3000));
-        if (call.cancelled) return;
-        call.write({ data: bytes.subarray(offset, length ? offset + length : undefined) });
-        call.end();
-      },
-    });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-    );
-    closers.push(async () => server.forceShutdown());
+    const port = await startFakePeer(async (call: FetchCall) => {
+      const { sha256, offset, length } = call.request;
+      const bytes = await readFile(join(poolDir, SHARDS_DIR, sha256));
+      if (requests++ > 0) await new Promise((r) => setTimeout(r, 3000));
+      if (call.cancelled) return;
+      call.write({ data: bytes.subarray(offset, length ? offset + length : undefined) });
+      call.end();
+    }, closers);
     const nc = await connect({ servers: nats.url });
     closers.push(() => nc.close());
     const kv = await nc.jetstream().views.kv(HOLDERS_BUCKET, { ttl: 30_000, history: 1 });

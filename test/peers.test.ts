@@ -6,7 +6,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.js';
 import { MemoryStudyStore } from '../coordinator/store/memory-store.js';
 import { loadStudyConfig } from '../coordinator/study/config.js';
-import { grpc, ShardServiceClient, shardServiceDefinition } from '../shared/grpc.js';
+import { grpc, ShardServiceClient } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';
 import { Bitfield } from '../shared/pieces.js';
 import { buildPool } from '../shared/pool/build.js';
@@ -18,6 +18,7 @@ import { Worker } from '../worker/worker.js';
 import { BlobCache } from '../worker/shards/fetch.js';
 import { useNatsServer } from './helpers/nats.js';
 import { writeStudyConfig } from './helpers/study.js';
+import { type FetchCall, startFakePeer } from './helpers/fake-peer.js';
 import { useTempDir } from './helpers/temp.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -117,22 +118,15 @@ describe('pieces between peers', () => {
     const { pieced } = await smallPiecePool(poolDir);
     // a holder of every piece that flips a byte of each range it serves
     let asked = 0;
-    const server = new grpc.Server();
-    server.addService(shardServiceDefinition, {
-      fetch: async (call: grpc.ServerWritableStream<{ sha256: string; offset: number; length: number }, { data: Uint8Array }>) => {
-        asked++;
-        const { sha256, offset, length } = call.request;
-        const bytes = await readFile(join(poolDir, SHARDS_DIR, sha256));
-        const data = Buffer.from(bytes.subarray(offset, length ? offset + length : undefined));
-        data[0] = data[0]! ^ 0xff;
-        call.write({ data });
-        call.end();
-      },
-    });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-    );
-    closers.push(async () => server.forceShutdown());
+    const port = await startFakePeer(async (call: FetchCall) => {
+      asked++;
+      const { sha256, offset, length } = call.request;
+      const bytes = await readFile(join(poolDir, SHARDS_DIR, sha256));
+      const data = Buffer.from(bytes.subarray(offset, length ? offset + length : undefined));
+      data[0] = data[0]! ^ 0xff;
+      call.write({ data });
+      call.end();
+    }, closers);
     const nc = await connect({ servers: nats.url });
     closers.push(() => nc.close());
     const kv = await nc.jetstream().views.kv(HOLDERS_BUCKET, { ttl: 30_000, history: 1 });
@@ -166,19 +160,12 @@ describe('resuming', () => {
     // offset: the four streams pick pieces at random, and all four first picks in a stalled half
     // left nothing to resume, about one run in 26)
     let answered = 0;
-    const server = new grpc.Server();
-    server.addService(shardServiceDefinition, {
-      fetch: (call: grpc.ServerWritableStream<{ offset: number; length: number }, { data: Uint8Array }>) => {
-        const { offset, length } = call.request;
-        if (answered++ >= 4) return; // never answers
-        call.write({ data: data.subarray(offset, offset + length) });
-        call.end();
-      },
-    });
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-    );
-    closers.push(async () => server.forceShutdown());
+    const port = await startFakePeer((call: FetchCall) => {
+      const { offset, length } = call.request;
+      if (answered++ >= 4) return; // never answers
+      call.write({ data: data.subarray(offset, offset + length) });
+      call.end();
+    }, closers);
     const dir = join(tmp, 'resume-cache');
     await mkdir(dir);
     const first = new BlobCache(dir);
