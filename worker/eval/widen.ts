@@ -30,7 +30,8 @@ const BF16_SUFFIX = '__optimer_bf16';
  * targets, constants, graph inputs and outputs, value types, in subgraphs too) becomes float32.
  * The graph then computes in float32: scores are those of the 16-bit weights evaluated exactly,
  * not of 16-bit arithmetic. ONNX Runtime folds the casts into float32 copies at session creation
- * (time and memory: see the README, one trial). Returns null for a graph with no 16-bit weights.
+ * (time and memory: see the README, one trial). Null for a graph with no 16-bit weight and no
+ * bfloat16 input or output.
  */
 export function widenTo32(bytes: Uint8Array, where: string): Uint8Array | null {
   const model = decodeModel(bytes, where);
