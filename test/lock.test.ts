@@ -14,15 +14,17 @@ const cli = inject('cli');
 const tmp = useTempDir('lock');
 const nats = useNatsServer();
 const procs = new Processes();
+const TRIALS = 150;
 afterAll(() => procs.stopAll());
 
 describe('study lock', () => {
   it('lock - a second coordinator of the same study on the same NATS, another store, is refused; the first completes', async () => {
     const poolDir = join(tmp, 'pool');
     await buildFamilyPool(family, poolDir);
-    const configPath = await writeStudyConfig(join(tmp, 'study.json'), family, poolDir, { name: 'locked', trials: 150 });
-    // one worker while the second coordinator tries (the first stays busy), another after
-    procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 1);
+    const configPath = await writeStudyConfig(join(tmp, 'study.json'), family, poolDir, { name: 'locked', trials: TRIALS });
+    // one worker, stopped (SIGSTOP) while the second coordinator tries, so the first cannot finish
+    // the study first however fast its trials are; another worker after
+    const [worker] = procs.startWorkers(cli, nats.url, join(tmp, 'cache'), 1);
     const storeA = join(tmp, 'store-a');
     const run = (store: string) => ['run', configPath, '--nats', nats.url, '--workers', '0', '--store', store, '--json'];
     const first = procs.start(cli, run(storeA));
@@ -38,6 +40,7 @@ describe('study lock', () => {
       'the first coordinator to record results',
     );
     await nc.close();
+    worker!.kill('SIGSTOP');
 
     expect(first.exitCode, outputOf(first).err).toBeNull();
     const started = Date.now();
@@ -50,15 +53,16 @@ describe('study lock', () => {
     // refused on seeing the lock refreshed, well before the TTL + margin
     expect(Date.now() - started).toBeLessThan(13_000);
     expect(first.exitCode).toBeNull();
+    worker!.kill('SIGCONT');
     procs.start(cli, ['worker', '--nats', nats.url, '--cache', join(tmp, 'cache-2'), '--id', 'test-2', '--log-level', 'warn']);
 
     const firstCode = await exited(first, 120_000);
     expect(firstCode, outputOf(first).err.slice(-3000)).toBe(0);
     const report = JSON.parse(outputOf(first).out);
-    expect(report.trials).toEqual({ budget: 150, created: 150, complete: 150, failed: 0, running: 0 });
+    expect(report.trials).toEqual({ budget: TRIALS, created: TRIALS, complete: TRIALS, failed: 0, running: 0 });
     const store = await openLevelStore(join(storeA, 'db'), { create: false });
     const trials = await store.listJobs('locked', 'TRIAL');
-    expect(trials.map((t) => t.number)).toEqual(Array.from({ length: 150 }, (_, i) => i));
+    expect(trials.map((t) => t.number)).toEqual(Array.from({ length: TRIALS }, (_, i) => i));
     expect(trials.every((t) => t.state === 'complete' && t.attempt === 1)).toBe(true);
     await store.close();
 
