@@ -3,10 +3,8 @@ import { join } from 'node:path';
 import { connect } from 'nats';
 import { pino } from 'pino';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { Coordinator } from '../coordinator/coordinator.js';
 import { requestFullStatus } from '../coordinator/index.js';
 import { MemoryStudyStore } from '../coordinator/store/memory-store.js';
-import { loadStudyConfig } from '../coordinator/study/config.js';
 import { silentLogger } from '../shared/logging.js';
 import { Bitfield } from '../shared/pieces.js';
 import { buildPool } from '../shared/pool/build.js';
@@ -15,8 +13,8 @@ import { Pool } from '../shared/pool/reader.js';
 import { holderCodec, holderKey, HOLDERS_BUCKET } from '../shared/wire.js';
 import { Worker, type WorkerOptions } from '../worker/worker.js';
 import { useNatsServer } from './helpers/nats.js';
-import { writeStudyConfig } from './helpers/study.js';
 import { type FetchCall, startFakePeer } from './helpers/fake-peer.js';
+import { startInProcessStudy } from './helpers/in-process.js';
 import { useTempDir } from './helpers/temp.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -47,16 +45,8 @@ async function setBytes(): Promise<number> {
   return (await Promise.all(files.map((f) => stat(f)))).reduce((n, s) => n + s.size, 0);
 }
 
-async function startStudy(name: string, poolDir: string, trials: number, store = new MemoryStudyStore()) {
-  const coordinator = await Coordinator.start({
-    config: await loadStudyConfig(await writeStudyConfig(join(tmp, `${name}.json`), family, poolDir, { name, trials, baselines: false })),
-    store,
-    natsUrl: nats.url,
-    log: silentLogger(),
-  });
-  closers.push(() => coordinator.close());
-  return coordinator;
-}
+const startStudy = (name: string, poolDir: string, trials: number, store?: MemoryStudyStore) =>
+  startInProcessStudy({ family, natsUrl: nats.url, dir: tmp, closers }, name, poolDir, trials, store);
 
 /** An in-process worker whose log lines the test reads. */
 async function startWorker(id: string, extra: Partial<WorkerOptions> = {}): Promise<{ worker: Worker; log: string[]; dir: string }> {

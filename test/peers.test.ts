@@ -3,9 +3,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { Coordinator } from '../coordinator/coordinator.js';
 import { MemoryStudyStore } from '../coordinator/store/memory-store.js';
-import { loadStudyConfig } from '../coordinator/study/config.js';
 import { grpc, ShardServiceClient } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';
 import { Bitfield } from '../shared/pieces.js';
@@ -17,8 +15,8 @@ import { holderCodec, holderKey, HOLDERS_BUCKET } from '../shared/wire.js';
 import { Worker } from '../worker/worker.js';
 import { BlobCache } from '../worker/shards/fetch.js';
 import { useNatsServer } from './helpers/nats.js';
-import { writeStudyConfig } from './helpers/study.js';
 import { type FetchCall, startFakePeer } from './helpers/fake-peer.js';
+import { startInProcessStudy } from './helpers/in-process.js';
 import { useTempDir } from './helpers/temp.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -44,16 +42,8 @@ async function smallPiecePool(dir: string) {
   return { pieced, pieces: pieced.reduce((n, s) => n + s.pieces!.pieces.length, 0) };
 }
 
-async function startStudy(name: string, poolDir: string, trials: number, store = new MemoryStudyStore()) {
-  const coordinator = await Coordinator.start({
-    config: await loadStudyConfig(await writeStudyConfig(join(tmp, `${name}.json`), family, poolDir, { name, trials, baselines: false })),
-    store,
-    natsUrl: nats.url,
-    log: silentLogger(),
-  });
-  closers.push(() => coordinator.close());
-  return coordinator;
-}
+const startStudy = (name: string, poolDir: string, trials: number, store?: MemoryStudyStore) =>
+  startInProcessStudy({ family, natsUrl: nats.url, dir: tmp, closers }, name, poolDir, trials, store);
 
 async function startWorker(id: string): Promise<Worker> {
   const w = await Worker.start({ natsUrl: nats.url, cacheDir: join(tmp, id), id, log: silentLogger() });

@@ -4,31 +4,14 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseStudyConfig } from '../../coordinator/study/config.js';
 import { silentLogger } from '../../shared/logging.js';
-import {
-  type StudyAnnouncement,
-  type WorkerCapabilities,
-  type WorkerStatus,
-  workerActivity,
-  workerStatusCodec,
-} from '../../shared/index.js';
+import { type StudyAnnouncement, type WorkerStatus, workerActivity, workerStatusCodec } from '../../shared/index.js';
 import { Worker } from '../../worker/index.js';
 import { FairShare } from '../../worker/fleet/fair-share.js';
 import { whyNotServe } from '../../shared/study-filter.js';
 import { Throughput } from '../../worker/fleet/throughput.js';
+import { testCapabilities } from '../helpers/capabilities.js';
 
-const caps = (over: Partial<WorkerCapabilities> = {}): WorkerCapabilities => ({
-  provider: 'cpu',
-  deviceName: 'test',
-  memoryGb: 8,
-  concurrency: 1,
-  trialsPerMinute: 0,
-  tokensPerSecond: 0,
-  onlyWhenIdle: false,
-  gpuIdle: true,
-  studies: [],
-  departments: [],
-  ...over,
-});
+const caps = testCapabilities;
 const ann = (over: Partial<StudyAnnouncement> = {}): StudyAnnouncement => ({
   study: 's',
   direction: 'minimize',

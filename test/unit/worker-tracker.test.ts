@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { queueTarget, WorkerTracker } from '../../coordinator/worker-tracker.js';
-import type { StudyAnnouncement, WorkerCapabilities, WorkerStatus } from '../../shared/index.js';
+import type { StudyAnnouncement, WorkerStatus } from '../../shared/index.js';
+import { testCapabilities } from '../helpers/capabilities.js';
 
 const status = (worker: string, state: WorkerStatus['state'] = 'idle'): WorkerStatus => ({
   worker,
@@ -40,32 +41,19 @@ describe('worker tracker', () => {
 
   it('worker tracker - the queue target: an idle worker that may serve the study asks for one, plus a depth that grows with the workers', () => {
     const t = new WorkerTracker(3);
-    const caps = (over: Partial<WorkerCapabilities> = {}): WorkerCapabilities => ({
-      provider: 'cpu',
-      deviceName: 'x',
-      memoryGb: 8,
-      concurrency: 1,
-      trialsPerMinute: 0,
-      tokensPerSecond: 0,
-      onlyWhenIdle: false,
-      gpuIdle: true,
-      studies: [],
-      departments: [],
-      ...over,
-    });
     const study = { study: 's', requirements: { provider: '', minMemoryGb: 16 }, department: '' } as unknown as StudyAnnouncement;
     const o = { minDepth: 1, perWorker: 0.25 };
     expect(t.serving(study)).toEqual({ live: 0, idle: 0 });
     // nobody there yet: the minimum depth waits for the first worker
     expect(queueTarget(t.serving(study), o)).toBe(1);
-    t.heard({ ...status('big'), capabilities: caps({ memoryGb: 32 }) }, 0);
+    t.heard({ ...status('big'), capabilities: testCapabilities({ memoryGb: 32 }) }, 0);
     t.heard({ ...status('old') }, 0); // says nothing of itself: may take anything
-    t.heard({ ...status('busy', 'busy'), capabilities: caps({ memoryGb: 64 }) }, 0);
-    t.heard({ ...status('small'), capabilities: caps({ memoryGb: 4 }) }, 0); // below the requirement
-    t.heard({ ...status('other'), capabilities: caps({ memoryGb: 64, studies: ['t'] }) }, 0); // limited to another study
-    t.heard({ ...status('owner'), capabilities: caps({ memoryGb: 64, onlyWhenIdle: true, gpuIdle: false }) }, 0); // its GPU is in use
-    t.heard({ ...status('gone'), capabilities: caps({ memoryGb: 64 }) }, 0);
-    t.heard({ ...status('gone', 'stopped'), capabilities: caps({ memoryGb: 64 }) }, 1);
+    t.heard({ ...status('busy', 'busy'), capabilities: testCapabilities({ memoryGb: 64 }) }, 0);
+    t.heard({ ...status('small'), capabilities: testCapabilities({ memoryGb: 4 }) }, 0); // below the requirement
+    t.heard({ ...status('other'), capabilities: testCapabilities({ memoryGb: 64, studies: ['t'] }) }, 0); // limited to another study
+    t.heard({ ...status('owner'), capabilities: testCapabilities({ memoryGb: 64, onlyWhenIdle: true, gpuIdle: false }) }, 0); // its GPU is in use
+    t.heard({ ...status('gone'), capabilities: testCapabilities({ memoryGb: 64 }) }, 0);
+    t.heard({ ...status('gone', 'stopped'), capabilities: testCapabilities({ memoryGb: 64 }) }, 1);
     expect(t.serving(study)).toEqual({ live: 3, idle: 2 });
     expect(queueTarget(t.serving(study), o)).toBe(2 + 1);
     // JetStream's count of waiting pulls wins when it is higher (statuses lost, or none sent)
