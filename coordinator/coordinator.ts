@@ -26,6 +26,7 @@ import {
   seedFor,
   sleep,
   workerStatusCodec,
+  SEEDER_UPLOAD_SLOTS,
 } from '../shared/index.js';
 import { baselineParams } from './baselines.js';
 import { type StudyEvent, type StudyEventListener, StudyEvents } from './events.js';
@@ -175,7 +176,7 @@ export class Coordinator {
 
       const study = await prepareStudy(opts.store, c, { fresh: opts.fresh ?? false, vectors, bounds, log });
 
-      const seeder = new Seeder(log);
+      const seeder = new Seeder(log, SEEDER_UPLOAD_SLOTS);
       cleanup.push(() => seeder.close());
       const manifestPath = join(c.pool, MANIFEST_FILE);
       const manifestRef = await hashFile(manifestPath);

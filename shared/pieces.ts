@@ -58,6 +58,12 @@ export class Bitfield {
     this.held++;
   }
 
+  clear(i: number): void {
+    if (!this.has(i)) return;
+    this.bytes[i >> 3]! &= ~(0x80 >> (i & 7));
+    this.held--;
+  }
+
   get count(): number {
     return this.held;
   }

@@ -19,6 +19,8 @@ interface PartialBlob {
 export interface ServedCounters {
   bytes: number;
   requests: number;
+  /** range requests turned away because every upload slot was taken */
+  busy: number;
   /** key `<sha256>:<offset>:<length>` (length as sent) → times served in full */
   ranges: Map<string, number>;
 }
@@ -33,10 +35,21 @@ export class Seeder {
   private readonly blobs = new Map<string, string>();
   private readonly partials = new Map<string, PartialBlob>();
   private server: grpc.Server | undefined;
-  private readonly counters: ServedCounters = { bytes: 0, requests: 0, ranges: new Map() };
+  private readonly counters: ServedCounters = { bytes: 0, requests: 0, busy: 0, ranges: new Map() };
+  /** range requests being streamed now */
+  private uploading = 0;
   address = '';
 
-  constructor(private readonly log: Logger) {}
+  /**
+   * `uploadSlots`: range requests (pieces) streamed at once; more are refused at once with
+   * RESOURCE_EXHAUSTED, and the asker tries another holder or comes back. A link split among a
+   * few pieces finishes each sooner, so they are passed on sooner (BitTorrent's upload slots);
+   * split among every peer at once, all of them wait on all. Whole-blob requests are not limited.
+   */
+  constructor(
+    private readonly log: Logger,
+    private readonly uploadSlots = Number.POSITIVE_INFINITY,
+  ) {}
 
   register(sha256: string, path: string): void {
     this.partials.delete(sha256);
@@ -56,7 +69,7 @@ export class Seeder {
 
   /** What this seeder has served so far (a copy). */
   served(): ServedCounters {
-    return { bytes: this.counters.bytes, requests: this.counters.requests, ranges: new Map(this.counters.ranges) };
+    return { ...this.counters, ranges: new Map(this.counters.ranges) };
   }
 
   async start(host: string, port = 0, advertiseHost?: string): Promise<string> {
@@ -95,24 +108,51 @@ export class Seeder {
     const end = length === 0 ? size : offset + length;
     if (partial && !partial.have.covers(offset, end - offset, partial.pieceBytes))
       return fail(grpc.status.UNAVAILABLE, `blob ${sha256}: bytes ${offset}..${end} are not all verified here yet`);
+    const ranged = length > 0;
+    if (ranged && this.uploading >= this.uploadSlots) {
+      this.counters.busy++;
+      return fail(grpc.status.RESOURCE_EXHAUSTED, `busy: ${this.uploading} uploads at once; ask another holder or come back`);
+    }
     this.counters.requests++;
     if (end === offset) {
       this.count(sha256, offset, length);
       call.end();
       return;
     }
+    if (ranged) this.uploading++;
     const stream = createReadStream(path, { start: offset, end: end - 1, highWaterMark: CHUNK_BYTES });
-    call.on('cancelled', () => stream.destroy());
+    let cancelled = false;
+    // a cancelled call never drains: whatever waits for it is woken too, so its slot is freed
+    const wake = new Set<() => void>();
+    call.on('cancelled', () => {
+      cancelled = true;
+      stream.destroy();
+      for (const w of wake) w();
+    });
     try {
       for await (const chunk of stream) {
+        if (cancelled) break;
         this.counters.bytes += (chunk as Buffer).length;
-        if (!call.write({ data: chunk as Buffer })) await new Promise((r) => call.once('drain', r));
+        if (!call.write({ data: chunk as Buffer }))
+          await new Promise<void>((r) => {
+            const done = () => {
+              wake.delete(done);
+              call.off('drain', done);
+              r();
+            };
+            wake.add(done);
+            call.once('drain', done);
+          });
       }
+      if (cancelled) return;
       this.count(sha256, offset, length);
       call.end();
     } catch (e) {
+      if (cancelled) return;
       this.log.warn({ sha256, err: (e as Error).message }, 'seeder: read failed');
       fail(grpc.status.INTERNAL, `reading blob ${sha256} failed`);
+    } finally {
+      if (ranged) this.uploading--;
     }
   }
 

@@ -138,8 +138,13 @@ const holderSchema = z
       .positive()
       .max(1 << 24),
     have: z.instanceof(Uint8Array),
+    seeding: z.instanceof(Uint8Array),
   })
-  .refine((h) => h.have.length === Math.ceil(h.pieces / 8), { message: 'have: expected one bit per piece', path: ['have'] });
+  .refine((h) => h.have.length === Math.ceil(h.pieces / 8), { message: 'have: expected one bit per piece', path: ['have'] })
+  .refine((h) => h.seeding.length === 0 || h.seeding.length === Math.ceil(h.pieces / 8), {
+    message: 'seeding: expected one bit per piece, or nothing',
+    path: ['seeding'],
+  });
 
 export type Holder = z.infer<typeof holderSchema>;
 export type StudyAnnouncement = z.infer<typeof announcementSchema>;

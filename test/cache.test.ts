@@ -206,7 +206,7 @@ describe('transfers in the status', () => {
     for (const i of [0, 1, 2]) have.set(i);
     await kv.put(
       holderKey(target.sha256, 'slow'),
-      holderCodec.encode({ address: `127.0.0.1:${port}`, pieces: have.size, have: have.bytes }),
+      holderCodec.encode({ address: `127.0.0.1:${port}`, pieces: have.size, have: have.bytes, seeding: new Uint8Array(0) }),
     );
 
     const limit = 1 << 30;

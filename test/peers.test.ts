@@ -122,7 +122,10 @@ describe('pieces between peers', () => {
     const kv = await nc.jetstream().views.kv(HOLDERS_BUCKET, { ttl: 30_000, history: 1 });
     for (const s of pieced) {
       const have = Bitfield.full(s.pieces!.pieces.length);
-      await kv.put(holderKey(s.sha256, 'bad'), holderCodec.encode({ address: `127.0.0.1:${port}`, pieces: have.size, have: have.bytes }));
+      await kv.put(
+        holderKey(s.sha256, 'bad'),
+        holderCodec.encode({ address: `127.0.0.1:${port}`, pieces: have.size, have: have.bytes, seeding: new Uint8Array(0) }),
+      );
     }
     const coordinator = await startStudy('peers-b', poolDir, 10);
     const w = await startWorker('peer-b');

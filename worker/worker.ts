@@ -41,6 +41,7 @@ import {
   whyNotServe,
   workerStatusCodec,
   withTimeout,
+  PEER_UPLOAD_SLOTS,
 } from '../shared/index.js';
 import { evaluateSession } from './eval/evaluate.js';
 import { createMergedSession } from './eval/session.js';
@@ -252,7 +253,7 @@ export class Worker {
   /** Serves the cache to peers and joins the tracker; without JetStream yet, the worker only fetches. */
   private async startServing(): Promise<void> {
     const log = this.opts.log.child({ worker: this.id });
-    const seeder = new Seeder(log);
+    const seeder = new Seeder(log, PEER_UPLOAD_SLOTS);
     try {
       const host = this.opts.serveHost ?? (await localAddressTowards(this.opts.natsUrl));
       const address = await seeder.start(host, this.opts.servePort ?? 0, this.opts.advertiseHost);

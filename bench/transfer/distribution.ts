@@ -7,7 +7,7 @@
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect } from 'nats';
@@ -23,8 +23,12 @@ const { values } = parseArgs({
     /** a run not done by then is reported as such and the next one started */
     'limit-s': { type: 'string', default: '90' },
     workers: { type: 'string', default: '1,2,4,8,16' },
+    /** coordinator-only runs only up to this many workers (it grows linearly: slow links make it long) */
+    'star-max': { type: 'string', default: '16' },
   },
 });
+const CORES = availableParallelism();
+const pct = (x: number) => `${Math.round(100 * x)}%`;
 const counts = values.workers.split(',').map(Number);
 const MAX = Math.max(...counts);
 const BRIDGE = 'obr0';
@@ -81,10 +85,21 @@ try {
   const blob = await writeBlob(blobPath, Number(values.mb), Math.round(Number(values['piece-mb']) * (1 << 20)));
   const specPath = join(dir, 'spec.json');
   await writeFile(specPath, JSON.stringify({ path: blobPath, ...blob }));
-  const rows: (string | number)[][] = [];
+  /** one run: seconds (a string when it did not finish), share from peers, seeder bytes ÷ blob, CPU s of all hosts */
+  interface Run {
+    seconds: string;
+    fromPeers: number;
+    seedServed: number;
+    cpuS: number;
+  }
+  const rows: { n: number; star: Run; mesh: Run }[] = [];
   for (const n of counts) {
-    const row: (string | number)[] = [n];
+    const runs: Run[] = [];
     for (const p2p of [false, true]) {
+      if (!p2p && n > Number(values['star-max'])) {
+        runs.push({ seconds: '-', fromPeers: 0, seedServed: n, cpuS: Number.NaN });
+        continue;
+      }
       const nats = await startNatsServer({ storeDir: join(dir, `nats-${n}-${p2p}`), host: `${NET}.1` });
       const nc = await connect({ servers: nats.url });
       const ready = nc.subscribe('bench.transfer.ready', { max: n + 1 });
@@ -142,31 +157,65 @@ try {
       }
       clearTimeout(limit);
       const all = (performance.now() - t0) / 1000;
-      row.push(times.length === n ? all.toFixed(1) : `> ${values['limit-s']} (${times.length}/${n} done)`);
-      if (p2p) row.push(`${Math.round((100 * fromPeers) / (n * blob.bytes))}%`);
+      const stats = nc.subscribe('bench.transfer.stats', { max: n + 1 });
       nc.publish('bench.transfer.stop', '');
       await nc.flush();
+      let seedServed = 0;
+      let cpu = 0;
+      let heard = 0;
+      const statsLimit = setTimeout(() => stats.unsubscribe(), 10_000);
+      for await (const m of stats) {
+        const r = JSON.parse(m.string()) as { id: string; served: number; cpuS: number; sys: number };
+        if (process.env.BENCH_DEBUG) process.stderr.write(`${m.string()}\n`);
+        if (r.id === 'seed') seedServed = r.served;
+        cpu += r.cpuS;
+        if (++heard === n + 1) break;
+      }
+      clearTimeout(statsLimit);
+      runs.push({
+        seconds: times.length === n ? all.toFixed(1) : `> ${values['limit-s']} (${times.length}/${n} done)`,
+        fromPeers: fromPeers / (n * blob.bytes),
+        seedServed: seedServed / blob.bytes,
+        cpuS: cpu,
+      });
       await Promise.all(children.splice(0).map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
       await nc.close();
       await nats.stop();
       await rm(join(dir, `nats-${n}-${p2p}`), { recursive: true, force: true });
       for (let i = 1; i <= n; i++) await rm(join(dir, `cache-${n}-${p2p}-${i}`), { recursive: true, force: true });
     }
-    rows.push(row);
-    process.stderr.write(`N=${n}: coordinator only ${row[1]} s, peer-to-peer ${row[2]} s, from peers ${row[3]}\n`);
+    const [star, mesh] = runs as [Run, Run];
+    rows.push({ n, star, mesh });
+    process.stderr.write(`N=${n}: coordinator only ${star.seconds} s, peer-to-peer ${mesh.seconds} s, from peers ${pct(mesh.fromPeers)}\n`);
   }
   const base = rows[0]!;
+  const vsBase = (r: Run, b: Run) => (r.seconds === '-' ? '-' : `${(Number(r.seconds) / Number(b.seconds)).toFixed(2)}×`);
+  // CPU as a share of what the machine's cores could give in that time: near 100% is CPU-bound
+  const cpuText = (r: Run) => (r.seconds === '-' ? '-' : `${r.cpuS.toFixed(1)} (${pct(r.cpuS / (CORES * Number(r.seconds)))})`);
   process.stdout.write(
-    `${values.mb} MiB blob in ${values['piece-mb']} MiB pieces, every link capped at ${values.mbit} Mbit/s each way (tc tbf, veth + netns), seconds from go to the last worker holding it verified:\n${table(
+    `${values.mb} MiB blob in ${values['piece-mb']} MiB pieces, every link capped at ${values.mbit} Mbit/s each way (tc tbf, veth + netns), ${CORES} cores; seconds from go to the last worker holding it verified; seeder sent = bytes the seeder sent ÷ the blob; CPU = seconds of CPU of all hosts from go, and its share of the cores:\n${table(
       [
-        ['workers', 'coordinator only (s)', 'peer-to-peer (s)', 'bytes from peers', 'coordinator only vs N=1', 'peer-to-peer vs N=1'],
+        [
+          'workers',
+          'coordinator only (s)',
+          'peer-to-peer (s)',
+          'bytes from peers',
+          'coordinator only vs N=1',
+          'peer-to-peer vs N=1',
+          'seeder sent, peer-to-peer',
+          'CPU s, coordinator only',
+          'CPU s, peer-to-peer',
+        ],
         ...rows.map((r) => [
-          r[0]!,
-          r[1]!,
-          r[2]!,
-          r[3]!,
-          `${(Number(r[1]) / Number(base[1])).toFixed(2)}×`,
-          `${(Number(r[2]) / Number(base[2])).toFixed(2)}×`,
+          r.n,
+          r.star.seconds,
+          r.mesh.seconds,
+          pct(r.mesh.fromPeers),
+          vsBase(r.star, base.star),
+          vsBase(r.mesh, base.mesh),
+          `${r.mesh.seedServed.toFixed(2)}×`,
+          cpuText(r.star),
+          cpuText(r.mesh),
         ]),
       ],
     )}\n`,

@@ -6,6 +6,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { connect } from 'nats';
+import { PEER_UPLOAD_SLOTS, SEEDER_UPLOAD_SLOTS } from '../../shared/defaults.js';
 import { silentLogger } from '../../shared/logging.js';
 import type { PieceList } from '../../shared/pieces.js';
 import { Seeder } from '../../shared/seeder.js';
@@ -24,10 +25,14 @@ const { values } = parseArgs({
     p2p: { type: 'boolean', default: false },
   },
 });
+const cpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 const spec = JSON.parse(await readFile(values.spec!, 'utf8')) as { path: string; sha256: string; bytes: number; pieces: PieceList };
 const nc = await connect({ servers: values.nats! });
 const log = silentLogger();
-const seeder = new Seeder(log);
+const seeder = new Seeder(log, values.role === 'seed' ? SEEDER_UPLOAD_SLOTS : PEER_UPLOAD_SLOTS);
 const address = await seeder.start(values.host!, values.role === 'seed' ? 7000 : 0);
 if (values.role === 'seed') seeder.register(spec.sha256, spec.path);
 if (values.role === 'fetch') await mkdir(values.cache!, { recursive: true });
@@ -38,24 +43,39 @@ if (values.role === 'fetch' && values.p2p) {
   cache.share(seeder, holders);
 }
 const stop = nc.subscribe('bench.transfer.stop', { max: 1 });
-if (values.role === 'fetch') {
-  const go = nc.subscribe('bench.transfer.go', { max: 1 });
-  nc.publish('bench.transfer.ready', values.id!);
-  for await (const _ of go) {
-    const t0 = performance.now();
-    await cache.ensure(spec.sha256, spec.bytes, [values.seeder!], spec.pieces);
-    nc.publish(
-      'bench.transfer.done',
-      JSON.stringify({
-        id: values.id,
-        s: (performance.now() - t0) / 1000,
-        fromPeers: cache.stats.fromPeers,
-        fromSeeders: cache.stats.fromSeeders,
-      }),
-    );
-  }
-} else nc.publish('bench.transfer.ready', 'seed');
+const go = nc.subscribe('bench.transfer.go', { max: 1 });
+nc.publish('bench.transfer.ready', values.id || 'seed');
+let cpuAtGo = 0;
+for await (const _ of go) {
+  cpuAtGo = cpuSeconds();
+  if (values.role !== 'fetch') break;
+  const t0 = performance.now();
+  await cache.ensure(spec.sha256, spec.bytes, [values.seeder!], spec.pieces);
+  nc.publish(
+    'bench.transfer.done',
+    JSON.stringify({
+      id: values.id,
+      s: (performance.now() - t0) / 1000,
+      fromPeers: cache.stats.fromPeers,
+      fromSeeders: cache.stats.fromSeeders,
+    }),
+  );
+}
 for await (const _ of stop) break;
+// what each host sent (the seeder more than the blob: pieces sent twice) and its CPU since go
+const sys = process.cpuUsage().system / 1e6;
+nc.publish(
+  'bench.transfer.stats',
+  JSON.stringify({
+    id: values.id || 'seed',
+    served: seeder.served().bytes,
+    cpuS: cpuSeconds() - cpuAtGo,
+    sys,
+    busyServed: seeder.served().busy,
+    pieces: cache.stats,
+  }),
+);
+await nc.flush();
 await holders?.leave();
 cache.close();
 await seeder.close();

@@ -136,16 +136,24 @@ export class Pool {
     }
   }
 
-  /** Re-hashes every shard; throws naming the first one that is missing or altered. */
+  /**
+   * Re-hashes every shard, and each of its pieces where it has them (workers fetching by pieces
+   * check only those, so a piece list must describe the shard it names); throws naming the first
+   * shard that is missing or altered.
+   */
   async verify(): Promise<void> {
-    for (const { sha256 } of this.allShards()) {
-      const got = await hashFile(join(this.shardsDir, sha256)).then(
-        (h) => h.sha256,
-        (e: unknown) => {
-          throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
-        },
-      );
-      if (got !== sha256) throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is corrupt (its content hashes to ${got})`);
+    for (const { sha256, pieces } of this.allShards()) {
+      const got = await hashFile(join(this.shardsDir, sha256), pieces?.pieceBytes).catch((e: unknown) => {
+        throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
+      });
+      if (got.sha256 !== sha256)
+        throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is corrupt (its content hashes to ${got.sha256})`);
+      const bad = pieces ? got.pieces!.findIndex((h, i) => h !== pieces.pieces[i]) : -1;
+      if (bad >= 0)
+        throw new OptimerError(
+          'BAD_POOL',
+          `${this.label}: shard ${sha256}: piece ${bad} hashes to ${got.pieces![bad]}, the manifest lists ${pieces!.pieces[bad]}`,
+        );
     }
   }
 

@@ -11,6 +11,8 @@ const INITIAL_HOLDERS_MS = 2000;
 export interface PeerHolder {
   address: string;
   have: Bitfield;
+  /** the pieces it is fetching from the seeders now (none when absent) */
+  seeding?: Bitfield;
 }
 
 /** What the cache needs from a tracker: kept apart from NATS so the cache can be used without one. */
@@ -19,8 +21,8 @@ export interface PeerTracker {
   holders(sha256: string): PeerHolder[];
   /** Follows a blob's holders until the returned function is called. */
   follow(sha256: string): Promise<() => void>;
-  /** Says (soon) which pieces of a blob this worker holds. */
-  announce(sha256: string, have: Bitfield): void;
+  /** Says (soon) which pieces of a blob this worker holds, and which it is fetching from the seeders. */
+  announce(sha256: string, have: Bitfield, seeding?: Bitfield): void;
   /** Says this worker holds nothing of a blob any more (evicted, or a failed transfer's file is not served). */
   withdraw(sha256: string): void;
   /** Called whenever a followed blob's holders change. */
@@ -33,7 +35,7 @@ export interface PeerTracker {
  * refreshed, so a worker that dies stops being asked; a worker that leaves deletes its own.
  */
 export class NatsHolders implements PeerTracker {
-  private readonly mine = new Map<string, Bitfield>();
+  private readonly mine = new Map<string, { have: Bitfield; seeding: Bitfield | undefined }>();
   private readonly dirty = new Set<string>();
   private readonly seen = new Map<string, Map<string, { holder: PeerHolder; at: number }>>();
   private readonly listeners: (() => void)[] = [];
@@ -97,8 +99,11 @@ export class NatsHolders implements PeerTracker {
           else {
             try {
               const h = holderCodec.decode(e.value, `holder ${e.key}`);
-              if (h.address !== this.address)
-                table.set(hex, { holder: { address: h.address, have: new Bitfield(h.pieces, h.have) }, at: e.created.getTime() });
+              if (h.address !== this.address) {
+                const holder: PeerHolder = { address: h.address, have: new Bitfield(h.pieces, h.have) };
+                if (h.seeding.length > 0) holder.seeding = new Bitfield(h.pieces, h.seeding);
+                table.set(hex, { holder, at: e.created.getTime() });
+              }
             } catch (err) {
               this.log.warn({ err: (err as Error).message }, 'ignoring a malformed holder entry');
             }
@@ -119,9 +124,9 @@ export class NatsHolders implements PeerTracker {
     };
   }
 
-  announce(sha256: string, have: Bitfield): void {
+  announce(sha256: string, have: Bitfield, seeding?: Bitfield): void {
     if (this.closed) return;
-    this.mine.set(sha256, have);
+    this.mine.set(sha256, { have, seeding });
     this.dirty.add(sha256);
     this.flushTimer ??= setTimeout(() => void this.flush(), ANNOUNCE_DELAY_MS);
   }
@@ -148,10 +153,19 @@ export class NatsHolders implements PeerTracker {
     const shas = [...this.dirty];
     this.dirty.clear();
     for (const sha of shas) {
-      const have = this.mine.get(sha);
-      if (!have || this.closed) continue;
+      const mine = this.mine.get(sha);
+      if (!mine || this.closed) continue;
+      const { have, seeding } = mine;
       try {
-        await this.kv.put(holderKey(sha, this.selfHex), holderCodec.encode({ address: this.address, pieces: have.size, have: have.bytes }));
+        await this.kv.put(
+          holderKey(sha, this.selfHex),
+          holderCodec.encode({
+            address: this.address,
+            pieces: have.size,
+            have: have.bytes,
+            seeding: seeding && seeding.count > 0 ? seeding.bytes : new Uint8Array(0),
+          }),
+        );
       } catch (e) {
         this.log.debug({ err: (e as Error).message }, 'holder announcement failed; the next refresh says it again');
       }

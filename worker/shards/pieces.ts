@@ -9,6 +9,13 @@ export const MAX_STREAMS_PER_BLOB = 4;
 const WAIT_FOR_HOLDERS_MS = 200;
 /** Failed requests after which a seeder (the last resort) is dropped too; a peer goes at its first. */
 const SEEDER_FAILURES = 3;
+/** How long a holder that said it is busy (every upload slot taken) is left alone, ms (±50%, so askers spread out). */
+const BUSY_BACKOFF_MS = 200;
+/** Busy answers in a row after which a peer is dropped (one that never serves would otherwise hold its pieces back for ever). */
+const PEER_BUSY_LIMIT = 50;
+
+/** A holder turned the request away because all its upload slots were taken: not a failure, ask again later. */
+export class HolderBusy extends Error {}
 
 export interface PieceStats {
   /** pieces fetched and verified */
@@ -19,6 +26,8 @@ export interface PieceStats {
   corrupt: number;
   /** requests that failed (their holder was dropped) */
   failed: number;
+  /** requests a holder turned away as busy (asked again later, or of another holder) */
+  busy: number;
   /** bytes of verified pieces from peers and from the announced seeders */
   fromPeers: number;
   fromSeeders: number;
@@ -32,22 +41,32 @@ export interface FetchPiecesOptions {
   path: string;
   /** the study's seeders (the coordinator): they hold everything, and are asked last */
   seeders: readonly string[];
+  /** the address this worker serves its pieces at, when it does: it ranks the worker among the blob's holders */
+  self?: string;
   tracker: PeerTracker | undefined;
   stats: PieceStats;
   signal: AbortSignal;
-  fetchRange(address: string, offset: number, length: number, signal: AbortSignal): Promise<Buffer>;
-  onStart(have: Bitfield): void;
+  /** the bytes of one range from one holder, as they arrive (the caller checks how many came) */
+  fetchRange(address: string, offset: number, length: number, signal: AbortSignal): AsyncIterable<Uint8Array>;
+  /** the fetch starts, holding `have`; `seeding` will mark the pieces asked of the seeders while they are */
+  onStart(have: Bitfield, seeding: Bitfield): void;
   /** a verified piece was written: `bytes` long, from `address` (one of `seeders`, or a peer) */
   onPiece(have: Bitfield, got: { bytes: number; address: string; seeder: boolean }): void;
+  /** a piece was asked of the seeders, or that request ended (`seeding` changed) */
+  onSeeding(have: Bitfield, seeding: Bitfield): void;
 }
 
 /**
  * Fetches a blob's missing pieces into `path`, up to MAX_STREAMS_PER_BLOB at once: rarest first
- * from the peers that hold them, from the seeders only when no peer has a piece that is wanted
- * (one stream to them while any peer is known). Each piece is checked against its hash before it
- * is written or marked held; a holder that fails or sends a corrupt piece is dropped for this
- * blob and its piece asked of another, the seeders last (a seeder only after SEEDER_FAILURES failed requests, or at once for a corrupt piece). Pieces already verified in `path`
- * (an interrupted transfer) are kept. Resolves when every piece is held.
+ * from the peers that hold them, and from the seeders only the pieces no peer holds, with one
+ * stream to them while any peer is known. The seeders' upload is the scarcest link, so each
+ * piece should leave them once: workers that see each other split those pieces by their rank
+ * among the blob's holders (piece i is first asked by the worker ranked i mod holders) and pass
+ * them on. Each piece is checked against its hash before it is marked held; a holder that fails
+ * or sends a corrupt piece is dropped for this blob and its piece asked of another, the seeders
+ * last (a seeder only after SEEDER_FAILURES failed requests, or at once for a corrupt piece); a
+ * holder that is busy is left alone for a moment. Pieces already verified in `path` (an
+ * interrupted transfer) are kept. Resolves when every piece is held.
  */
 export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
   const { pieceBytes, pieces } = o.pieces;
@@ -57,12 +76,16 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
     // a file just created holds nothing: hashing its zeros would cost a pass over the blob
     const have = fresh ? new Bitfield(n) : await verifiedPieces(fh, o.bytes, o.pieces);
     o.stats.resumed += have.count;
-    o.onStart(have);
+    const seeding = new Bitfield(n);
+    o.onStart(have, seeding);
     const inFlight = new Set<number>();
     /** holders dropped for this blob, with why */
     const dropped = new Map<string, string>();
     const failures = new Map<string, number>();
     const streams = new Map<string, number>();
+    /** holders that said they were busy, until when (ms since the epoch) */
+    const busyUntil = new Map<string, number>();
+    const busyInARow = new Map<string, number>();
     // every idle lane is woken when a piece lands or the holders change, not only the last to wait
     const waiting = new Set<() => void>();
     const poke = () => {
@@ -75,7 +98,27 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
     };
     /** the next piece and who to ask, or undefined when nothing can be asked now */
     const next = (): { piece: number; address: string; seeder: boolean } | undefined => {
-      const peers = (o.tracker?.holders(o.sha256) ?? []).filter((h) => !dropped.has(h.address));
+      const now = Date.now();
+      const free = (address: string) => (busyUntil.get(address) ?? 0) <= now;
+      const known = (o.tracker?.holders(o.sha256) ?? []).filter((h) => !dropped.has(h.address));
+      const toSeeders = [...streams].filter(([a]) => o.seeders.includes(a)).reduce((t, [, c]) => t + c, 0);
+      const fromSeeders = () => {
+        const seeders = o.seeders.filter((s) => !dropped.has(s) && free(s));
+        if (seeders.length === 0 || (known.length > 0 && toSeeders >= 1)) return undefined;
+        // what a peer holds (even a busy one) is passed on by peers, and what a peer is fetching
+        // from the seeders will be: neither is asked of the seeders again
+        const left = [...wanted()].filter((i) => !known.some((h) => h.have.has(i) || h.seeding?.has(i)));
+        if (left.length === 0) return undefined;
+        const ring = [o.self ?? '', ...known.map((h) => h.address)].sort();
+        const rank = ring.indexOf(o.self ?? '');
+        const mine = left.filter((i) => i % ring.length === rank);
+        const from = mine.length > 0 ? mine : left;
+        return { piece: from[Math.floor(Math.random() * from.length)]!, address: seeders[0]!, seeder: true };
+      };
+      // the seeders' stream first: it must never idle while pieces no peer holds are left
+      const seeded = toSeeders === 0 ? fromSeeders() : undefined;
+      if (seeded) return seeded;
+      const peers = known.filter((h) => free(h.address));
       const piece = pickRarest(
         wanted(),
         peers.map((p) => p.have),
@@ -87,13 +130,7 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
         holding.sort((a, b) => (streams.get(a.address) ?? 0) - (streams.get(b.address) ?? 0) || Math.random() - 0.5);
         return { piece, address: holding[0]!.address, seeder: false };
       }
-      const seeders = o.seeders.filter((s) => !dropped.has(s));
-      if (seeders.length === 0) return undefined;
-      const toSeeders = [...streams].filter(([a]) => o.seeders.includes(a)).reduce((t, [, c]) => t + c, 0);
-      if (peers.length > 0 && toSeeders >= 1) return undefined;
-      const left = [...wanted()];
-      if (left.length === 0) return undefined;
-      return { piece: left[Math.floor(Math.random() * left.length)]!, address: seeders[0]!, seeder: true };
+      return fromSeeders();
     };
 
     const lane = async (): Promise<void> => {
@@ -126,28 +163,55 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
         const { offset, length } = pieceRange(piece, o.bytes, pieceBytes);
         inFlight.add(piece);
         streams.set(address, (streams.get(address) ?? 0) + 1);
+        if (job.seeder) {
+          seeding.set(piece);
+          o.onSeeding(have, seeding);
+        }
         try {
-          const data = await o.fetchRange(address, offset, length, o.signal);
-          const digest = createHash('sha256').update(data).digest('hex');
+          // each chunk is hashed and written at its place as it arrives: no piece-sized copy in
+          // memory; a piece that fails its hash is simply not marked held, and its bytes are
+          // overwritten by the next holder's
+          const hash = createHash('sha256');
+          let got = 0;
+          for await (const chunk of o.fetchRange(address, offset, length, o.signal)) {
+            if (got + chunk.length > length) throw new Error(`more than the ${length} bytes asked for`);
+            hash.update(chunk);
+            await fh.write(chunk, 0, chunk.length, offset + got);
+            got += chunk.length;
+          }
+          if (got !== length) throw new Error(`${got} of ${length} bytes arrived`);
+          const digest = hash.digest('hex');
           if (digest !== pieces[piece]) {
             o.stats.corrupt++;
             dropped.set(address, `piece ${piece} hashing to ${digest.slice(0, 12)}…, expected ${pieces[piece]!.slice(0, 12)}…`);
             continue;
           }
-          await fh.write(data, 0, length, offset);
           have.set(piece);
+          busyInARow.delete(address);
           o.stats.pieces++;
           if (job.seeder) o.stats.fromSeeders += length;
           else o.stats.fromPeers += length;
           o.onPiece(have, { bytes: length, address, seeder: job.seeder });
         } catch (e) {
           if (o.signal.aborted) throw e;
+          if (e instanceof HolderBusy) {
+            o.stats.busy++;
+            busyUntil.set(address, Date.now() + BUSY_BACKOFF_MS * (0.5 + Math.random()));
+            const times = (busyInARow.get(address) ?? 0) + 1;
+            busyInARow.set(address, times);
+            if (!job.seeder && times >= PEER_BUSY_LIMIT) dropped.set(address, `busy ${times} times in a row`);
+            continue;
+          }
           o.stats.failed++;
           const times = (failures.get(address) ?? 0) + 1;
           failures.set(address, times);
           if (!job.seeder || times >= SEEDER_FAILURES) dropped.set(address, (e as Error).message);
         } finally {
           inFlight.delete(piece);
+          if (job.seeder) {
+            seeding.clear(piece);
+            o.onSeeding(have, seeding);
+          }
           streams.set(address, streams.get(address)! - 1);
           poke();
         }
