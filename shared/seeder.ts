@@ -122,27 +122,15 @@ export class Seeder {
     if (ranged) this.uploading++;
     const stream = createReadStream(path, { start: offset, end: end - 1, highWaterMark: CHUNK_BYTES });
     let cancelled = false;
-    // a cancelled call never drains: whatever waits for it is woken too, so its slot is freed
-    const wake = new Set<() => void>();
     call.on('cancelled', () => {
       cancelled = true;
       stream.destroy();
-      for (const w of wake) w();
     });
     try {
       for await (const chunk of stream) {
         if (cancelled) break;
         this.counters.bytes += (chunk as Buffer).length;
-        if (!call.write({ data: chunk as Buffer }))
-          await new Promise<void>((r) => {
-            const done = () => {
-              wake.delete(done);
-              call.off('drain', done);
-              r();
-            };
-            wake.add(done);
-            call.once('drain', done);
-          });
+        if (!call.write({ data: chunk as Buffer })) await new Promise((r) => call.once('drain', r));
       }
       if (cancelled) return;
       this.count(sha256, offset, length);

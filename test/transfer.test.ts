@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Seeder } from '../shared/seeder.js';
 import { BlobCache } from '../worker/shards/fetch.js';
-import { grpc, shardServiceDefinition } from '../shared/grpc.js';
+import { grpc, ShardServiceClient, shardServiceDefinition } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';
 import { useTempDir } from './helpers/temp.js';
 
@@ -75,5 +75,55 @@ describe('shard transfer, cancelled', () => {
     expect(Date.now() - started).toBeLessThan(5000);
     expect(await readdir(dir)).toEqual([]);
     server.forceShutdown();
+  });
+});
+
+describe('shard transfer, upload slots', () => {
+  it('transfer - a seeder with every upload slot taken answers busy at once, serves whole blobs all the same, and frees the slot of a cancelled call', async () => {
+    const data = Buffer.alloc(32 * 1024 * 1024, 3);
+    const small = Buffer.from('a whole blob, not a piece');
+    await writeFile(join(tmp, 'slots-blob'), data);
+    await writeFile(join(tmp, 'slots-small'), small);
+    const limited = new Seeder(silentLogger(), 1);
+    limited.register(sha(data), join(tmp, 'slots-blob'));
+    limited.register(sha(small), join(tmp, 'slots-small'));
+    const address = await limited.start('127.0.0.1');
+    // gRPC's default window (64 KiB): a client that does not read holds the seeder's writes, and its slot
+    const client = new ShardServiceClient(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      fetch(req: unknown): grpc.ClientReadableStream<{ data: Buffer }>;
+    };
+    /** the bytes a call delivered, or its error */
+    const read = (sha256: string, offset: number, length: number) =>
+      new Promise<{ bytes: number } | { code: number; details: string }>((resolve) => {
+        let bytes = 0;
+        const c = client.fetch({ sha256, offset, length });
+        c.on('data', (m: { data: Buffer }) => {
+          bytes += m.data.length;
+        });
+        c.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details }));
+        c.on('end', () => resolve({ bytes }));
+      });
+    try {
+      const slow = client.fetch({ sha256: sha(data), offset: 0, length: data.length });
+      slow.pause();
+      // the first call holds the one slot once its bytes start flowing
+      await new Promise<void>((resolve) => slow.once('metadata', () => resolve()));
+      const refused = await read(sha(data), 0, 1024);
+      expect(refused).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^busy/) });
+      expect(limited.served().busy).toBe(1);
+      expect(await read(sha(small), 0, 0)).toEqual({ bytes: small.length });
+      slow.on('error', () => undefined);
+      slow.cancel();
+      // the cancelled call's slot comes back (bounded wait: the cancellation reaches the seeder asynchronously)
+      let again = await read(sha(data), 1024, 1024);
+      for (let i = 0; i < 50 && !('bytes' in again); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        again = await read(sha(data), 1024, 1024);
+      }
+      expect(again).toEqual({ bytes: 1024 });
+    } finally {
+      client.close();
+      await limited.close();
+    }
   });
 });

@@ -28,6 +28,12 @@ const { values } = parseArgs({
   },
 });
 const CORES = availableParallelism();
+/**
+ * Each link's queue, KiB: 50 ms of its rate, but at least 256 KiB. A queue of a few packets (50 ms
+ * of a slow link) shared by a dozen TCP flows starves some of them in retransmission timeouts for
+ * seconds: that measures TCP under a pathological buffer, not piece distribution.
+ */
+const QUEUE_KB = Math.max(256, Math.ceil((Number(values.mbit) * 1e6 * 0.05) / 8 / 1024));
 const pct = (x: number) => `${Math.round(100 * x)}%`;
 const counts = values.workers.split(',').map(Number);
 const MAX = Math.max(...counts);
@@ -66,8 +72,9 @@ function setup(): void {
     ip('-n', ns, 'link', 'set', `obp-${h}`, 'up');
     ip('-n', ns, 'link', 'set', 'lo', 'up');
     // upload (inside the host) and download (the bridge's side) both capped
-    tc('-n', ns, 'qdisc', 'add', 'dev', `obp-${h}`, 'root', 'tbf', 'rate', cap, 'burst', '256kb', 'latency', '50ms');
-    tc('qdisc', 'add', 'dev', `obv-${h}`, 'root', 'tbf', 'rate', cap, 'burst', '256kb', 'latency', '50ms');
+    const queue = ['limit', `${QUEUE_KB}kb`];
+    tc('-n', ns, 'qdisc', 'add', 'dev', `obp-${h}`, 'root', 'tbf', 'rate', cap, 'burst', '256kb', ...queue);
+    tc('qdisc', 'add', 'dev', `obv-${h}`, 'root', 'tbf', 'rate', cap, 'burst', '256kb', ...queue);
   });
 }
 

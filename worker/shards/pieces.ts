@@ -43,6 +43,8 @@ export interface FetchPiecesOptions {
   seeders: readonly string[];
   /** the address this worker serves its pieces at, when it does: it ranks the worker among the blob's holders */
   self?: string;
+  /** how long a busy holder is left alone, ms (default BUSY_BACKOFF_MS; tests shorten it) */
+  busyBackoffMs?: number;
   tracker: PeerTracker | undefined;
   stats: PieceStats;
   signal: AbortSignal;
@@ -154,7 +156,10 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
               waiting.delete(done);
               resolve();
             };
-            const t = setTimeout(done, WAIT_FOR_HOLDERS_MS);
+            // or until the first busy holder may be asked again, if sooner
+            const now = Date.now();
+            const freeAt = Math.min(...[...busyUntil.values()].filter((u) => u > now));
+            const t = setTimeout(done, Math.max(1, Math.min(WAIT_FOR_HOLDERS_MS, freeAt - now)));
             waiting.add(done);
           });
           continue;
@@ -196,7 +201,7 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
           if (o.signal.aborted) throw e;
           if (e instanceof HolderBusy) {
             o.stats.busy++;
-            busyUntil.set(address, Date.now() + BUSY_BACKOFF_MS * (0.5 + Math.random()));
+            busyUntil.set(address, Date.now() + (o.busyBackoffMs ?? BUSY_BACKOFF_MS) * (0.5 + Math.random()));
             const times = (busyInARow.get(address) ?? 0) + 1;
             busyInARow.set(address, times);
             if (!job.seeder && times >= PEER_BUSY_LIMIT) dropped.set(address, `busy ${times} times in a row`);

@@ -1,0 +1,203 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Bitfield, PieceHasher, pieceRange } from '../../shared/pieces.js';
+import type { PeerHolder, PeerTracker } from '../../worker/shards/holders.js';
+import { fetchPieces, HolderBusy, type PieceStats } from '../../worker/shards/pieces.js';
+import { useTempDir } from '../helpers/temp.js';
+
+// The piece scheduler alone: holders are functions and a tracker in memory (the gRPC side is
+// covered by test/peers.test.ts and test/transfer.test.ts).
+const tmp = useTempDir('fetch-pieces');
+const PIECE = 1024;
+const N = 8;
+const data = randomBytes(PIECE * N - 100);
+const hasher = new PieceHasher(PIECE);
+hasher.update(data);
+const list = { pieceBytes: PIECE, pieces: hasher.finish() };
+const sha256 = createHash('sha256').update(data).digest('hex');
+let file = 0;
+
+const newStats = (): PieceStats => ({ pieces: 0, resumed: 0, corrupt: 0, failed: 0, busy: 0, fromPeers: 0, fromSeeders: 0 });
+
+/** A tracker whose holders the test sets; it tells the fetch when they change. */
+class FakeTracker implements PeerTracker {
+  peers: PeerHolder[] = [];
+  private readonly listeners: (() => void)[] = [];
+  holders(): PeerHolder[] {
+    return this.peers;
+  }
+  async follow(): Promise<() => void> {
+    return () => undefined;
+  }
+  announce(): void {}
+  withdraw(): void {}
+  onChange(l: () => void): void {
+    this.listeners.push(l);
+  }
+  changed(): void {
+    for (const l of this.listeners) l();
+  }
+}
+
+/** The bytes of the range, in two chunks, as a holder would stream them. */
+async function* serve(offset: number, length: number): AsyncGenerator<Uint8Array> {
+  const bytes = data.subarray(offset, offset + length);
+  yield bytes.subarray(0, length >> 1);
+  yield bytes.subarray(length >> 1);
+}
+
+const pieceAt = (offset: number) => offset / PIECE;
+
+describe('piece scheduler', () => {
+  it('fetch pieces - the seeders are not asked for what a peer holds or is fetching from them, and a worker starts with its own share', async () => {
+    const tracker = new FakeTracker();
+    const seeding = new Bitfield(N);
+    for (const i of [0, 1, 2, 3]) seeding.set(i);
+    tracker.peers = [
+      { address: 'w-a', have: new Bitfield(N), seeding },
+      { address: 'w-c', have: new Bitfield(N) },
+    ];
+    const fromSeeder: number[] = [];
+    const fromPeer: number[] = [];
+    const path = join(tmp, `part-${file++}`);
+    await fetchPieces({
+      sha256,
+      bytes: data.length,
+      pieces: list,
+      path,
+      seeders: ['seed'],
+      self: 'w-b',
+      tracker,
+      stats: newStats(),
+      signal: new AbortController().signal,
+      fetchRange(address, offset, length) {
+        if (address === 'seed') {
+          fromSeeder.push(pieceAt(offset));
+          // once the seeders sent the other four, w-a's four arrive and are announced
+          if (fromSeeder.length === 4)
+            setTimeout(() => {
+              const have = new Bitfield(N);
+              for (const i of [0, 1, 2, 3]) have.set(i);
+              tracker.peers = [{ address: 'w-a', have }, tracker.peers[1]!];
+              tracker.changed();
+            }, 20);
+        } else fromPeer.push(pieceAt(offset));
+        return serve(offset, length);
+      },
+      onStart() {},
+      onPiece() {},
+      onSeeding() {},
+    });
+    expect(await readFile(path)).toEqual(data);
+    expect([...fromSeeder].sort()).toEqual([4, 5, 6, 7]);
+    expect([...fromPeer].sort()).toEqual([0, 1, 2, 3]);
+    // w-b ranks second of three holders (w-a, w-b, w-c): its first piece is one i with i mod 3 = 1
+    expect([4, 7]).toContain(fromSeeder[0]);
+  });
+
+  it('fetch pieces - marks what it asks of the seeders while it is asked, for peers to see', async () => {
+    const marked: number[][] = [];
+    const path = join(tmp, `part-${file++}`);
+    await fetchPieces({
+      sha256,
+      bytes: data.length,
+      pieces: list,
+      path,
+      seeders: ['seed'],
+      tracker: undefined,
+      stats: newStats(),
+      signal: new AbortController().signal,
+      fetchRange: (_address, offset, length) => serve(offset, length),
+      onStart() {},
+      onPiece() {},
+      onSeeding(_have, seeding) {
+        marked.push(Array.from({ length: N }, (_, i) => i).filter((i) => seeding.has(i)));
+      },
+    });
+    expect(await readFile(path)).toEqual(data);
+    // each piece was marked once when asked and cleared when it arrived: every change is said
+    expect(marked.length).toBe(2 * N);
+    expect(marked.at(-1)).toEqual([]);
+    expect(new Set(marked.flat()).size).toBe(N);
+  });
+
+  it('fetch pieces - a busy holder is asked again later, and is neither a failure nor dropped', async () => {
+    const stats = newStats();
+    let asked = 0;
+    const path = join(tmp, `part-${file++}`);
+    await fetchPieces({
+      sha256,
+      bytes: data.length,
+      pieces: list,
+      path,
+      seeders: ['seed'],
+      tracker: undefined,
+      stats,
+      busyBackoffMs: 5,
+      signal: new AbortController().signal,
+      fetchRange(_address, offset, length) {
+        if (++asked <= 3) throw new HolderBusy('busy: 16 uploads at once');
+        return serve(offset, length);
+      },
+      onStart() {},
+      onPiece() {},
+      onSeeding() {},
+    });
+    expect(await readFile(path)).toEqual(data);
+    expect(stats).toMatchObject({ busy: 3, failed: 0, pieces: N, fromSeeders: data.length });
+  });
+
+  it('fetch pieces - a peer that is always busy is dropped in the end, and the seeders send what it holds', async () => {
+    const tracker = new FakeTracker();
+    tracker.peers = [{ address: 'w-a', have: Bitfield.full(N) }];
+    const stats = newStats();
+    let peerAsked = 0;
+    const path = join(tmp, `part-${file++}`);
+    await fetchPieces({
+      sha256,
+      bytes: data.length,
+      pieces: list,
+      path,
+      seeders: ['seed'],
+      self: 'w-b',
+      tracker,
+      stats,
+      busyBackoffMs: 2,
+      signal: new AbortController().signal,
+      fetchRange(address, offset, length) {
+        if (address === 'seed') return serve(offset, length);
+        peerAsked++;
+        // a generator that throws when read, as a refused gRPC call does
+        return (async function* () {
+          yield* [];
+          throw new HolderBusy('busy: 4 uploads at once');
+        })();
+      },
+      onStart() {},
+      onPiece() {},
+      onSeeding() {},
+    });
+    expect(await readFile(path)).toEqual(data);
+    expect(stats.fromSeeders).toBe(data.length);
+    expect(stats.fromPeers).toBe(0);
+    expect(peerAsked).toBeGreaterThanOrEqual(50);
+    expect(peerAsked).toBeLessThan(60);
+  });
+});
+
+describe('bitfield', () => {
+  it('pieces - a cleared piece is not held and no longer counted', () => {
+    const b = new Bitfield(10);
+    b.set(3);
+    b.set(4);
+    b.clear(3);
+    b.clear(3);
+    b.clear(9);
+    expect(b.has(3)).toBe(false);
+    expect(b.has(4)).toBe(true);
+    expect(b.count).toBe(1);
+    expect(pieceRange(9, 10 * PIECE, PIECE).length).toBe(PIECE);
+  });
+});
