@@ -187,6 +187,48 @@ describe('piece scheduler', () => {
   });
 });
 
+describe('piece scheduler, stalls', () => {
+  it('fetch pieces - a peer that stops sending mid-piece is given up after the stall time, dropped, and the piece asked elsewhere', async () => {
+    const tracker = new FakeTracker();
+    tracker.peers = [{ address: 'w-a', have: Bitfield.full(N) }];
+    const stats = newStats();
+    let cancelled = 0;
+    const path = join(tmp, `part-${file++}`);
+    const started = Date.now();
+    await fetchPieces({
+      sha256,
+      bytes: data.length,
+      pieces: list,
+      path,
+      seeders: ['seed'],
+      self: 'w-b',
+      tracker,
+      stats,
+      stallMs: 100,
+      signal: new AbortController().signal,
+      fetchRange(address, offset, length, signal) {
+        if (address === 'seed') return serve(offset, length);
+        // one chunk, then nothing until the request is cancelled (as a call's cancel() ends it)
+        return (async function* () {
+          yield data.subarray(offset, offset + 10);
+          await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+          cancelled++;
+          throw new Error('Cancelled on client');
+        })();
+      },
+      onStart() {},
+      onPiece() {},
+      onSeeding() {},
+    });
+    expect(await readFile(path)).toEqual(data);
+    // every stream took a piece of w-a at once, all stalled, each was cancelled and counted once
+    expect(cancelled).toBeGreaterThanOrEqual(1);
+    expect(stats.failed).toBe(cancelled);
+    expect(stats).toMatchObject({ fromPeers: 0, fromSeeders: data.length });
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+});
+
 describe('bitfield', () => {
   it('pieces - a cleared piece is not held and no longer counted', () => {
     const b = new Bitfield(10);

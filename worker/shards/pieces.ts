@@ -11,6 +11,12 @@ const WAIT_FOR_HOLDERS_MS = 200;
 const SEEDER_FAILURES = 3;
 /** How long a holder that said it is busy (every upload slot taken) is left alone, ms (±50%, so askers spread out). */
 const BUSY_BACKOFF_MS = 200;
+/**
+ * A piece request that receives no byte for this long is cancelled and its holder treated as
+ * failed, ms: a hung peer (stopped process, dead link) would otherwise hold the piece and a
+ * stream until the call's own deadline, minutes later.
+ */
+const STALL_MS = 30_000;
 /** Busy answers in a row after which a peer is dropped (one that never serves would otherwise hold its pieces back for ever). */
 const PEER_BUSY_LIMIT = 50;
 
@@ -45,6 +51,8 @@ export interface FetchPiecesOptions {
   self?: string;
   /** how long a busy holder is left alone, ms (default BUSY_BACKOFF_MS; tests shorten it) */
   busyBackoffMs?: number;
+  /** a request with no byte for this long is given up, ms (default STALL_MS; tests shorten it) */
+  stallMs?: number;
   tracker: PeerTracker | undefined;
   stats: PieceStats;
   signal: AbortSignal;
@@ -166,6 +174,10 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
         }
         const { piece, address } = job;
         const { offset, length } = pieceRange(piece, o.bytes, pieceBytes);
+        // this request alone is cancelled when it stalls; all of them when the fetch is
+        const request = new AbortController();
+        const cancel = () => request.abort(o.signal.reason);
+        o.signal.addEventListener('abort', cancel, { once: true });
         inFlight.add(piece);
         streams.set(address, (streams.get(address) ?? 0) + 1);
         if (job.seeder) {
@@ -178,11 +190,23 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
           // overwritten by the next holder's
           const hash = createHash('sha256');
           let got = 0;
-          for await (const chunk of o.fetchRange(address, offset, length, o.signal)) {
-            if (got + chunk.length > length) throw new Error(`more than the ${length} bytes asked for`);
-            hash.update(chunk);
-            await fh.write(chunk, 0, chunk.length, offset + got);
-            got += chunk.length;
+          const stallMs = o.stallMs ?? STALL_MS;
+          const stalled = () => request.abort(new Error(`no byte for ${stallMs / 1000} s after ${got} of ${length}`));
+          let timer = setTimeout(stalled, stallMs);
+          try {
+            for await (const chunk of o.fetchRange(address, offset, length, request.signal)) {
+              clearTimeout(timer);
+              timer = setTimeout(stalled, stallMs);
+              if (got + chunk.length > length) throw new Error(`more than the ${length} bytes asked for`);
+              hash.update(chunk);
+              await fh.write(chunk, 0, chunk.length, offset + got);
+              got += chunk.length;
+            }
+          } catch (e) {
+            // the holder's fault when it stalled, not whatever the cancelled call threw
+            throw request.signal.aborted && !o.signal.aborted ? request.signal.reason : e;
+          } finally {
+            clearTimeout(timer);
           }
           if (got !== length) throw new Error(`${got} of ${length} bytes arrived`);
           const digest = hash.digest('hex');
@@ -212,6 +236,7 @@ export async function fetchPieces(o: FetchPiecesOptions): Promise<void> {
           failures.set(address, times);
           if (!job.seeder || times >= SEEDER_FAILURES) dropped.set(address, (e as Error).message);
         } finally {
+          o.signal.removeEventListener('abort', cancel);
           inFlight.delete(piece);
           if (job.seeder) {
             seeding.clear(piece);
