@@ -295,6 +295,40 @@ describe('layouts', () => {
     });
   }
 
+  it("layouts - PyTorch's shared initializers: a base exporting B as an Identity of an equal A pools with checkpoints where they differ", async () => {
+    // torch.onnx.export keeps one of two equal parameters and names the other an Identity of it
+    const share = (m: ModelProto): ModelProto => {
+      const g = m.graph!;
+      return {
+        ...m,
+        graph: {
+          ...g,
+          initializer: g.initializer!.filter((t) => t.name !== 'B'),
+          node: [node('Identity', ['A'], ['B']), ...g.node!],
+        },
+      };
+    };
+    const w = await writeLayout('torch-shared', {});
+    const sharedBase = { ...w.params.base!, B: w.params.base!.A };
+    await writeModel(w.base, share(withLayout(sharedBase, {})));
+    const { pool, built } = await poolOf('torch-shared', w, '--json');
+    expect(built.stderr).toBe('');
+    expect(built.code).toBe(0);
+    const manifest = JSON.parse(await readFile(join(pool, 'manifest.json'), 'utf8'));
+    expect(manifest.tensors.map((t: { name: string }) => t.name)).toContain('B');
+    const sets = Object.keys(seqs).flatMap((s) => ['--set', `${s}=${family.dev[s]}`]);
+    // the base evaluates as exported (B = A); a checkpoint's B, which differs, is merged on its own
+    for (const [weights, params] of [
+      ['', sharedBase],
+      ['ja=1', w.params.ja!],
+    ] as const) {
+      const r = await optimer('eval', '--pool', pool, '--weights', weights, ...sets, '--batch-tokens', '300', '--json');
+      expect(r.stderr).toBe('');
+      const scores = JSON.parse(r.stdout).scores as { name: string; score: number }[];
+      for (const s of scores) expect(Math.abs(s.score - referenceNll(S, params, seqs[s.name]!))).toBeLessThan(1e-4);
+    }
+  });
+
   it('layouts - buildFeeds feeds what the graph needs; a wrong feed fails or changes the logits', async () => {
     const w = await writeLayout('consume', {
       mask: 'int64',

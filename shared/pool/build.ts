@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
 import { dtypeBytes, isMergeable } from '../onnx/dtype.js';
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
+import { unshareInitializers } from '../onnx/unshare.js';
 import { encodeModel } from '../onnx/proto.js';
 import { setExternal } from '../onnx/build.js';
 import { MANIFEST_FILE, SHARDS_DIR, parseManifest, partName, vectorNameSchema, type PoolManifest, type TensorEntry } from './manifest.js';
@@ -62,7 +63,7 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   const progress = opts.onProgress ?? (() => undefined);
   const tokenizer = opts.tokenizer === undefined ? undefined : await readTokenizer(opts.tokenizer);
 
-  const base = await openOnnxModel(opts.base);
+  const base = unshareInitializers(await openOnnxModel(opts.base));
   try {
     const model = describeModel(base, opts);
     if (tokenizer && model.vocab !== null && tokenizer.maxId >= model.vocab) {
@@ -152,7 +153,7 @@ async function writeBlobs(
   const baseWriter = new ShardWriter(shardsDir, shardBytes, pieceBytes);
   try {
     for (const v of opts.vectors) {
-      const ckpt = await openOnnxModel(v.path);
+      const ckpt = unshareInitializers(await openOnnxModel(v.path));
       ckpts.push(ckpt);
       compareModels(base, ckpt);
       writers.push(new ShardWriter(shardsDir, shardBytes, pieceBytes));
