@@ -1,9 +1,12 @@
 import cliProgress from 'cli-progress';
-import { estimateEta, type Progress, type StudyEvent } from '../coordinator/index.js';
+import { estimateEta, type Progress, type StudyEvent, type TransferSummary } from '../coordinator/index.js';
+import { formatBytes } from '../shared/index.js';
 import { fmt, formatDuration } from './output.js';
 
 /** Seconds between plain progress lines when stderr is not a terminal. */
 export const DEFAULT_PROGRESS_EVERY_S = 10;
+/** How often the workers' transfers are looked at, ms (they say them with each heartbeat). */
+const TRANSFERS_EVERY_MS = 1000;
 
 export interface StudyProgressOptions {
   study: string;
@@ -18,7 +21,16 @@ export interface StudyProgressOptions {
 
 export interface StudyProgressDisplay {
   onEvent(e: StudyEvent, p: Progress): void;
+  /** Shows what the workers are fetching (a pool's shards can take minutes before any trial starts). */
+  followTransfers(source: () => TransferSummary | null): void;
   stop(): void;
+}
+
+/** `fetching 1.20 GiB of 4.00 GiB (30%), 85.0 MiB/s, 3 workers`, or '' when nothing is fetched. */
+export function transfersText(t: TransferSummary | null): string {
+  if (!t) return '';
+  const pct = t.bytes > 0 ? ` (${Math.floor((100 * t.doneBytes) / t.bytes)}%)` : '';
+  return `fetching ${formatBytes(t.doneBytes)} of ${formatBytes(t.bytes)}${pct}, ${formatBytes(t.bytesPerSecond)}/s, ${t.workers} worker${t.workers === 1 ? '' : 's'}`;
 }
 
 /** The mode for this process: a bar when stderr is a terminal, else plain lines; none for --json. */
@@ -34,7 +46,7 @@ export function progressMode(json: boolean): StudyProgressOptions['mode'] {
  * (done/total, best, ETA) when not, so a log file or CI shows the study moving.
  */
 export function studyProgress(o: StudyProgressOptions): StudyProgressDisplay {
-  if (o.mode === 'off') return { onEvent() {}, stop() {} };
+  if (o.mode === 'off') return { onEvent() {}, followTransfers() {}, stop() {} };
   const stream = o.stream ?? process.stderr;
   const workers = new Set<string>();
   let phase: Progress['phase'] = 'trials';
@@ -42,6 +54,8 @@ export function studyProgress(o: StudyProgressOptions): StudyProgressDisplay {
   let last: Progress | undefined;
   let changed = false;
   let stopped = false;
+  let fetching = '';
+  let transfersTimer: NodeJS.Timeout | undefined;
 
   const view = () => {
     const p = last!;
@@ -58,12 +72,13 @@ export function studyProgress(o: StudyProgressOptions): StudyProgressDisplay {
       best: p.best !== undefined ? fmt(p.best) : '-',
       eta: over ? '-' : eta ? formatDuration(eta.seconds) : '?',
       workers: workers.size,
+      fetching: fetching ? ` | ${fetching}` : '',
     };
   };
 
   const line = (): string => {
     const v = view();
-    return `optimer: study ${o.study}: ${v.phase} ${v.done}/${v.total}, ${v.running} running, best ${v.best}, ETA ${v.eta}, ${v.workers} workers\n`;
+    return `optimer: study ${o.study}: ${v.phase} ${v.done}/${v.total}, ${v.running} running, best ${v.best}, ETA ${v.eta}, ${v.workers} workers${fetching ? `, ${fetching}` : ''}\n`;
   };
 
   let bar: cliProgress.SingleBar | undefined;
@@ -86,18 +101,18 @@ export function studyProgress(o: StudyProgressOptions): StudyProgressDisplay {
     if (!bar) {
       bar = new cliProgress.SingleBar(
         {
-          format: `study ${o.study} {phase} [{bar}] {value}/{total} | best {best} | ETA {etaText} | {workers} workers`,
+          format: `study ${o.study} {phase} [{bar}] {value}/{total} | best {best} | ETA {etaText} | {workers} workers{fetching}`,
           stream: stream as NodeJS.WriteStream,
           hideCursor: true,
           clearOnComplete: true,
         },
         cliProgress.Presets.shades_classic,
       );
-      bar.start(v.total, v.done, { phase: v.phase, best: v.best, etaText: v.eta, workers: v.workers });
+      bar.start(v.total, v.done, { phase: v.phase, best: v.best, etaText: v.eta, workers: v.workers, fetching: v.fetching });
       return;
     }
     bar.setTotal(v.total);
-    bar.update(v.done, { phase: v.phase, best: v.best, etaText: v.eta, workers: v.workers });
+    bar.update(v.done, { phase: v.phase, best: v.best, etaText: v.eta, workers: v.workers, fetching: v.fetching });
   };
 
   return {
@@ -119,10 +134,22 @@ export function studyProgress(o: StudyProgressOptions): StudyProgressDisplay {
         stream.write(line());
       }
     },
+    followTransfers(source) {
+      if (stopped || transfersTimer) return;
+      transfersTimer = setInterval(() => {
+        const text = transfersText(source());
+        if (text === fetching) return;
+        fetching = text;
+        changed = true;
+        if (o.mode === 'bar' && last) draw();
+      }, TRANSFERS_EVERY_MS);
+      transfersTimer.unref();
+    },
     stop() {
       if (stopped) return;
       stopped = true;
       clearInterval(timer);
+      clearInterval(transfersTimer);
       bar?.stop();
     },
   };

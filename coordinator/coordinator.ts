@@ -44,7 +44,7 @@ import { StatusService } from './status/status-service.js';
 import { mergeTransitions, type Progress, type Transition, TrialBook } from './trial-book.js';
 import { attemptToken, holdsAttempt } from './attempt-token.js';
 import { StudyTransport } from './transport.js';
-import { queueTarget, WorkerTracker } from './worker-tracker.js';
+import { queueTarget, type TransferSummary, WorkerTracker } from './worker-tracker.js';
 
 export interface CoordinatorOptions {
   config: StudyConfig;
@@ -267,6 +267,11 @@ export class Coordinator {
   /** Complete or failed: the coordinator issues no more work. */
   private get stopped(): boolean {
     return this.study.state !== 'running';
+  }
+
+  /** What the workers are fetching now (pool shards, evaluation sets), summed; null when nothing. */
+  transfers(): TransferSummary | null {
+    return this.tracker.transfers();
   }
 
   /** Where the study stands: finished and total jobs of the current phase, running, best. */

@@ -1,6 +1,7 @@
 // The public entry of coordinator/: what cli/ may use.
 export { baselineMerges, baselineParams, type NamedParams, type NamedWeights } from './baselines.js';
 export { Coordinator, type CoordinatorOptions } from './coordinator.js';
+export type { TransferSummary } from './worker-tracker.js';
 export { StudyEvents, type StudyEvent, type StudyEventListener, type StudyPhase } from './events.js';
 export { genomeSpace, proposalParams } from './genome-space.js';
 export { TrialBook, type BookSettings, type Effect, type Progress, type Transition } from './trial-book.js';

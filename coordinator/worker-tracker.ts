@@ -26,6 +26,15 @@ export interface TrackedWorker {
   transfers: WorkerTransfer[];
 }
 
+/** The transfers under way across the live workers, summed: what `optimer run`'s progress shows. */
+export interface TransferSummary {
+  /** workers fetching */
+  workers: number;
+  bytes: number;
+  doneBytes: number;
+  bytesPerSecond: number;
+}
+
 export type WorkerChange = { type: 'seen'; worker: TrackedWorker } | { type: 'lost'; worker: TrackedWorker; silentMs: number };
 
 /**
@@ -77,6 +86,21 @@ export class WorkerTracker {
 
   list(): TrackedWorker[] {
     return [...this.workers.values()];
+  }
+
+  /** What the live workers are fetching, as they last said; null when none is. */
+  transfers(): TransferSummary | null {
+    const sum: TransferSummary = { workers: 0, bytes: 0, doneBytes: 0, bytesPerSecond: 0 };
+    for (const w of this.workers.values()) {
+      if (w.lost || w.transfers.length === 0) continue;
+      sum.workers++;
+      for (const t of w.transfers) {
+        sum.bytes += t.bytes;
+        sum.doneBytes += t.doneBytes;
+        sum.bytesPerSecond += t.bytesPerSecond;
+      }
+    }
+    return sum.workers > 0 ? sum : null;
   }
 
   /**

@@ -100,6 +100,7 @@ export function registerDemo(program: Command, run: Run): void {
           fresh: true,
           log: createLogger('coordinator', 'warn'),
           onEvent: (e, p) => bar.onEvent(e, p),
+          followTransfers: (source) => bar.followTransfers(source),
           ...(dashboard ? { dashboard } : {}),
         });
         bar.stop();

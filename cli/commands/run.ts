@@ -10,6 +10,7 @@ import {
   loadStudyConfig,
   openLevelStore,
   type Progress,
+  type TransferSummary,
   type StudyEvent,
   type StudyConfig,
   type StudyReport,
@@ -63,6 +64,8 @@ export interface RunStudyOptions {
   logFormat?: string;
   /** the study's events, each with where the study stands after it (the progress display) */
   onEvent?: (e: StudyEvent, progress: Progress) => void;
+  /** given, once the coordinator runs, what tells the workers' transfers (the progress display) */
+  followTransfers?: (source: () => TransferSummary | null) => void;
   /** aborting stops everything cleanly; the study resumes on the next run */
   signal?: AbortSignal;
   /** serve the web dashboard here */
@@ -109,6 +112,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
     });
     started = coordinator;
     stops.push(() => coordinator.close());
+    o.followTransfers?.(() => coordinator.transfers());
     // `optimer study status --store` finds the coordinator through this note while the store is locked
     const removeNote = await writeCoordinatorFile(o.storeDir, url, o.config.name);
     stops.push(removeNote);
@@ -238,6 +242,7 @@ export function registerRun(program: Command, run: Run): void {
             workerLogLevel: o.logLevel,
             ...(o.logFormat ? { logFormat: o.logFormat } : {}),
             onEvent: (e, p) => bar.onEvent(e, p),
+            followTransfers: (source) => bar.followTransfers(source),
             signal: abort.signal,
             ...(dashboard ? { dashboard } : {}),
           });

@@ -16,6 +16,23 @@ const status = (worker: string, state: WorkerStatus['state'] = 'idle'): WorkerSt
 });
 
 describe('worker tracker', () => {
+  it('worker tracker - the transfers under way are summed over the live workers; none is null', () => {
+    const t = new WorkerTracker(3);
+    const fetching = (worker: string, bytes: number, doneBytes: number, bytesPerSecond: number): WorkerStatus => ({
+      ...status(worker),
+      transfers: [{ blob: 'ab', bytes, doneBytes, bytesPerSecond, fromPeers: 0, fromSeeders: doneBytes, peers: 0, seconds: 1 }],
+    });
+    t.heard(status('idle'), 0);
+    expect(t.transfers()).toBeNull();
+    t.heard(fetching('a', 100, 40, 10), 0);
+    t.heard(fetching('b', 300, 60, 30), 0);
+    expect(t.transfers()).toEqual({ workers: 2, bytes: 400, doneBytes: 100, bytesPerSecond: 40 });
+    // a worker that stopped, or finished its transfer, no longer counts
+    t.heard(status('b', 'stopped'), 10);
+    t.heard(status('a'), 20);
+    expect(t.transfers()).toBeNull();
+  });
+
   it('worker tracker - a worker is seen once, lost after three silent heartbeats, and seen again when it speaks', () => {
     const t = new WorkerTracker(3);
     expect(t.heard(status('a'), 0).map((c) => c.type)).toEqual(['seen']);
