@@ -153,16 +153,14 @@ async function writeBlobs(
   step: (stage: string) => void,
 ): Promise<{ baseBlob: PoolManifest['base']['blob']; vectors: PoolManifest['vectors']; gram: number[][] }> {
   const ckpts: OnnxModelFile[] = [];
-  const writers: ShardWriter[] = [];
-  // where threads cannot start, the same hashes on this thread: the same pool, slower
-  const hashing = (await HashThreads.start(opts.hashThreads)) ?? mainThreadHashing;
-  const baseWriter = new ShardWriter(shardsDir, shardBytes, pieceBytes, hashing);
+  // the hashing threads start while the checkpoints are opened and compared
+  const threads = HashThreads.start(opts.hashThreads);
+  const blobWriters: ShardWriter[] = [];
   try {
     for (const v of opts.vectors) {
       const ckpt = await openOnnxModel(v.path);
       ckpts.push(ckpt);
       compareModels(base, ckpt);
-      writers.push(new ShardWriter(shardsDir, shardBytes, pieceBytes, hashing));
     }
     const byName = ckpts.map((c) => new Map(c.initializers.map((t) => [t.name, t])));
     const maxBytes = Math.max(0, ...base.initializers.filter((t) => isMergeable(t.dtype)).map((t) => t.bytes));
@@ -172,6 +170,10 @@ async function writeBlobs(
     const bufs = Array.from({ length: sets }, () => ({ base: sharedBytes(maxBytes), ckpts: ckpts.map(() => sharedBytes(maxBytes)) }));
     const kernels = new DeltaKernels(ckpts.length);
     const float = base.initializers.filter((t) => isMergeable(t.dtype));
+    // where threads cannot start, the same hashes on this thread: the same pool, slower
+    const hashing = (await threads) ?? mainThreadHashing;
+    for (let i = 0; i <= ckpts.length; i++) blobWriters.push(new ShardWriter(shardsDir, shardBytes, pieceBytes, hashing));
+    const [baseWriter, ...writers] = blobWriters as [ShardWriter, ...ShardWriter[]];
     // the checkpoints' bytes land in the buffers (copied when inline): the deltas overwrite them
     const readFloat = async (i: number) => {
       const bt = float[i]!;
@@ -217,10 +219,10 @@ async function writeBlobs(
     for (const [k, v] of opts.vectors.entries()) vectors.push({ name: v.name, source: v.path, l2: 0, blob: await writers[k]!.finish() });
     return { baseBlob, vectors, gram: kernels.gram() };
   } catch (e) {
-    await Promise.all([baseWriter, ...writers].map((w) => w.abort()));
+    await Promise.all(blobWriters.map((w) => w.abort()));
     throw e;
   } finally {
-    await Promise.all([hashing.close(), ...ckpts.map((c) => c.close())]);
+    await Promise.all([threads.then((t) => t?.close()), ...ckpts.map((c) => c.close())]);
   }
 }
 
