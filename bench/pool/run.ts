@@ -2,7 +2,9 @@
  * Pool-build benchmark: `buildPool` on synthetic checkpoints (fp32 and fp16, external data as
  * exporters write it past 2 GB) against reading the same input files once, in the same run. The
  * input files are dropped from the page cache before each run (`dd iflag=nocache`, which drops only
- * these files) unless --warm is given or dd cannot; the table says which.
+ * these files) unless --warm is given or dd cannot; the table says which. The build runs twice
+ * over: shards hashed on hashing threads (as `optimer pool build` does) and on the main thread
+ * (as before them), alternately, so that both see the same load on a shared machine.
  * Usage: npm run bench:pool -- [--mb 128] [--vectors 4] [--repeat 2]
  */
 import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
@@ -16,6 +18,7 @@ import { node, tensor, valueInfo, writeModel } from '../../shared/onnx/build.js'
 import { encodeFloats, type DtypeName } from '../../shared/onnx/dtype.js';
 import { nativeKernels } from '../../shared/native-kernels.js';
 import { buildPool } from '../../shared/pool/build.js';
+import { defaultHashThreads } from '../../shared/pool/hash-threads.js';
 import { Rng } from '../../shared/rng.js';
 
 const { values } = parseArgs({
@@ -94,15 +97,22 @@ function dropFromCache(files: string[]): boolean {
 
 let cold = !values.warm;
 
-async function best(files: string[], fn: () => Promise<unknown>): Promise<number> {
-  let b = Number.POSITIVE_INFINITY;
+/** The best of REPEAT rounds of each of `runs` (each gives the seconds it took), in turns within each round. */
+async function best(files: string[], ...runs: (() => Promise<number>)[]): Promise<number[]> {
+  const b = runs.map(() => Number.POSITIVE_INFINITY);
   for (let r = 0; r < REPEAT; r++) {
-    if (cold) cold = dropFromCache(files);
-    const t0 = performance.now();
-    await fn();
-    b = Math.min(b, (performance.now() - t0) / 1000);
+    for (const [i, run] of runs.entries()) {
+      if (cold) cold = dropFromCache(files);
+      b[i] = Math.min(b[i]!, await run());
+    }
   }
   return b;
+}
+
+async function seconds(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return (performance.now() - t0) / 1000;
 }
 
 /** SHA-256 of `bytes` bytes in 5 MiB updates, on this thread: the pool's shards are content-addressed, so a build hashes all it writes. */
@@ -133,12 +143,16 @@ try {
     }
     const files = (await readdir(models)).map((f) => join(models, f));
     const bytes = (await Promise.all(files.map((f) => stat(f)))).reduce((a, s) => a + s.size, 0);
-    const readS = await best(files, () => readAll(files));
+    const [readS] = (await best(files, () => seconds(() => readAll(files)))) as [number];
     const out = join(dir, `${dtype}-pool`);
-    let run = 0;
-    const buildS = await best(files, async () => {
-      await buildPool({ base, vectors, out: `${out}-${run++}` }); // a fresh pool each time: no shard is reused
-    });
+    // a fresh pool each time (no shard is reused), removed after the run (untimed): dirty pages do not pile up
+    const build = (hashThreads?: number) => async () => {
+      const s = await seconds(() => buildPool({ base, vectors, out, ...(hashThreads === undefined ? {} : { hashThreads }) }));
+      await rm(out, { recursive: true, force: true });
+      execFileSync('sync');
+      return s;
+    };
+    const [threadsS, mainS] = (await best(files, build(), build(0))) as [number, number];
     const add = (op: string, s: number) =>
       rows.push([
         dtype,
@@ -150,9 +164,9 @@ try {
       ]);
     add(`read the ${files.length} input files once (cat)`, readS);
     add('sha256 of the same bytes, one thread (no I/O)', sha256Of(bytes));
-    add(`pool build, base + ${K} checkpoints`, buildS);
+    add(`pool build, base + ${K} checkpoints, hashes on the main thread`, mainS);
+    add(`pool build, base + ${K} checkpoints, hashes on ${defaultHashThreads()} threads`, threadsS);
     await rm(models, { recursive: true, force: true });
-    for (let r = 0; r < run; r++) await rm(`${out}-${r}`, { recursive: true, force: true });
   }
   process.stdout.write(
     `pool build, ${MB} MiB per model, ${K} checkpoints, best of ${REPEAT}, page cache ${cold ? 'cold (input files dropped before each run)' : 'warm'}, kernels: ${native ? `native ${native.simd}` : 'JavaScript'} (node ${process.version})\n${table(rows)}\n`,

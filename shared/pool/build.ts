@@ -11,6 +11,8 @@ import { MANIFEST_FILE, SHARDS_DIR, parseManifest, partName, vectorNameSchema, t
 import { DEFAULT_PIECE_BYTES, DEFAULT_SHARD_BYTES, DEFAULT_WEIGHTS_PART_BYTES } from '../defaults.js';
 import { sha256Hex } from '../hash.js';
 import { ShardWriter } from './shard-writer.js';
+import { HashThreads } from './hash-threads.js';
+import { mainThreadHashing, sharedBytes } from './shard-hash.js';
 import { compareFixed, compareModels } from './graph-compare.js';
 import { DeltaKernels } from './delta-kernels.js';
 import { describeModel } from './lm-io.js';
@@ -32,6 +34,8 @@ export interface BuildPoolOptions {
   /** the model's Hugging Face tokenizer.json, stored in the pool for evaluation sets of text */
   tokenizer?: string;
   onProgress?: (done: number, total: number, stage: string) => void;
+  /** Threads hashing the shards as they are written (default: one per core, at most 4, none on one core; 0: on the main thread). */
+  hashThreads?: number;
 }
 
 /** Offsets of tensors in the merged weights' external-data layout (64-byte aligned). */
@@ -45,7 +49,8 @@ export const MAX_TENSOR_BYTES = bufferConstants.MAX_LENGTH;
  * v_i = θ_i − θ_base (fp32 arithmetic, stored in the checkpoint's dtype), the graph without
  * weights, and a manifest written last (a pool without manifest.json is not a pool). Reads every
  * file once, tensor by tensor: memory is K + 1 buffers of the largest tensor (plus the inline
- * weights of models without external data, which are in memory as read).
+ * weights of models without external data, which are in memory as read). The shards are hashed on
+ * hashing threads reading those buffers in place (on the main thread where none can start).
  */
 export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   if (opts.vectors.length === 0) throw new OptimerError('BAD_ARGUMENT', 'pool build: give at least one --vector NAME=CHECKPOINT.onnx');
@@ -149,22 +154,27 @@ async function writeBlobs(
   step: (stage: string) => void,
 ): Promise<{ baseBlob: PoolManifest['base']['blob']; vectors: PoolManifest['vectors']; gram: number[][] }> {
   const ckpts: OnnxModelFile[] = [];
-  const writers: ShardWriter[] = [];
-  const baseWriter = new ShardWriter(shardsDir, shardBytes, pieceBytes);
+  // the hashing threads start while the checkpoints are opened and compared
+  const threads = HashThreads.start(opts.hashThreads);
+  const blobWriters: ShardWriter[] = [];
   try {
     for (const v of opts.vectors) {
       const ckpt = unshareInitializers(await openOnnxModel(v.path));
       ckpts.push(ckpt);
       compareModels(base, ckpt);
-      writers.push(new ShardWriter(shardsDir, shardBytes, pieceBytes));
     }
     const byName = ckpts.map((c) => new Map(c.initializers.map((t) => [t.name, t])));
     const maxBytes = Math.max(0, ...base.initializers.filter((t) => isMergeable(t.dtype)).map((t) => t.bytes));
     // two sets of buffers when they fit the budget: the next tensor is read while this one is written
     const sets = 2 * (ckpts.length + 1) * maxBytes <= PREFETCH_BUDGET_BYTES ? 2 : 1;
-    const bufs = Array.from({ length: sets }, () => ({ base: new Uint8Array(maxBytes), ckpts: ckpts.map(() => new Uint8Array(maxBytes)) }));
+    // in shared memory: the hashing threads read what is written from them without a copy
+    const bufs = Array.from({ length: sets }, () => ({ base: sharedBytes(maxBytes), ckpts: ckpts.map(() => sharedBytes(maxBytes)) }));
     const kernels = new DeltaKernels(ckpts.length);
     const float = base.initializers.filter((t) => isMergeable(t.dtype));
+    // where threads cannot start, the same hashes on this thread: the same pool, slower
+    const hashing = (await threads) ?? mainThreadHashing;
+    for (let i = 0; i <= ckpts.length; i++) blobWriters.push(new ShardWriter(shardsDir, shardBytes, pieceBytes, hashing));
+    const [baseWriter, ...writers] = blobWriters as [ShardWriter, ...ShardWriter[]];
     // the checkpoints' bytes land in the buffers (copied when inline): the deltas overwrite them
     const readFloat = async (i: number) => {
       const bt = float[i]!;
@@ -210,10 +220,10 @@ async function writeBlobs(
     for (const [k, v] of opts.vectors.entries()) vectors.push({ name: v.name, source: v.path, l2: 0, blob: await writers[k]!.finish() });
     return { baseBlob, vectors, gram: kernels.gram() };
   } catch (e) {
-    await Promise.all([baseWriter, ...writers].map((w) => w.abort()));
+    await Promise.all(blobWriters.map((w) => w.abort()));
     throw e;
   } finally {
-    await Promise.all(ckpts.map((c) => c.close()));
+    await Promise.all([threads.then((t) => t?.close()), ...ckpts.map((c) => c.close())]);
   }
 }
 

@@ -1,9 +1,9 @@
 import { DEFAULT_SHARD_BYTES } from '../defaults.js';
-import { PieceHasher } from '../pieces.js';
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobRef, ShardRef } from './manifest.js';
+import { mainThreadHashing, type Hashing, type ShardHash } from './shard-hash.js';
 
 /**
  * Appends a blob's bytes and cuts them into shards of at most `shardBytes`, each stored once
@@ -14,13 +14,17 @@ export class ShardWriter {
   private readonly tensors: Record<string, number> = {};
   /** bytes written so far; tensors get their offsets from it */
   private position = 0;
-  private file: { handle: FileHandle; path: string; hash: Hash; pieces?: PieceHasher; bytes: number } | undefined;
+  private file: { handle: FileHandle; path: string; hash: ShardHash; bytes: number } | undefined;
 
-  /** `pieceBytes`: also hash each shard's pieces as they are written (0: shards without pieces) */
+  /**
+   * `pieceBytes`: also hash each shard's pieces as they are written (0: shards without pieces);
+   * `hashing`: where the hashes are computed (hashing threads, or this thread)
+   */
   constructor(
     private readonly shardsDir: string,
     private readonly shardBytes = DEFAULT_SHARD_BYTES,
     private readonly pieceBytes = 0,
+    private readonly hashing: Hashing = mainThreadHashing,
   ) {}
 
   async addTensor(name: string, bytes: Uint8Array): Promise<void> {
@@ -33,15 +37,13 @@ export class ShardWriter {
     while (at < bytes.length) {
       if (!this.file) {
         const path = join(this.shardsDir, `.tmp-${randomBytes(8).toString('hex')}`);
-        const pieces = this.pieceBytes > 0 ? new PieceHasher(this.pieceBytes) : undefined;
-        this.file = { handle: await open(path, 'w'), path, hash: createHash('sha256'), ...(pieces && { pieces }), bytes: 0 };
+        this.file = { handle: await open(path, 'w'), path, hash: this.hashing.shard(this.pieceBytes), bytes: 0 };
       }
       const f = this.file;
       const n = Math.min(bytes.length - at, this.shardBytes - f.bytes);
       const part = bytes.subarray(at, at + n);
-      await f.handle.write(part, 0, part.length);
-      f.hash.update(part);
-      f.pieces?.update(part);
+      // written and hashed side by side; both done before the caller may reuse `bytes`
+      await settleBoth(f.handle.write(part, 0, part.length), f.hash.update(part));
       f.bytes += n;
       this.position += n;
       at += n;
@@ -52,9 +54,10 @@ export class ShardWriter {
   private async cut(): Promise<void> {
     const f = this.file;
     if (!f) return;
-    this.file = undefined;
+    // `file` stays set until the shard has its name: where closing or hashing fails, abort() removes it
     await f.handle.close();
-    const sha256 = f.hash.digest('hex');
+    const { sha256, pieces } = await f.hash.digest();
+    this.file = undefined;
     const final = join(this.shardsDir, sha256);
     const exists = await stat(final).then(
       (s) => s.size === f.bytes,
@@ -63,7 +66,7 @@ export class ShardWriter {
     if (exists) await rm(f.path);
     else await rename(f.path, final);
     const ref: ShardRef = { sha256, offset: this.position - f.bytes, bytes: f.bytes };
-    if (f.pieces) Object.assign(ref, { pieceBytes: this.pieceBytes, pieces: f.pieces.finish() });
+    if (pieces) Object.assign(ref, { pieceBytes: this.pieceBytes, pieces });
     this.shards.push(ref);
   }
 
@@ -77,8 +80,16 @@ export class ShardWriter {
     const f = this.file;
     this.file = undefined;
     if (f) {
+      f.hash.discard();
       await f.handle.close().catch(() => undefined);
       await rm(f.path, { force: true });
     }
   }
+}
+
+/** Waits for both (a write is never left in flight behind a failed hash), then throws the first failure. */
+async function settleBoth(a: Promise<unknown>, b: Promise<unknown>): Promise<void> {
+  const [x, y] = await Promise.allSettled([a, b]);
+  if (x.status === 'rejected') throw x.reason;
+  if (y.status === 'rejected') throw y.reason;
 }
