@@ -228,6 +228,17 @@ async function poolOf(name: string, w: Written, ...extra: string[]) {
   return { pool, built };
 }
 
+/** `optimer eval` of each merge on the dev sets gives the float64 reference NLL of its parameters, within 1e-4. */
+async function expectReferenceNlls(pool: string, merges: [weights: string, params: FamilyParams][]): Promise<void> {
+  const sets = Object.keys(seqs).flatMap((s) => ['--set', `${s}=${family.dev[s]}`]);
+  for (const [weights, params] of merges) {
+    const r = await optimer('eval', '--pool', pool, '--weights', weights, ...sets, '--batch-tokens', '300', '--json');
+    expect(r.stderr).toBe('');
+    const scores = JSON.parse(r.stdout).scores as { name: string; score: number }[];
+    for (const s of scores) expect(Math.abs(s.score - referenceNll(S, params, seqs[s.name]!))).toBeLessThan(1e-4);
+  }
+}
+
 let seqs: Record<string, number[][]>;
 beforeAll(async () => {
   seqs = { ja: await readSeqs(family.dev.ja!), code: await readSeqs(family.dev.code!) };
@@ -282,16 +293,10 @@ describe('layouts', () => {
       expect(built.code).toBe(0);
       const manifest = JSON.parse(await readFile(join(pool, 'manifest.json'), 'utf8'));
       expect(manifest.model).toMatchObject({ output: 'logits', vocab: S.vocab, contextLength: S.contextLength, ...model });
-      const sets = Object.keys(seqs).flatMap((s) => ['--set', `${s}=${family.dev[s]}`]);
-      for (const [weights, params] of [
+      await expectReferenceNlls(pool, [
         ['', w.params.base!],
         ['ja=1', w.params.ja!],
-      ] as const) {
-        const r = await optimer('eval', '--pool', pool, '--weights', weights, ...sets, '--batch-tokens', '300', '--json');
-        expect(r.stderr).toBe('');
-        const scores = JSON.parse(r.stdout).scores as { name: string; score: number }[];
-        for (const s of scores) expect(Math.abs(s.score - referenceNll(S, params, seqs[s.name]!))).toBeLessThan(1e-4);
-      }
+      ]);
     });
   }
 
@@ -316,17 +321,11 @@ describe('layouts', () => {
     expect(built.code).toBe(0);
     const manifest = JSON.parse(await readFile(join(pool, 'manifest.json'), 'utf8'));
     expect(manifest.tensors.map((t: { name: string }) => t.name)).toContain('B');
-    const sets = Object.keys(seqs).flatMap((s) => ['--set', `${s}=${family.dev[s]}`]);
     // the base evaluates as exported (B = A); a checkpoint's B, which differs, is merged on its own
-    for (const [weights, params] of [
+    await expectReferenceNlls(pool, [
       ['', sharedBase],
       ['ja=1', w.params.ja!],
-    ] as const) {
-      const r = await optimer('eval', '--pool', pool, '--weights', weights, ...sets, '--batch-tokens', '300', '--json');
-      expect(r.stderr).toBe('');
-      const scores = JSON.parse(r.stdout).scores as { name: string; score: number }[];
-      for (const s of scores) expect(Math.abs(s.score - referenceNll(S, params, seqs[s.name]!))).toBeLessThan(1e-4);
-    }
+    ]);
   });
 
   it('layouts - buildFeeds feeds what the graph needs; a wrong feed fails or changes the logits', async () => {

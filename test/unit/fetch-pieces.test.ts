@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Bitfield, PieceHasher, pieceRange } from '../../shared/pieces.js';
 import type { PeerHolder, PeerTracker } from '../../worker/shards/holders.js';
-import { fetchPieces, HolderBusy, type PieceStats } from '../../worker/shards/pieces.js';
+import { type FetchPiecesOptions, fetchPieces, HolderBusy, type PieceStats } from '../../worker/shards/pieces.js';
 import { useTempDir } from '../helpers/temp.js';
 
 // The piece scheduler alone: holders are functions and a tracker in memory (the gRPC side is
@@ -50,6 +50,30 @@ async function* serve(offset: number, length: number): AsyncGenerator<Uint8Array
 
 const pieceAt = (offset: number) => offset / PIECE;
 
+/** Fetches the test blob into a new file with these holders and settings (the file must hold the blob); the stats. */
+async function fetchAll(
+  o: Partial<FetchPiecesOptions> & Pick<FetchPiecesOptions, 'fetchRange'>,
+): Promise<{ stats: PieceStats }> {
+  const path = join(tmp, `part-${file++}`);
+  const stats = newStats();
+  await fetchPieces({
+    sha256,
+    bytes: data.length,
+    pieces: list,
+    path,
+    seeders: ['seed'],
+    tracker: undefined,
+    stats,
+    signal: new AbortController().signal,
+    onStart() {},
+    onPiece() {},
+    onSeeding() {},
+    ...o,
+  });
+  expect(await readFile(path)).toEqual(data);
+  return { stats };
+}
+
 describe('piece scheduler', () => {
   it('fetch pieces - the seeders are not asked for what a peer holds or is fetching from them, and a worker starts with its own share', async () => {
     const tracker = new FakeTracker();
@@ -61,17 +85,9 @@ describe('piece scheduler', () => {
     ];
     const fromSeeder: number[] = [];
     const fromPeer: number[] = [];
-    const path = join(tmp, `part-${file++}`);
-    await fetchPieces({
-      sha256,
-      bytes: data.length,
-      pieces: list,
-      path,
-      seeders: ['seed'],
+    await fetchAll({
       self: 'w-b',
       tracker,
-      stats: newStats(),
-      signal: new AbortController().signal,
       fetchRange(address, offset, length) {
         if (address === 'seed') {
           fromSeeder.push(pieceAt(offset));
@@ -86,11 +102,7 @@ describe('piece scheduler', () => {
         } else fromPeer.push(pieceAt(offset));
         return serve(offset, length);
       },
-      onStart() {},
-      onPiece() {},
-      onSeeding() {},
     });
-    expect(await readFile(path)).toEqual(data);
     expect([...fromSeeder].sort()).toEqual([4, 5, 6, 7]);
     expect([...fromPeer].sort()).toEqual([0, 1, 2, 3]);
     // w-b ranks second of three holders (w-a, w-b, w-c): its first piece is one i with i mod 3 = 1
@@ -99,24 +111,12 @@ describe('piece scheduler', () => {
 
   it('fetch pieces - marks what it asks of the seeders while it is asked, for peers to see', async () => {
     const marked: number[][] = [];
-    const path = join(tmp, `part-${file++}`);
-    await fetchPieces({
-      sha256,
-      bytes: data.length,
-      pieces: list,
-      path,
-      seeders: ['seed'],
-      tracker: undefined,
-      stats: newStats(),
-      signal: new AbortController().signal,
+    await fetchAll({
       fetchRange: (_address, offset, length) => serve(offset, length),
-      onStart() {},
-      onPiece() {},
       onSeeding(_have, seeding) {
         marked.push(Array.from({ length: N }, (_, i) => i).filter((i) => seeding.has(i)));
       },
     });
-    expect(await readFile(path)).toEqual(data);
     // each piece was marked once when asked and cleared when it arrived: every change is said
     expect(marked.length).toBe(2 * N);
     expect(marked.at(-1)).toEqual([]);
@@ -124,48 +124,25 @@ describe('piece scheduler', () => {
   });
 
   it('fetch pieces - a busy holder is asked again later, and is neither a failure nor dropped', async () => {
-    const stats = newStats();
     let asked = 0;
-    const path = join(tmp, `part-${file++}`);
-    await fetchPieces({
-      sha256,
-      bytes: data.length,
-      pieces: list,
-      path,
-      seeders: ['seed'],
-      tracker: undefined,
-      stats,
+    const { stats } = await fetchAll({
       busyBackoffMs: 5,
-      signal: new AbortController().signal,
       fetchRange(_address, offset, length) {
         if (++asked <= 3) throw new HolderBusy('busy: 16 uploads at once');
         return serve(offset, length);
       },
-      onStart() {},
-      onPiece() {},
-      onSeeding() {},
     });
-    expect(await readFile(path)).toEqual(data);
     expect(stats).toMatchObject({ busy: 3, failed: 0, pieces: N, fromSeeders: data.length });
   });
 
   it('fetch pieces - a peer that is always busy is dropped in the end, and the seeders send what it holds', async () => {
     const tracker = new FakeTracker();
     tracker.peers = [{ address: 'w-a', have: Bitfield.full(N) }];
-    const stats = newStats();
     let peerAsked = 0;
-    const path = join(tmp, `part-${file++}`);
-    await fetchPieces({
-      sha256,
-      bytes: data.length,
-      pieces: list,
-      path,
-      seeders: ['seed'],
+    const { stats } = await fetchAll({
       self: 'w-b',
       tracker,
-      stats,
       busyBackoffMs: 2,
-      signal: new AbortController().signal,
       fetchRange(address, offset, length) {
         if (address === 'seed') return serve(offset, length);
         peerAsked++;
@@ -175,11 +152,7 @@ describe('piece scheduler', () => {
           throw new HolderBusy('busy: 4 uploads at once');
         })();
       },
-      onStart() {},
-      onPiece() {},
-      onSeeding() {},
     });
-    expect(await readFile(path)).toEqual(data);
     expect(stats.fromSeeders).toBe(data.length);
     expect(stats.fromPeers).toBe(0);
     expect(peerAsked).toBeGreaterThanOrEqual(50);
@@ -191,21 +164,12 @@ describe('piece scheduler, stalls', () => {
   it('fetch pieces - a peer that stops sending mid-piece is given up after the stall time, dropped, and the piece asked elsewhere', async () => {
     const tracker = new FakeTracker();
     tracker.peers = [{ address: 'w-a', have: Bitfield.full(N) }];
-    const stats = newStats();
     let cancelled = 0;
-    const path = join(tmp, `part-${file++}`);
     const started = Date.now();
-    await fetchPieces({
-      sha256,
-      bytes: data.length,
-      pieces: list,
-      path,
-      seeders: ['seed'],
+    const { stats } = await fetchAll({
       self: 'w-b',
       tracker,
-      stats,
       stallMs: 100,
-      signal: new AbortController().signal,
       fetchRange(address, offset, length, signal) {
         if (address === 'seed') return serve(offset, length);
         // one chunk, then nothing until the request is cancelled (as a call's cancel() ends it)
@@ -216,11 +180,7 @@ describe('piece scheduler, stalls', () => {
           throw new Error('Cancelled on client');
         })();
       },
-      onStart() {},
-      onPiece() {},
-      onSeeding() {},
     });
-    expect(await readFile(path)).toEqual(data);
     // every stream took a piece of w-a at once, all stalled, each was cancelled and counted once
     expect(cancelled).toBeGreaterThanOrEqual(1);
     expect(stats.failed).toBe(cancelled);
