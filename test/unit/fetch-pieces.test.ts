@@ -51,9 +51,7 @@ async function* serve(offset: number, length: number): AsyncGenerator<Uint8Array
 const pieceAt = (offset: number) => offset / PIECE;
 
 /** Fetches the test blob into a new file with these holders and settings (the file must hold the blob); the stats. */
-async function fetchAll(
-  o: Partial<FetchPiecesOptions> & Pick<FetchPiecesOptions, 'fetchRange'>,
-): Promise<{ stats: PieceStats }> {
+async function fetchAll(o: Partial<FetchPiecesOptions> & Pick<FetchPiecesOptions, 'fetchRange'>): Promise<{ stats: PieceStats }> {
   const path = join(tmp, `part-${file++}`);
   const stats = newStats();
   await fetchPieces({
