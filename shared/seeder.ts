@@ -42,9 +42,10 @@ export class Seeder {
 
   /**
    * `uploadSlots`: range requests (pieces) streamed at once; more are refused at once with
-   * RESOURCE_EXHAUSTED, and the asker tries another holder or comes back. A link split among a
-   * few pieces finishes each sooner, so they are passed on sooner (BitTorrent's upload slots);
-   * split among every peer at once, all of them wait on all. Whole-blob requests are not limited.
+   * RESOURCE_EXHAUSTED (`busy: …`), and the asker tries another holder or comes back, as with
+   * BitTorrent's upload slots. A slot is held until the piece is written into gRPC's buffers: with
+   * the clients' 64 MiB window that bounds the reads and buffers of many askers at once (workers
+   * starting together) more than how the link is split. Whole-blob requests are not limited.
    */
   constructor(
     private readonly log: Logger,
