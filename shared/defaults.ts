@@ -96,13 +96,10 @@ export const DEFAULT_STUDY_CONTEXTS = 2;
 /** One blob transfer may take this long before it is abandoned, ms. */
 export const DEFAULT_FETCH_TIMEOUT_MS = 10 * 60_000;
 
-/**
- * Pieces a worker uploads to its peers at once (BitTorrent's upload slots): a link split among
- * a few pieces finishes each sooner, so it is passed on sooner. More askers are told to come back.
- */
+/** Pieces a worker uploads to its peers at once (see Seeder); more askers are told to come back. */
 export const PEER_UPLOAD_SLOTS = 4;
 /**
  * Pieces the coordinator uploads at once: each worker asks it for one piece at a time while it
- * knows any peer, so this many workers are served at once and the rest get the pieces from them.
+ * knows any peer, so this many workers are served at once and the rest get those pieces from them.
  */
 export const SEEDER_UPLOAD_SLOTS = 16;
