@@ -123,15 +123,27 @@ export class Seeder {
     if (ranged) this.uploading++;
     const stream = createReadStream(path, { start: offset, end: end - 1, highWaterMark: CHUNK_BYTES });
     let cancelled = false;
+    // a cancelled call may never drain: a write waiting for it is woken, or its slot would stay taken
+    let wake: (() => void) | undefined;
     call.on('cancelled', () => {
       cancelled = true;
       stream.destroy();
+      wake?.();
     });
+    const drained = () =>
+      new Promise<void>((resolve) => {
+        wake = () => {
+          call.off('drain', wake!);
+          wake = undefined;
+          resolve();
+        };
+        call.once('drain', wake);
+      });
     try {
       for await (const chunk of stream) {
         if (cancelled) break;
         this.counters.bytes += (chunk as Buffer).length;
-        if (!call.write({ data: chunk as Buffer })) await new Promise((r) => call.once('drain', r));
+        if (!call.write({ data: chunk as Buffer })) await drained();
       }
       if (cancelled) return;
       this.count(sha256, offset, length);
