@@ -48,6 +48,19 @@ nc.publish('bench.transfer.ready', values.id || 'seed');
 let cpuAtGo = 0;
 for await (const _ of go) {
   cpuAtGo = cpuSeconds();
+  if (process.env.BENCH_DEBUG) {
+    // a timeline per host on stderr: what it has sent (handed to gRPC, ahead of the wire by its
+    // buffers) and received, and busy answers either way
+    const t0 = Date.now();
+    const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+    setInterval(() => {
+      const s = seeder.served();
+      const got = cache.stats.fromPeers + cache.stats.fromSeeders;
+      process.stderr.write(
+        `${values.id || 'seed'} t=${Math.round((Date.now() - t0) / 1000)} s: sent ${mib(s.bytes)} MiB, received ${mib(got)} MiB, busy answers given ${s.busy}, got ${cache.stats.busy}\n`,
+      );
+    }, 5000).unref();
+  }
   if (values.role !== 'fetch') break;
   const t0 = performance.now();
   await cache.ensure(spec.sha256, spec.bytes, [values.seeder!], spec.pieces);
@@ -63,14 +76,12 @@ for await (const _ of go) {
 }
 for await (const _ of stop) break;
 // what each host sent (the seeder more than the blob: pieces sent twice) and its CPU since go
-const sys = process.cpuUsage().system / 1e6;
 nc.publish(
   'bench.transfer.stats',
   JSON.stringify({
     id: values.id || 'seed',
     served: seeder.served().bytes,
     cpuS: cpuSeconds() - cpuAtGo,
-    sys,
     busyServed: seeder.served().busy,
     pieces: cache.stats,
   }),
