@@ -1,5 +1,12 @@
 import cliProgress from 'cli-progress';
-import { EXECUTION_PROVIDERS, type ExecutionProvider, isOptimerError, OptimerError } from '../shared/index.js';
+import {
+  EXECUTION_PROVIDERS,
+  type ExecutionProvider,
+  isOptimerError,
+  OptimerError,
+  WEIGHT_FEEDS,
+  type WeightFeed,
+} from '../shared/index.js';
 
 /** Repeatable option collector for commander (`--vector a=x --vector b=y`). */
 export function collect(value: string, previous: string[] = []): string[] {
@@ -100,6 +107,18 @@ export function parseProvider(value: string): ExecutionProvider {
   }
   return value as ExecutionProvider;
 }
+
+export function parseWeightFeed(value: string): WeightFeed {
+  if (!(WEIGHT_FEEDS as readonly string[]).includes(value)) {
+    throw new OptimerError('BAD_ARGUMENT', `--weights-as '${value}': expected one of ${WEIGHT_FEEDS.join(', ')}`);
+  }
+  return value as WeightFeed;
+}
+
+/** The --weights-as option's help, one text for every command that takes it. */
+export const WEIGHTS_AS_HELP =
+  'on the cpu provider, how merged weights reach ONNX Runtime: inputs (one session per pool, weights fed as float32 inputs; default) ' +
+  'or initializers (a session per trial, as on a GPU)';
 
 /** A duration for people: 45s, 3m 20s, 2h 05m. */
 export function formatDuration(seconds: number): string {

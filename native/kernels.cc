@@ -109,12 +109,16 @@ inline float load1(int dt, const uint8_t* p, size_t i) {
   return dt == F16 ? halfTable[h] : bitsToFloat(uint32_t(h) << 16);
 }
 
+inline uint16_t to16(int dt, float v) {
+  return dt == F16 ? halfFromFloatBits(floatToBits(v)) : bf16FromFloatBits(floatToBits(v));
+}
+
 inline void store1(int dt, uint8_t* p, size_t i, float v) {
   if (dt == F32) {
     std::memcpy(p + 4 * i, &v, 4);
     return;
   }
-  uint16_t h = dt == F16 ? halfFromFloatBits(floatToBits(v)) : bf16FromFloatBits(floatToBits(v));
+  uint16_t h = to16(dt, v);
   std::memcpy(p + 2 * i, &h, 2);
 }
 
@@ -125,7 +129,16 @@ struct MergeArgs {
   const double* w;
   size_t K;
   uint8_t* out;
+  // out is float32 whatever dt: each result rounded to dt, then widened exactly (what a 16-bit weight is worth)
+  bool widen;
 };
+
+// v rounded to dt and widened back to float32 (the identity for F32)
+inline float roundTrip1(int dt, float v) {
+  if (dt == F32) return v;
+  uint16_t h = to16(dt, v);
+  return dt == F16 ? halfTable[h] : bitsToFloat(uint32_t(h) << 16);
+}
 
 void mergeScalar(const MergeArgs& a, size_t from, size_t to) {
   for (size_t i = from; i < to; i++) {
@@ -136,7 +149,8 @@ void mergeScalar(const MergeArgs& a, size_t from, size_t to) {
       for (size_t j = k; j < end; j++) s = s + a.w[j] * double(load1(a.dt, a.d[j], i));
       acc = float(s);
     }
-    store1(a.dt, a.out, i, acc);
+    if (a.widen) store1(F32, a.out, i, roundTrip1(a.dt, acc));
+    else store1(a.dt, a.out, i, acc);
   }
 }
 
@@ -162,11 +176,7 @@ AVX512 inline __m512 load16(int dt, const uint8_t* p, size_t i) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-AVX512 inline void store16(int dt, uint8_t* p, size_t i, __m512 v) {
-  if (dt == F32) {
-    _mm512_storeu_ps(p + 4 * i, v);
-    return;
-  }
+AVX512 inline __m256i to16x16(int dt, __m512 v) {
   __m256i h;
   if (dt == F16) h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   else {
@@ -177,7 +187,20 @@ AVX512 inline void store16(int dt, uint8_t* p, size_t i, __m512 v) {
     __mmask16 isnan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     h = _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, isnan, nanq));
   }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 2 * i), h);
+  return h;
+}
+
+AVX512 inline __m512 widen16(int dt, __m256i h) {
+  if (dt == F16) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AVX512 inline void store16(int dt, uint8_t* p, size_t i, __m512 v) {
+  if (dt == F32) {
+    _mm512_storeu_ps(p + 4 * i, v);
+    return;
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 2 * i), to16x16(dt, v));
 }
 
 AVX512 void mergeAvx512(const MergeArgs& a, size_t from, size_t to) {
@@ -196,7 +219,8 @@ AVX512 void mergeAvx512(const MergeArgs& a, size_t from, size_t to) {
       }
       acc = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo))), _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
     }
-    store16(a.dt, a.out, i, acc);
+    if (!a.widen) store16(a.dt, a.out, i, acc);
+    else _mm512_storeu_ps(a.out + 4 * i, a.dt == F32 ? acc : widen16(a.dt, to16x16(a.dt, acc)));
   }
   mergeScalar(a, i, to);
 }
@@ -218,11 +242,7 @@ AVX2 inline __m256 load8(int dt, const uint8_t* p, size_t i) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-AVX2 inline void store8(int dt, uint8_t* p, size_t i, __m256 v) {
-  if (dt == F32) {
-    _mm256_storeu_ps(reinterpret_cast<float*>(p + 4 * i), v);
-    return;
-  }
+AVX2 inline __m128i to8x16(int dt, __m256 v) {
   __m128i h;
   if (dt == F16) h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   else {
@@ -236,7 +256,20 @@ AVX2 inline void store8(int dt, uint8_t* p, size_t i, __m256 v) {
     r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
     h = _mm256_castsi256_si128(r);
   }
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 2 * i), h);
+  return h;
+}
+
+AVX2 inline __m256 widen8(int dt, __m128i h) {
+  if (dt == F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 inline void store8(int dt, uint8_t* p, size_t i, __m256 v) {
+  if (dt == F32) {
+    _mm256_storeu_ps(reinterpret_cast<float*>(p + 4 * i), v);
+    return;
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 2 * i), to8x16(dt, v));
 }
 
 AVX2 void mergeAvx2(const MergeArgs& a, size_t from, size_t to) {
@@ -255,7 +288,8 @@ AVX2 void mergeAvx2(const MergeArgs& a, size_t from, size_t to) {
       }
       acc = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
     }
-    store8(a.dt, a.out, i, acc);
+    if (!a.widen) store8(a.dt, a.out, i, acc);
+    else _mm256_storeu_ps(reinterpret_cast<float*>(a.out + 4 * i), a.dt == F32 ? acc : widen8(a.dt, to8x16(a.dt, acc)));
   }
   mergeScalar(a, i, to);
 }
@@ -419,12 +453,14 @@ void parallel(size_t n, uint32_t threads, F body) {
   for (auto& th : pool) th.join();
 }
 
-// merge(dtype, base, deltas[], w: Float64Array, out, n, threads)
+// merge(dtype, base, deltas[], w: Float64Array, out, n, threads, widen?): with widen, out is float32
 napi_value Merge(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  if (argc < 7) return fail(env, "optimer native: merge(dtype, base, deltas, w, out, n, threads)"), nullptr;
+  if (argc < 7) return fail(env, "optimer native: merge(dtype, base, deltas, w, out, n, threads, widen?)"), nullptr;
+  bool widen = false;
+  if (argc >= 8 && napi_get_value_bool(env, argv[7], &widen) != napi_ok) widen = false;
   uint32_t dt, n, threads;
   View base, w, out;
   std::vector<View> d;
@@ -434,13 +470,13 @@ napi_value Merge(napi_env env, napi_callback_info info) {
   if (dt > BF16) return fail(env, "optimer native: unknown dtype"), nullptr;
   size_t bytes = size_t(n) * kElemBytes[dt];
   if (w.type != napi_float64_array || w.bytes < d.size() * 8) return fail(env, "optimer native: w must be a Float64Array, one per vector"), nullptr;
-  if (base.bytes < bytes || out.bytes < bytes) return fail(env, "optimer native: a buffer is shorter than n elements"), nullptr;
+  if (base.bytes < bytes || out.bytes < (widen ? size_t(n) * 4 : bytes)) return fail(env, "optimer native: a buffer is shorter than n elements"), nullptr;
   const uint8_t* ptrs[kMaxVectors];
   for (size_t k = 0; k < d.size(); k++) {
     if (d[k].bytes < bytes) return fail(env, "optimer native: a delta is shorter than n elements"), nullptr;
     ptrs[k] = d[k].data;
   }
-  MergeArgs a{int(dt), base.data, ptrs, reinterpret_cast<const double*>(w.data), d.size(), out.data};
+  MergeArgs a{int(dt), base.data, ptrs, reinterpret_cast<const double*>(w.data), d.size(), out.data, widen};
   parallel(n, threads, [&](size_t from, size_t to) { mergeImpl(a, from, to); });
   return nullptr;
 }
@@ -505,6 +541,9 @@ extern "C" __attribute__((visibility("default"))) napi_value napi_register_modul
   napi_value s;
   napi_create_string_utf8(env, simdName, NAPI_AUTO_LENGTH, &s);
   napi_set_named_property(env, exports, "simd", s);
+  napi_value version;  // 2: merge takes `widen`; an older build ignores it, so callers check this first
+  napi_create_uint32(env, 2, &version);
+  napi_set_named_property(env, exports, "version", version);
   napi_value hw;
   napi_create_uint32(env, std::thread::hardware_concurrency(), &hw);
   napi_set_named_property(env, exports, "hardwareThreads", hw);

@@ -136,7 +136,7 @@ export {
 export { Pool } from './pool/reader.js';
 export { computeGram, cosineMatrix } from './pool/stats.js';
 export { stopProcess } from './process.js';
-export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider } from './providers.js';
+export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider, WEIGHT_FEEDS, type WeightFeed } from './providers.js';
 export { Backoff, retry, sleep, type BackoffOptions } from './retry.js';
 export { Seeder, type ServedCounters } from './seeder.js';
 export {

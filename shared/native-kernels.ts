@@ -7,11 +7,25 @@ export const NATIVE_DTYPE = { float32: 0, float16: 1, bfloat16: 2 } as const;
 
 /** The Node-API addon built by native/build.sh (native/kernels.cc gives the argument conventions). */
 export interface NativeKernels {
-  /** out = base + Σ w_k·deltas_k over n elements; dtype from NATIVE_DTYPE; at most 64 deltas. */
-  merge(dtype: number, base: Uint8Array, deltas: Uint8Array[], w: Float64Array, out: Uint8Array, n: number, threads: number): void;
+  /**
+   * out = base + Σ w_k·deltas_k over n elements; dtype from NATIVE_DTYPE; at most 64 deltas. With
+   * `widen` (version ≥ 2) out is float32: each result rounded to the dtype, then widened exactly.
+   */
+  merge(
+    dtype: number,
+    base: Uint8Array,
+    deltas: Uint8Array[],
+    w: Float64Array,
+    out: Uint8Array,
+    n: number,
+    threads: number,
+    widen?: boolean,
+  ): void;
   delta(dtype: number, ckpt: Uint8Array, base: Uint8Array, out: Uint8Array, rounded: Float32Array | null, n: number): void;
   dots(vectors: Float32Array[], n: number, lanes: Float64Array): void;
   readonly simd: string;
+  /** absent in builds before `widen` (such a build ignores the argument: check before passing it) */
+  readonly version?: number;
   readonly hardwareThreads: number;
 }
 

@@ -54,6 +54,7 @@ describe('optimer CLI', () => {
     expect(j.scores.map((s: { name: string }) => s.name)).toEqual(['ja', 'zh', 'math', 'code']);
     const mean = j.scores.reduce((a: number, s: { score: number; weight: number }) => a + s.score * s.weight, 0) / 5;
     expect(j.mean).toBeCloseTo(mean, 10);
+    expect(j.weightFeed).toBe('inputs');
     const text = await optimer('eval', '--pool', join(tmp, 'p2'), '--weights', 'ja=0.4,code=0.3', ...setArgs(), '--set-weight', 'ja=2');
     expect(text.stdout).toMatch(new RegExp(`weighted mean nll ${(j.mean as number).toFixed(4)}`));
   });
@@ -83,6 +84,8 @@ describe('optimer CLI', () => {
     expect(w.stderr).toMatch(/--weights: no vector 'fr' in the pool/);
     const p = await optimer('eval', '--pool', join(tmp, 'p3'), '--provider', 'tpu', '--set', `x=${family.dev.ja}`);
     expect(p.stderr).toMatch(/--provider 'tpu': expected one of cpu, cuda, webgpu/);
+    const f = await optimer('eval', '--pool', join(tmp, 'p3'), '--weights-as', 'gpu', '--set', `x=${family.dev.ja}`);
+    expect(f.stderr).toBe("optimer: --weights-as 'gpu': expected one of inputs, initializers\n");
     const m = await optimer(
       'pool',
       'build',

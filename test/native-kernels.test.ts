@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeFloats, type DtypeName } from '../shared/onnx/dtype.js';
 import { NATIVE_DTYPE, nativeKernels } from '../shared/native-kernels.js';
 import { Rng } from '../shared/rng.js';
-import { mergeChunk, mergeChunkJs } from '../worker/merge/kernels.js';
+import { mergeChunk, mergeChunkJs, mergeChunkWidened } from '../worker/merge/kernels.js';
 
 const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 const SIZES = [1, 7, 63, 64, 65, 1000, 4097];
@@ -94,6 +94,38 @@ describe('native kernels', () => {
       const w = [0.25, -1.5];
       expectSame(dtype, run(mergeChunk, dtype, base, deltas, w, n), run(mergeChunkJs, dtype, base, deltas, w, n), n, dtype);
     }
+  });
+
+  it('widened merge (weights as float32 inputs): exactly the dtype merge, widened, natively and in JavaScript', () => {
+    const rng = new Rng(17);
+    let cases = 0;
+    for (const dtype of DTYPES)
+      for (const n of [1, 63, 65, 4097, 2 * 65536 + 5])
+        for (const K of [0, 1, 3, 5]) {
+          const base = randomBuffer(rng, dtype, n);
+          const deltas = Array.from({ length: K }, () => randomBuffer(rng, dtype, n));
+          const w = Array.from({ length: K }, () => rng.normal());
+          const want = new Float32Array(n);
+          decodeFloats(dtype, run(mergeChunkJs, dtype, base, deltas, w, n), want, n);
+          const got = new Float32Array(n);
+          const scratch = new Uint8Array(n * size(dtype));
+          const acc = new Float32Array(n);
+          const tmp = [0, 1, 2, 3].map(() => new Float32Array(n));
+          mergeChunkWidened(dtype, base, deltas, w, got, n, acc, tmp, scratch, 2);
+          for (let i = 0; i < n; i++) {
+            if (Number.isNaN(got[i]) && Number.isNaN(want[i])) continue;
+            if (!Object.is(got[i], want[i])) expect.fail(`${dtype} n=${n} K=${K}: element ${i}: widened ${got[i]}, dtype merge ${want[i]}`);
+          }
+          // the native path writes float32 into a buffer twice the size of a 16-bit one: nothing past n
+          if (native && dtype !== 'float32') {
+            const wide = new Float32Array(n + 8).fill(42);
+            native.merge(NATIVE_DTYPE[dtype], base, deltas, Float64Array.from(w), new Uint8Array(wide.buffer), n, 1, true);
+            expect(Array.from(wide.subarray(n))).toEqual(new Array(8).fill(42));
+            expect(Object.is(wide[0], want[0]) || (Number.isNaN(wide[0]) && Number.isNaN(want[0]))).toBe(true);
+          }
+          cases++;
+        }
+    expect(cases).toBe(DTYPES.length * 5 * 4);
   });
 
   it('merge on several threads: the same bytes as on one, for every thread count and a ragged length', () => {

@@ -11,7 +11,6 @@ import {
   type PoolManifest,
   runAll,
   type StudyAnnouncement,
-  weightParts,
 } from '../shared/index.js';
 import { ProviderGraphs } from './eval/widen.js';
 import type { BlobCache } from './shards/fetch.js';
@@ -43,8 +42,6 @@ export interface StudyContext {
  */
 export class StudyContexts {
   private readonly contexts: StudyContext[] = [];
-  /** one set of merge buffers (one per part) for every study: a worker runs one job at a time (reused: no page faults) */
-  private buffers: Uint8Array[] = [];
 
   constructor(
     private readonly cache: BlobCache,
@@ -70,19 +67,6 @@ export class StudyContexts {
     this.contexts.unshift(ctx);
     await this.evict((_, i) => i >= this.limit);
     return ctx;
-  }
-
-  /** The merge buffers, one per part of this study's layout, each large enough for its part. */
-  mergeBuffers(ctx: StudyContext): Uint8Array[] {
-    const parts = weightParts(ctx.pool.manifest);
-    this.buffers.length = Math.min(this.buffers.length, parts.length); // parts this study lacks are let go
-    parts.forEach((p, i) => {
-      if ((this.buffers[i]?.length ?? -1) < p.bytes) {
-        this.buffers[i] = new Uint8Array(0); // let the old one go before the new one is allocated
-        this.buffers[i] = new Uint8Array(p.bytes);
-      }
-    });
-    return this.buffers;
   }
 
   private async load(key: string, ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
@@ -176,7 +160,6 @@ export class StudyContexts {
   }
 
   async close(): Promise<void> {
-    this.buffers = [];
     await this.evict(() => true);
   }
 }

@@ -42,10 +42,10 @@ import {
   workerStatusCodec,
   withTimeout,
   PEER_UPLOAD_SLOTS,
+  type WeightFeed,
 } from '../shared/index.js';
 import { evaluateSession } from './eval/evaluate.js';
-import { createMergedSession } from './eval/session.js';
-import { mergeInto } from './merge/merge.js';
+import { TrialSessions } from './eval/trial-session.js';
 import { claimCacheDir } from './shards/cache-claim.js';
 import { BlobCache } from './shards/fetch.js';
 import { FairShare } from './fleet/fair-share.js';
@@ -74,6 +74,8 @@ export interface WorkerOptions {
   mergeThreads?: number;
   /** ONNX Runtime's intra-op threads (default: ONNX Runtime's own, one per core) */
   intraOpThreads?: number;
+  /** on the CPU provider, how merged weights reach ONNX Runtime (default: inputs; see TrialSessions) */
+  weightFeed?: WeightFeed;
   /** what the worker says it is, where detection is wrong or a test fakes it (evaluation is not changed) */
   advertise?: { provider?: ExecutionProvider; deviceName?: string; memoryGb?: number };
   /** take trials only while the GPU is idle, and hand a running one back when it stops being idle */
@@ -128,6 +130,8 @@ export class Worker {
   private closePromise: Promise<void> | undefined;
   private readonly cache: BlobCache;
   private readonly contexts: StudyContexts;
+  /** merges each trial and holds the session it is evaluated in (one pool's, kept across trials on the CPU) */
+  private readonly sessions: TrialSessions;
   private readonly queues = new Map<string, StudyQueue>();
   /** the last announcement decoded per study, by its revision in the bucket */
   private readonly announcements = new Map<string, { revision: number; ann: StudyAnnouncement }>();
@@ -167,6 +171,7 @@ export class Worker {
       ...(opts.cacheMaxBytes !== undefined ? { limitBytes: opts.cacheMaxBytes } : {}),
     });
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
+    this.sessions = new TrialSessions(opts.log.child({ worker: this.id }));
     this.limits = { studies: opts.studies ?? [], departments: opts.departments ?? [] };
     this.capabilities = {
       provider: opts.advertise?.provider ?? opts.provider ?? 'cpu',
@@ -308,6 +313,7 @@ export class Worker {
           () => clearInterval(this.idleTimer),
           () => this.say({ ...this.idleStatus(), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
+          () => withTimeout(this.sessions.close(), CLOSE_STEP_MS, 'releasing the evaluation session'),
           // a clean leave: peers stop asking this worker at once rather than after the entries expire
           () => withTimeout(this.sharing?.holders.leave(), CLOSE_STEP_MS, 'leaving the piece tracker'),
           () => withTimeout(this.sharing?.seeder.close(), CLOSE_STEP_MS, 'stopping serving pieces'),
@@ -631,24 +637,23 @@ export class Worker {
     signal.throwIfAborted();
     const t1 = performance.now();
     const weighting = perVectorGenome(Object.keys(p.weights)).weighting(p.weights);
-    const merged = await mergeInto(
+    const sets = p.kind === 'TRIAL' ? ctx.dev : ctx.test;
+    const { value: scores, timings: merge } = await this.sessions.run(
       ctx.pool,
-      weighting,
-      this.contexts.mergeBuffers(ctx),
+      ctx.graphs,
+      weighting, // unknown vector → BAD_ARGUMENT
+      {
+        provider,
+        ...(this.opts.weightFeed ? { weightFeed: this.opts.weightFeed } : {}),
+        mergeThreads: this.opts.mergeThreads ?? availableParallelism(),
+        ...(this.opts.intraOpThreads ? { intraOpThreads: this.opts.intraOpThreads } : {}),
+      },
+      ({ session, io, weights }) => evaluateSession(session, sets, io, ann.batchTokens, signal, weights),
       signal,
-      this.opts.mergeThreads ?? availableParallelism(),
-    ); // unknown vector → BAD_ARGUMENT
-    const t2 = performance.now();
-    const { graph, io } = ctx.graphs.for(provider);
-    const session = await createMergedSession(graph, merged, provider, this.opts.intraOpThreads);
-    let scores: Awaited<ReturnType<typeof evaluateSession>>;
-    try {
-      scores = await evaluateSession(session, p.kind === 'TRIAL' ? ctx.dev : ctx.test, io, ann.batchTokens, signal);
-    } finally {
-      await session.release();
-    }
+    );
     const t3 = performance.now();
-    Object.assign(timings, { fetchMs: t1 - t0, mergeMs: t2 - t1, evalMs: t3 - t2 });
+    // session creation counts as evaluation, as it did when every trial made one
+    Object.assign(timings, { fetchMs: t1 - t0, mergeMs: merge.mergeMs, evalMs: t3 - t1 - merge.mergeMs });
     return scores.map((s) => ({ name: s.name, score: s.score, tokens: s.tokens }));
   }
 

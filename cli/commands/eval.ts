@@ -16,7 +16,17 @@ import {
   uniformWeighting,
 } from '../../shared/index.js';
 import { workerSide } from '../worker-side.js';
-import { collect, fmt, parseNamed, parseNumberOption, parseProvider, printJson, table } from '../output.js';
+import {
+  collect,
+  fmt,
+  parseNamed,
+  parseNumberOption,
+  parseProvider,
+  parseWeightFeed,
+  printJson,
+  table,
+  WEIGHTS_AS_HELP,
+} from '../output.js';
 import { readStatus } from '../status-source.js';
 import { DEFAULT_STORE } from './study.js';
 
@@ -78,6 +88,7 @@ export function registerEval(program: Command, run: Run): void {
     .option('--provider <name>', `execution provider: ${EXECUTION_PROVIDERS.join(', ')}`, 'cpu')
     .option('--batch-tokens <n>', 'tokens per ONNX Runtime call (batch × padded length)', String(DEFAULT_BATCH_TOKENS))
     .option('--threads <n>', "threads of the merge and of ONNX Runtime's intra-op pool (default: one merge thread, ONNX Runtime's own)")
+    .option('--weights-as <how>', WEIGHTS_AS_HELP)
     .option('--no-verify', "skip re-hashing the pool's shards before the merge (sha256 of every shard, on by default)")
     .option('--json', 'print as JSON')
     .action((o) =>
@@ -86,11 +97,17 @@ export function registerEval(program: Command, run: Run): void {
         const metric = metricNamed(o.metric, '--metric').name;
         const batchTokens = parseNumberOption(o.batchTokens, '--batch-tokens', { min: 1, integer: true });
         const threads = o.threads === undefined ? undefined : parseNumberOption(o.threads, '--threads', { min: 1, integer: true });
+        const weightFeed = o.weightsAs === undefined ? undefined : parseWeightFeed(o.weightsAs);
         const specs = parseSetSpecs(o.set, o.setWeight, metric);
         const report = await withPoolWeights(o.pool, o.weights, o.verify !== false, async (pool, weights) => {
           const sets = await loadEvalSets(specs, pool.evalSetContext());
           const { evaluateMerge } = await workerSide();
-          const r = await evaluateMerge(pool, uniformWeighting(weights), sets, { provider, batchTokens, ...(threads ? { threads } : {}) });
+          const r = await evaluateMerge(pool, uniformWeighting(weights), sets, {
+            provider,
+            batchTokens,
+            ...(threads ? { threads } : {}),
+            ...(weightFeed ? { weightFeed } : {}),
+          });
           return { weights: Object.fromEntries(pool.manifest.vectors.map((v) => [v.name, weights.get(v.name) ?? 0])), ...r };
         });
         // a NaN or infinite score is no score: the report still prints, the exit code says so

@@ -27,7 +27,7 @@ import {
   stopProcess,
 } from '../../shared/index.js';
 import { announceDashboard, type DashboardAddress, parseDashboardAddress } from './dashboard.js';
-import { parseNumberOption, parseProvider, printJson } from '../output.js';
+import { parseNumberOption, parseProvider, parseWeightFeed, printJson, WEIGHTS_AS_HELP } from '../output.js';
 import { logStudyEvent } from '../event-log.js';
 import { DEFAULT_PROGRESS_EVERY_S, progressMode, studyProgress } from '../progress.js';
 import { writeCoordinatorFile } from '../status-source.js';
@@ -271,6 +271,7 @@ export function registerRun(program: Command, run: Run): void {
     .option('--id <name>', 'worker name in records and logs (default: host-pid)')
     .option('--merge-threads <n>', 'threads of the native merge (default: one per core; `optimer run` gives its workers a share each)')
     .option('--intra-op-threads <n>', "ONNX Runtime's intra-op threads (default: ONNX Runtime's, one per core)")
+    .option('--weights-as <how>', WEIGHTS_AS_HELP)
     .option(
       '--advertise-provider <name>',
       'the provider it says it has, for study requirements (default: --provider, else cpu); evaluation is not changed',
@@ -320,6 +321,7 @@ export function registerRun(program: Command, run: Run): void {
           ...(o.intraOpThreads
             ? { intraOpThreads: parseNumberOption(o.intraOpThreads, '--intra-op-threads', { min: 1, integer: true }) }
             : {}),
+          ...(o.weightsAs ? { weightFeed: parseWeightFeed(o.weightsAs) } : {}),
           advertise: {
             ...(o.advertiseProvider ? { provider: parseProvider(o.advertiseProvider) } : {}),
             ...(o.deviceName ? { deviceName: String(o.deviceName) } : {}),

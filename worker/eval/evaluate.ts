@@ -10,10 +10,10 @@ import {
   type Pool,
   type TensorWeighting,
   weightedMean,
+  type WeightFeed,
 } from '../../shared/index.js';
-import { allocateMerged, mergeInto } from '../merge/merge.js';
 import { type LmIo, SessionModel } from './session-model.js';
-import { createMergedSession } from './session.js';
+import { TrialSessions } from './trial-session.js';
 import { ProviderGraphs } from './widen.js';
 
 export interface SetScore {
@@ -31,6 +31,8 @@ export interface EvalReport {
   /** Σ weight·score / Σ weight */
   mean: number;
   timings: { mergeMs: number; sessionMs: number; evalMs: number };
+  /** how the merged weights reached ONNX Runtime (see TrialSessions) */
+  weightFeed: WeightFeed;
 }
 
 export interface EvalOptions {
@@ -38,6 +40,8 @@ export interface EvalOptions {
   batchTokens?: number;
   /** threads of the native merge and ONNX Runtime's intra-op threads (default: 1 and ONNX Runtime's own) */
   threads?: number;
+  /** on the CPU provider, how the merged weights reach ONNX Runtime (default: inputs; see TrialSessions) */
+  weightFeed?: WeightFeed;
 }
 
 /** Scores one session (a merge or a model file) on every set, each with its own metric. */
@@ -47,8 +51,10 @@ export async function evaluateSession(
   io: LmIo,
   batchTokens = DEFAULT_BATCH_TOKENS,
   signal?: AbortSignal,
+  /** the merged weights, when the session takes them as inputs (TrialSessions) */
+  weights?: Readonly<Record<string, ort.Tensor>>,
 ): Promise<SetScore[]> {
-  const model = new SessionModel(session, io, batchTokens, undefined, signal);
+  const model = new SessionModel(session, io, batchTokens, undefined, signal, weights);
   const scores: SetScore[] = [];
   for (const s of sets) {
     const r = await scoreSet(model, s);
@@ -81,25 +87,34 @@ export async function evaluateNll(
   return { nll: r.score, tokens: r.tokens, sequences: r.sequences };
 }
 
-/** Merges θ from the pool as `weighting` says and evaluates it on every set. */
+/** Merges θ from the pool as `weighting` says and evaluates it on every set, as a worker does. */
 export async function evaluateMerge(
   pool: Pool,
   weighting: TensorWeighting,
   sets: LoadedEvalSet[],
   options: EvalOptions = {},
 ): Promise<EvalReport> {
-  const t0 = performance.now();
-  const merged = await mergeInto(pool, weighting, allocateMerged(pool), undefined, options.threads);
-  const t1 = performance.now();
-  const provider = options.provider ?? 'cpu';
-  const { graph, io } = new ProviderGraphs(await pool.graphBytes(), pool.manifest.model, `${pool.label}: graph`).for(provider);
-  const session = await createMergedSession(graph, merged, provider, options.threads);
-  const t2 = performance.now();
+  const graphs = new ProviderGraphs(await pool.graphBytes(), pool.manifest.model, `${pool.label}: graph`);
+  const sessions = new TrialSessions();
   try {
-    const scores = await evaluateSession(session, sets, io, options.batchTokens);
-    const t3 = performance.now();
-    return { scores, mean: weightedMean(scores), timings: { mergeMs: t1 - t0, sessionMs: t2 - t1, evalMs: t3 - t2 } };
+    const { value, timings, weightFeed } = await sessions.run(
+      pool,
+      graphs,
+      weighting,
+      {
+        provider: options.provider ?? 'cpu',
+        ...(options.weightFeed ? { weightFeed: options.weightFeed } : {}),
+        mergeThreads: options.threads ?? 1,
+        ...(options.threads ? { intraOpThreads: options.threads } : {}),
+      },
+      async ({ session, io, weights }) => {
+        const t0 = performance.now();
+        const scores = await evaluateSession(session, sets, io, options.batchTokens, undefined, weights);
+        return { scores, evalMs: performance.now() - t0 };
+      },
+    );
+    return { scores: value.scores, mean: weightedMean(value.scores), timings: { ...timings, evalMs: value.evalMs }, weightFeed };
   } finally {
-    await session.release();
+    await sessions.close();
   }
 }

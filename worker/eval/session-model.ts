@@ -30,6 +30,8 @@ export class SessionModel implements LanguageModel {
     private readonly onBatch?: (done: number) => void,
     /** aborting stops before the next batch (a closing worker does not finish a result it drops) */
     private readonly signal?: AbortSignal,
+    /** fed with every batch: the merged weights, when the session takes them as inputs (TrialSessions) */
+    private readonly weights?: Readonly<Record<string, ort.Tensor>>,
   ) {
     if (!session.outputNames.includes(LOGPROBS_OUTPUT) || !session.inputNames.includes(TARGETS_INPUT)) {
       throw new OptimerError(
@@ -71,7 +73,7 @@ export class SessionModel implements LanguageModel {
         if (t > 0) targets[b * len + t - 1] = BigInt(y);
       }
     });
-    const feeds = buildFeeds(io, rows, len);
+    const feeds = { ...this.weights, ...buildFeeds(io, rows, len) };
     feeds[TARGETS_INPUT] = new ort.Tensor('int64', targets, [B, len]);
     let result: ort.InferenceSession.ReturnType;
     try {

@@ -17,6 +17,15 @@ function hint(provider: ExecutionProvider, msg: string): string {
   return '';
 }
 
+/** The options of every session a worker evaluates with. */
+export function sessionOptions(provider: ExecutionProvider, intraOpThreads?: number): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [provider],
+    graphOptimizationLevel: 'all',
+    ...(intraOpThreads ? { intraOpNumThreads: intraOpThreads } : {}),
+  };
+}
+
 /**
  * An inference session for the pool's graph with merged weights supplied from memory as its
  * external data: no model file is written per trial. `graph` is the loss graph (toLossGraph,
@@ -32,9 +41,7 @@ export async function createMergedSession(
   const loss = graph instanceof LossGraph ? graph : toLossGraph(graph);
   try {
     return await ort.InferenceSession.create(loss.bytes, {
-      executionProviders: [provider],
-      graphOptimizationLevel: 'all',
-      ...(intraOpThreads ? { intraOpNumThreads: intraOpThreads } : {}),
+      ...sessionOptions(provider, intraOpThreads),
       externalData: weights.map((data, i) => ({ path: partName(i), data })),
     });
   } catch (e) {

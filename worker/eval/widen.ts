@@ -9,12 +9,14 @@ import {
   intAttr,
   type ModelIo,
   type NodeProto,
+  type TensorEntry,
   type TensorProto,
   toNumber,
   type ValueInfoProto,
 } from '../../shared/index.js';
 import { type LossGraph, toLossGraph } from './loss-graph.js';
 import type { LmIo } from './session-model.js';
+import { weightsAsInputs } from './weights-as-inputs.js';
 
 const HALF = new Set<number>([DataType.FLOAT16, DataType.BFLOAT16]);
 /** Suffix of a 16-bit weight's own name once a Cast to float32 takes its old name. */
@@ -30,13 +32,15 @@ const BF16_SUFFIX = '__optimer_bf16';
  * targets, constants, graph inputs and outputs, value types, in subgraphs too) becomes float32.
  * The graph then computes in float32: scores are those of the 16-bit weights evaluated exactly,
  * not of 16-bit arithmetic. ONNX Runtime folds the casts into float32 copies at session creation
- * (time and memory: see the README, one trial). Null for a graph with no 16-bit weight and no
- * bfloat16 input or output.
+ * (time and memory: see the README, one trial); weights that are graph inputs (weightsAsInputs)
+ * become float32 inputs instead, no cast. Null for a graph with no 16-bit weight or input and no
+ * bfloat16 output.
  */
 export function widenTo32(bytes: Uint8Array, where: string): Uint8Array | null {
   const model = decodeModel(bytes, where);
   const g = model.graph;
-  if (!g || !((g.initializer ?? []).some((t) => HALF.has(t.dataType ?? 0)) || hasBf16Io(g))) return null;
+  const half = (g?.initializer ?? []).some((t) => HALF.has(t.dataType ?? 0)) || (g?.input ?? []).some(isHalf);
+  if (!g || !(half || hasBf16Io(g))) return null;
   widenGraph(g);
   return encodeModel(model);
 }
@@ -68,6 +72,11 @@ export function castBf16Inputs(bytes: Uint8Array, where: string): Uint8Array | n
   renameUses(g, renamed);
   g.node = [...casts, ...(g.node ?? [])];
   return encodeModel(model);
+}
+
+/** A 16-bit graph input: a KV cache, or a weight once weightsAsInputs made it one. */
+function isHalf(v: ValueInfoProto): boolean {
+  return HALF.has(v.type?.tensorType?.elemType ?? 0);
 }
 
 function hasBf16Io(g: GraphProto): boolean {
@@ -164,6 +173,7 @@ export interface RunnableGraph {
 export class ProviderGraphs {
   private stored?: RunnableGraph;
   private widened?: RunnableGraph | null;
+  private inputs?: RunnableGraph;
 
   constructor(
     private readonly bytes: Uint8Array,
@@ -186,6 +196,18 @@ export class ProviderGraphs {
         : { graph: toLossGraph(this.bytes, this.options()), io: this.model };
     }
     return this.stored;
+  }
+
+  /**
+   * For the CPU provider, the graph with the merged weights (the layout's `tensors`) as inputs,
+   * float32 whatever their stored dtype (weightsAsInputs).
+   */
+  withWeightInputs(tensors: readonly TensorEntry[]): RunnableGraph {
+    if (!this.inputs) {
+      const bytes = weightsAsInputs(this.bytes, tensors, this.where);
+      this.inputs = { graph: toLossGraph(widenTo32(bytes, this.where) ?? bytes, this.options()), io: widenedIo(this.model) };
+    }
+    return this.inputs;
   }
 
   private options() {

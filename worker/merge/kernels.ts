@@ -35,6 +35,36 @@ export function mergeChunk(
 }
 
 /**
+ * mergeChunk's result widened to float32 in `out32` (what ONNX Runtime is fed when the weights are
+ * graph inputs on the CPU): each element rounded to `dtype` first, so the values are exactly the
+ * 16-bit merge's. `scratch` holds the `dtype` result on the JavaScript path (n elements of the dtype).
+ */
+export function mergeChunkWidened(
+  dtype: DtypeName,
+  base: Uint8Array,
+  deltas: Uint8Array[],
+  w: number[],
+  out32: Float32Array,
+  n: number,
+  acc: Float32Array,
+  tmp: Float32Array[],
+  scratch: Uint8Array,
+  threads = 1,
+): void {
+  const out = new Uint8Array(out32.buffer, out32.byteOffset, n * 4);
+  if (native && (native.version ?? 0) >= 2 && deltas.length <= 64 && (dtype === 'float16' || dtype === 'bfloat16')) {
+    native.merge(NATIVE_DTYPE[dtype], base, deltas, Float64Array.from(w.slice(0, deltas.length)), out, n, threads, true);
+    return;
+  }
+  if (dtype === 'float32') {
+    mergeChunk(dtype, base, deltas, w, out, n, acc, tmp, threads);
+    return;
+  }
+  mergeChunk(dtype, base, deltas, w, scratch, n, acc, tmp, threads);
+  decodeFloats(dtype, scratch, out32, n);
+}
+
+/**
  * out = base + Σ_k w_k·delta_k for one chunk of `n` elements, fp32 accumulation, every buffer in
  * the tensor's dtype. Buffers must be aligned to their element size (the pool layout is 64-byte
  * aligned and chunk buffers are fresh allocations). Vectors are taken four at a time with a

@@ -7,7 +7,7 @@ import {
   type VectorEntry,
   weightParts,
 } from '../../shared/index.js';
-import { mergeChunk } from './kernels.js';
+import { mergeChunk, mergeChunkWidened } from './kernels.js';
 
 /** Elements merged at once: bounds memory to a few chunk buffers whatever the tensor size. */
 const CHUNK_ELEMENTS = 1 << 20;
@@ -23,6 +23,16 @@ export type MergedWeights = Uint8Array[];
 export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<void>;
 
 /**
+ * The merged weights as float32, one array per merged tensor (by name): what ONNX Runtime's CPU
+ * provider is fed when the weights are graph inputs. A 16-bit tensor's values are exactly its
+ * 16-bit merge's, widened.
+ */
+export type WidenedWeights = ReadonlyMap<string, Float32Array>;
+
+/** Where merge() puts its output: the layout's parts, float32 arrays per tensor, or a sink. */
+type MergeTarget = { parts: readonly Uint8Array[] } | { widened: WidenedWeights } | { sink: MergeSink };
+
+/**
  * θ = θ_base + Σ_k w_k(t)·v_k, tensor by tensor and chunk by chunk: fp32 accumulation, output in
  * the tensor's own dtype, vectors read from the shards as they are needed (never K models in
  * memory). The weights come from `weighting`, once per tensor; on each tensor only the vectors
@@ -30,14 +40,13 @@ export type MergeSink = (offset: number, bytes: Uint8Array) => void | Promise<vo
  * and with none the result is the base's bytes exactly. Non-float tensors are not in the layout:
  * they stay inline in the pool's graph.
  *
- * Writes into `dest` (one buffer per part of the layout) when given, else hands each
- * merged chunk to `sink` (for streaming to a file).
+ * Writes into the layout's parts (one buffer per part), into float32 arrays per tensor, or hands
+ * each merged chunk to a sink (for streaming to a file).
  */
 async function merge(
   pool: Pool,
   weighting: TensorWeighting,
-  dest: readonly Uint8Array[] | undefined,
-  sink: MergeSink | undefined,
+  target: MergeTarget,
   signal: AbortSignal | undefined,
   threads = 1,
 ): Promise<void> {
@@ -49,6 +58,9 @@ async function merge(
   const maxBytes = chunk * 8;
   const baseRaw = new Uint8Array(maxBytes);
   const deltaRaw: Uint8Array[] = []; // one per vector active on some tensor so far
+  const dest = 'parts' in target ? target.parts : undefined;
+  const widened = 'widened' in target ? target.widened : undefined;
+  const sink = 'sink' in target ? target.sink : undefined;
   const scratch = dest ? undefined : new Uint8Array(maxBytes);
   const acc = new Float32Array(chunk);
   const tmp = [0, 1, 2, 3].map(() => new Float32Array(chunk));
@@ -62,10 +74,19 @@ async function merge(
     const part = t.part ?? 0;
     const into = dest?.[part];
     const local = t.offset - parts[part]!.start; // the tensor's offset in its part's buffer
+    const wide = widened?.get(t.name);
+    if (widened && !wide) throw new RangeError(`merge: no float32 array for tensor '${t.name}'`);
     for (let start = 0; start < n; start += chunk) {
       const count = Math.min(chunk, n - start);
       const bytes = count * size;
       const at = t.offset + start * size;
+      if (wide) {
+        const out32 = wide.subarray(start, start + count);
+        const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
+        const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
+        mergeChunkWidened(t.dtype, base, deltas, w, out32, count, acc, tmp, scratch!, threads);
+        continue;
+      }
       const out = into ? into.subarray(local + start * size, local + start * size + bytes) : scratch!.subarray(0, bytes);
       if (active.length === 0) {
         await pool.readTensor(m.base.blob, t, start, count, out);
@@ -118,7 +139,7 @@ function activeOn(
 
 /** Streams the merged weights chunk by chunk to `sink` (offsets in the layout). */
 export function mergeWeights(pool: Pool, weighting: TensorWeighting, sink: MergeSink): Promise<void> {
-  return merge(pool, weighting, undefined, sink, undefined);
+  return merge(pool, weighting, { sink }, undefined);
 }
 
 /**
@@ -138,8 +159,46 @@ export async function mergeInto(
     throw new RangeError(
       `mergeInto: need ${parts.length} destination buffers of [${parts.map((p) => p.bytes).join(', ')}] bytes, 8-byte aligned`,
     );
-  await merge(pool, weighting, dest, undefined, signal, threads);
+  await merge(pool, weighting, { parts: dest }, signal, threads);
   return parts.map((p, i) => dest[i]!.subarray(0, p.bytes));
+}
+
+/** Dtypes a merge can widen to float32 (float64 tensors cannot be fed as float32). */
+const WIDENABLE = new Set(['float32', 'float16', 'bfloat16']);
+
+/** Whether every merged tensor of the pool can be merged into float32 arrays (allocateWidened). */
+export function canWiden(pool: Pool): boolean {
+  return pool.manifest.tensors.every((t) => t.offset === null || WIDENABLE.has(t.dtype));
+}
+
+/** One float32 array per merged tensor of the pool (its elements, whatever its dtype). */
+export function allocateWidened(pool: Pool): Map<string, Float32Array> {
+  return new Map(
+    pool.manifest.tensors.flatMap((t) => (t.offset === null ? [] : [[t.name, new Float32Array(t.bytes / dtypeBytes(t.dtype))]])),
+  );
+}
+
+/**
+ * Merges into float32 arrays, one per merged tensor (allocateWidened; reused across trials), each
+ * element rounded to its tensor's dtype and widened: what a 16-bit merge holds, as float32.
+ */
+export async function mergeIntoWidened(
+  pool: Pool,
+  weighting: TensorWeighting,
+  dest: WidenedWeights,
+  signal?: AbortSignal,
+  threads = 1,
+): Promise<WidenedWeights> {
+  for (const t of pool.manifest.tensors) {
+    if (t.offset === null) continue;
+    if (!WIDENABLE.has(t.dtype))
+      throw new RangeError(`mergeIntoWidened: tensor '${t.name}' is ${t.dtype}, which cannot be widened to float32`);
+    const n = t.bytes / dtypeBytes(t.dtype);
+    if ((dest.get(t.name)?.length ?? -1) !== n)
+      throw new RangeError(`mergeIntoWidened: tensor '${t.name}' needs a Float32Array of ${n} elements`);
+  }
+  await merge(pool, weighting, { widened: dest }, signal, threads);
+  return dest;
 }
 
 /** Buffers for the merged weights, one per part of the pool's layout. */
