@@ -1,15 +1,22 @@
 /**
- * Per-trial overhead benchmark: one trial as a worker runs it (fetch from the local cache, merge,
- * session creation, forward pass, loss) on a synthetic fp16 causal LM with a large vocabulary
- * (embedding, residual tanh-MLP blocks, LM head; weights stored in fp16 and cast in the graph, as
- * a CPU worker evaluates fp16 pools), for each merge/intra-op thread count given. The forward
- * pass alone is timed on a plain session of the same graph and weights; loss = evaluation − forward.
+ * Per-trial overhead benchmark: trials as a worker runs them on a synthetic fp16 causal LM with a
+ * large vocabulary (embedding, residual tanh-MLP blocks, LM head; weights stored in fp16 and cast
+ * in the graph), for both ways the merged weights reach ONNX Runtime (TrialSessions): `inputs`
+ * (one session per pool, the weights float32 graph inputs) and `initializers` (a session per
+ * trial), at each thread count given. Each trial merges and evaluates the dev set (`--batches`
+ * batches of `--batch` × `--seq` tokens) through the loss graph; the forward pass alone is the
+ * same batches on a plain session of the same weights as initializers (logits out, prepacked: the
+ * fastest ONNX Runtime does), so everything else, per-batch weight packing included, counts as
+ * overhead. Each (feed, threads) runs in a child process of its own, for its own peak RSS.
+ * Fetch (reading every blob of the pool once from the cache) happens once per study, not per trial.
  * Usage: npm run bench:trial -- [--vocab 32000] [--dim 1024] [--hidden 4096] [--layers 8]
- *   [--vectors 2] [--batch 2] [--seq 128] [--threads 1,2] [--repeat 2]
+ *   [--vectors 2] [--batch 2] [--seq 128] [--batches 1] [--threads 1,2] [--trials 3]
  */
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import ort from 'onnxruntime-node';
 import { table } from '../../cli/output.js';
@@ -19,10 +26,12 @@ import { encodeFloats } from '../../shared/onnx/dtype.js';
 import { partName } from '../../shared/pool/manifest.js';
 import { buildPool } from '../../shared/pool/build.js';
 import { Pool } from '../../shared/pool/reader.js';
+import type { WeightFeed } from '../../shared/providers.js';
 import { Rng } from '../../shared/rng.js';
-import { toLossGraph } from '../../worker/eval/loss-graph.js';
-import { createMergedSession } from '../../worker/eval/session.js';
 import { SessionModel } from '../../worker/eval/session-model.js';
+import { sessionOptions } from '../../worker/eval/session.js';
+import { TrialSessions } from '../../worker/eval/trial-session.js';
+import { ProviderGraphs, widenTo32 } from '../../worker/eval/widen.js';
 import { allocateMerged, mergeInto } from '../../worker/merge/merge.js';
 
 const { values } = parseArgs({
@@ -34,13 +43,17 @@ const { values } = parseArgs({
     vectors: { type: 'string', default: '2' },
     batch: { type: 'string', default: '2' },
     seq: { type: 'string', default: '128' },
+    batches: { type: 'string', default: '1' },
     threads: { type: 'string', default: '1,2' },
-    repeat: { type: 'string', default: '2' },
+    trials: { type: 'string', default: '3' },
+    // internal: a child measuring one (feed, threads) on the pool in --pool
+    child: { type: 'string' },
+    pool: { type: 'string' },
   },
 });
-const [V, D, F, L, K, B, T, REPEAT] = ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'repeat'].map((k) =>
+const [V, D, F, L, K, B, T, NB, TRIALS] = ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials'].map((k) =>
   Number(values[k as keyof typeof values]),
-) as [number, number, number, number, number, number, number, number];
+) as [number, number, number, number, number, number, number, number, number];
 const THREADS = String(values.threads)
   .split(',')
   .map((t) => Number(t));
@@ -98,15 +111,98 @@ async function writeLm(path: string, seed: number): Promise<void> {
   );
 }
 
-async function best<R>(fn: () => Promise<R>): Promise<{ s: number; value: R }> {
-  let s = Number.POSITIVE_INFINITY;
-  let value: R | undefined;
-  for (let r = 0; r < REPEAT; r++) {
-    const t0 = performance.now();
-    value = await fn();
-    s = Math.min(s, (performance.now() - t0) / 1000);
+
+/** The dev set: NB batches of B sequences of T random tokens. */
+function devSet(): Int32Array[] {
+  const rng = new Rng(5);
+  return Array.from({ length: NB * B }, () => Int32Array.from({ length: T }, () => rng.int(V)));
+}
+
+/** weightings that differ per trial, as a search's do */
+const weightingOf = (pool: Pool, i: number) => uniformWeighting(new Map(pool.manifest.vectors.map((v, k) => [v.name, 0.3 + 0.1 * k + 0.05 * i])));
+
+interface ChildResult {
+  /** per trial: merge, session creation, evaluation (loss graph), seconds */
+  trials: { merge: number; session: number; eval: number }[];
+  /** the forward pass alone over the dev set, best of the trials (forward child only) */
+  forward?: number;
+  maxRssBytes: number;
+}
+
+/** One (feed, threads): TRIALS trials in a row, as a worker runs them. */
+async function trialChild(poolDir: string, feed: WeightFeed, threads: number): Promise<ChildResult> {
+  const pool = await Pool.open(poolDir);
+  const graphs = new ProviderGraphs(await pool.graphBytes(), pool.manifest.model, 'bench graph');
+  const sessions = new TrialSessions();
+  const seqs = devSet();
+  const out: ChildResult['trials'] = [];
+  for (let i = 0; i < TRIALS; i++) {
+    const r = await sessions.run(
+      pool,
+      graphs,
+      weightingOf(pool, i),
+      { provider: 'cpu', weightFeed: feed, mergeThreads: threads, intraOpThreads: threads },
+      async ({ session, io, weights }) => {
+        const t0 = performance.now();
+        await new SessionModel(session, { ...io, vocab: V }, B * T, undefined, undefined, weights).tokenLogProbs(seqs);
+        return (performance.now() - t0) / 1000;
+      },
+    );
+    if (r.weightFeed !== feed) throw new Error(`asked for ${feed}, got ${r.weightFeed}`);
+    out.push({ merge: r.timings.mergeMs / 1000, session: r.timings.sessionMs / 1000, eval: r.value });
   }
-  return { s, value: value as R };
+  await sessions.close();
+  await pool.close();
+  return { trials: out, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+}
+
+/** The forward pass alone: the plain graph, weights as initializers (prepacked), logits out. */
+async function forwardChild(poolDir: string, threads: number): Promise<ChildResult> {
+  const pool = await Pool.open(poolDir);
+  const bytes = await pool.graphBytes();
+  const merged = await mergeInto(pool, weightingOf(pool, 0), allocateMerged(pool), undefined, threads);
+  const session = await ort.InferenceSession.create(widenTo32(bytes, 'bench graph') ?? bytes, {
+    ...sessionOptions('cpu', threads),
+    externalData: merged.map((data, i) => ({ path: partName(i), data })),
+  });
+  const seqs = devSet();
+  const batches = Array.from({ length: NB }, (_, b) => {
+    const rows = seqs.slice(b * B, (b + 1) * B);
+    return new ort.Tensor('int64', BigInt64Array.from(rows.flatMap((s) => Array.from(s, BigInt))), [B, T]);
+  });
+  const output = pool.manifest.model.output;
+  await session.run({ input_ids: batches[0]! }, [output]); // warm
+  let forward = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < TRIALS; i++) {
+    const t0 = performance.now();
+    for (const ids of batches) {
+      const r = await session.run({ input_ids: ids }, [output]);
+      r[output]!.dispose?.();
+    }
+    forward = Math.min(forward, (performance.now() - t0) / 1000);
+  }
+  await session.release();
+  await pool.close();
+  return { trials: [], forward, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+}
+
+function spawnChild(args: string[]): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [fileURLToPath(import.meta.url), ...args], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`child ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      else resolve(JSON.parse(stdout.trim().split('\n').at(-1)!) as ChildResult);
+    });
+  });
+}
+
+const passOn = () =>
+  ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials'].flatMap((k) => [`--${k}`, String(values[k as keyof typeof values])]);
+
+if (values.child) {
+  const [kind, threads] = values.child.split(':') as [string, string];
+  const r = kind === 'forward' ? await forwardChild(values.pool!, Number(threads)) : await trialChild(values.pool!, kind as WeightFeed, Number(threads));
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+  process.exit(0);
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'optimer-bench-trial-'));
@@ -125,66 +221,67 @@ try {
   await buildPool({ base: join(models, 'base.onnx'), vectors, out: join(dir, 'pool') });
   const buildS = (performance.now() - t1) / 1000;
   await rm(models, { recursive: true, force: true });
-  const pool = await Pool.open(join(dir, 'pool'));
+  const poolDir = join(dir, 'pool');
+  const pool = await Pool.open(poolDir);
   const m = pool.manifest;
-  const graphBytes = await pool.graphBytes();
-  const loss = toLossGraph(graphBytes, { logits: m.model.output });
-  const weighting = uniformWeighting(new Map(vectors.map((v, i) => [v.name, 0.3 + 0.1 * i])));
-  const rng = new Rng(5);
-  const seqs = Array.from({ length: B }, () => Int32Array.from({ length: T }, () => rng.int(V)));
-  const ids = new ort.Tensor('int64', BigInt64Array.from(seqs.flatMap((s) => Array.from(s, BigInt))), [B, T]);
-  const dest = allocateMerged(pool);
+  // fetch from the worker's cache, once per study: every blob of the pool read once
   const scratch = new Uint8Array(Math.max(...[m.base.blob, ...m.vectors.map((v) => v.blob)].map((b) => b.bytes)));
-  const rows: (string | number)[][] = [
-    ['threads', 'fetch (cached) s', 'merge s', 'session s', 'forward s', 'loss s', 'trial s', 'forward %', 'overhead %', 'loss %'],
-  ];
-  for (const threads of THREADS) {
-    // fetch from the worker's cache: every blob of the pool read once, as a trial that misses nothing
-    const fetch = await best(async () => {
-      for (const blob of [m.base.blob, ...m.vectors.map((v) => v.blob)]) await pool.read(blob, 0, blob.bytes, scratch);
-    });
-    const merge = await best(() => mergeInto(pool, weighting, dest, undefined, threads));
-    const merged = merge.value;
-    const session = await best(async () => {
-      const s = await createMergedSession(loss, merged, 'cpu', threads);
-      return s;
-    });
-    const lm = new SessionModel(session.value, { ...m.model, vocab: V }, B * T);
-    await lm.tokenLogProbs(seqs); // warm
-    const evalS = (await best(() => lm.tokenLogProbs(seqs))).s;
-    await session.value.release();
-    const plain = await ort.InferenceSession.create(graphBytes, {
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads,
-      externalData: merged.map((data, i) => ({ path: partName(i), data })),
-    });
-    await plain.run({ input_ids: ids }, ['logits']); // warm
-    const fwdS = (await best(() => plain.run({ input_ids: ids }, ['logits']))).s;
-    await plain.release();
-    const lossS = Math.max(0, evalS - fwdS);
-    const trial = fetch.s + merge.s + session.s + evalS;
-    const pct = (x: number) => `${((100 * x) / trial).toFixed(0)}%`;
-    rows.push([
-      threads,
-      fetch.s.toFixed(2),
-      merge.s.toFixed(2),
-      session.s.toFixed(2),
-      fwdS.toFixed(2),
-      lossS.toFixed(2),
-      trial.toFixed(2),
-      pct(fwdS),
-      pct(trial - fwdS),
-      pct(lossS),
-    ]);
-  }
+  const f0 = performance.now();
+  for (const blob of [m.base.blob, ...m.vectors.map((v) => v.blob)]) await pool.read(blob, 0, blob.bytes, scratch);
+  const fetchS = (performance.now() - f0) / 1000;
   await pool.close();
-  const rss = process.resourceUsage().maxRSS * 1024;
+  const rows: (string | number)[][] = [
+    [
+      'threads',
+      'weights as',
+      'session s (once per pool)',
+      'merge s',
+      'session s',
+      'eval s',
+      'forward s',
+      'trial s',
+      'forward %',
+      'all but forward %',
+      'loss + packing %',
+      'peak RSS × model',
+    ],
+  ];
+  const pct = (x: number, of: number) => `${((100 * x) / of).toFixed(0)}%`;
+  for (const threads of THREADS) {
+    // in turn, so that both feeds see the same load
+    const fwd = await spawnChild([...passOn(), '--pool', poolDir, '--child', `forward:${threads}`]);
+    for (const feed of ['inputs', 'initializers'] as const) {
+      const r = await spawnChild([...passOn(), '--pool', poolDir, '--child', `${feed}:${threads}`]);
+      // steady state: trials after the first (the first also makes a pool's session for inputs)
+      const steady = r.trials.slice(1);
+      const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+      const merge = med(steady.map((t) => t.merge));
+      const session = med(steady.map((t) => t.session));
+      const evalS = med(steady.map((t) => t.eval));
+      const trial = merge + session + evalS;
+      const forward = fwd.forward!;
+      rows.push([
+        threads,
+        feed,
+        feed === 'inputs' ? r.trials[0]!.session.toFixed(2) : '-',
+        merge.toFixed(2),
+        session.toFixed(2),
+        evalS.toFixed(2),
+        forward.toFixed(2),
+        trial.toFixed(2),
+        pct(forward, trial),
+        pct(trial - forward, trial),
+        pct(Math.max(0, evalS - forward), trial),
+        (r.maxRssBytes / m.weightsBytes).toFixed(1),
+      ]);
+    }
+  }
   process.stdout.write(
-    `one trial, synthetic fp16 LM: ${(PARAMS / 1e6).toFixed(0)}M parameters (${(m.weightsBytes / 2 ** 30).toFixed(2)} GiB), vocab ${V}, dim ${D}, ` +
-      `hidden ${F}, ${L} blocks, ${K} vectors, batch ${B} × ${T} tokens, CPU, best of ${REPEAT} (node ${process.version})\n` +
-      `models generated in ${genS.toFixed(1)} s, pool built in ${buildS.toFixed(1)} s; peak RSS ${(rss / 2 ** 30).toFixed(2)} GiB = ` +
-      `${(rss / m.weightsBytes).toFixed(1)}× the model (the whole run: plain and loss sessions included)\n${table(rows)}\n`,
+    `trials, synthetic fp16 LM: ${(PARAMS / 1e6).toFixed(0)}M parameters (${(m.weightsBytes / 2 ** 30).toFixed(2)} GiB), vocab ${V}, dim ${D}, ` +
+      `hidden ${F}, ${L} blocks, ${K} vectors; dev set ${NB} batch${NB === 1 ? '' : 'es'} of ${B} × ${T} tokens; CPU; ` +
+      `median of trials 2..${TRIALS} (node ${process.version})\n` +
+      `models generated in ${genS.toFixed(1)} s, pool built in ${buildS.toFixed(1)} s; fetch from the cache (once per study) ${fetchS.toFixed(2)} s\n` +
+      `${table(rows)}\n`,
   );
 } finally {
   await rm(dir, { recursive: true, force: true });
