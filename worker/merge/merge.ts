@@ -56,96 +56,48 @@ async function merge(
   // chunk buffers sized to the largest tensor, up to CHUNK_ELEMENTS: small models stay cheap
   const chunk = Math.min(CHUNK_ELEMENTS, Math.max(1, ...m.tensors.map((t) => (t.offset === null ? 0 : t.bytes / dtypeBytes(t.dtype)))));
   const maxBytes = chunk * 8;
+  const baseRaw = new Uint8Array(maxBytes);
+  const deltaRaw: Uint8Array[] = []; // one per vector active on some tensor so far
   const dest = 'parts' in target ? target.parts : undefined;
   const widened = 'widened' in target ? target.widened : undefined;
   const sink = 'sink' in target ? target.sink : undefined;
   const scratch = dest ? undefined : new Uint8Array(maxBytes);
   const acc = new Float32Array(chunk);
   const tmp = [0, 1, 2, 3].map(() => new Float32Array(chunk));
-  // two sets of read buffers: the next chunk is read while this one is merged
-  const sets: ReadSet[] = [0, 1].map(() => ({ base: new Uint8Array(maxBytes), deltas: [] }));
-
-  /** Every chunk of every merged tensor, in layout order, with where its result goes. */
-  function* chunks(): Generator<Chunk> {
-    for (const t of m.tensors) {
-      if (t.offset === null) continue; // not merged: inline in the graph
-      signal?.throwIfAborted(); // a closing worker stops here rather than finish a merge it will throw away
-      const { active, w } = activeOn(t, weighting, vectors);
-      const size = dtypeBytes(t.dtype);
-      const n = t.bytes / size;
-      const part = t.part ?? 0;
-      const into = dest?.[part];
-      const local = t.offset - parts[part]!.start; // the tensor's offset in its part's buffer
-      const wide = widened?.get(t.name);
-      if (widened && !wide) throw new RangeError(`merge: no float32 array for tensor '${t.name}'`);
-      for (let start = 0; start < n; start += chunk) {
-        const count = Math.min(chunk, n - start);
-        const bytes = count * size;
-        const out = wide
-          ? undefined
-          : into
-            ? into.subarray(local + start * size, local + start * size + bytes)
-            : scratch!.subarray(0, bytes);
-        // a base-only chunk is read straight into a part's buffer (never into the sink's scratch,
-        // which the next chunk's read must not touch while this one is being written out)
-        const direct = active.length === 0 && into !== undefined;
-        yield { t, active, w, start, count, bytes, at: t.offset + start * size, out, out32: wide?.subarray(start, start + count), direct };
+  for (const t of m.tensors) {
+    if (t.offset === null) continue; // not merged: inline in the graph
+    signal?.throwIfAborted(); // a closing worker stops here rather than finish a merge it will throw away
+    const { active, w } = activeOn(t, weighting, vectors);
+    while (deltaRaw.length < active.length) deltaRaw.push(new Uint8Array(maxBytes));
+    const size = dtypeBytes(t.dtype);
+    const n = t.bytes / size;
+    const part = t.part ?? 0;
+    const into = dest?.[part];
+    const local = t.offset - parts[part]!.start; // the tensor's offset in its part's buffer
+    const wide = widened?.get(t.name);
+    if (widened && !wide) throw new RangeError(`merge: no float32 array for tensor '${t.name}'`);
+    for (let start = 0; start < n; start += chunk) {
+      const count = Math.min(chunk, n - start);
+      const bytes = count * size;
+      const at = t.offset + start * size;
+      if (wide) {
+        const out32 = wide.subarray(start, start + count);
+        const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
+        const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
+        mergeChunkWidened(t.dtype, base, deltas, w, out32, count, acc, tmp, scratch!, threads);
+        continue;
       }
+      const out = into ? into.subarray(local + start * size, local + start * size + bytes) : scratch!.subarray(0, bytes);
+      if (active.length === 0) {
+        await pool.readTensor(m.base.blob, t, start, count, out);
+      } else {
+        const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
+        const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
+        mergeChunk(t.dtype, base, deltas, w, out, count, acc, tmp, threads);
+      }
+      if (sink) await sink(at, out);
     }
   }
-
-  /** Reads a chunk's base and active deltas (a base-only chunk straight into its output). */
-  async function read(c: Chunk, set: ReadSet): Promise<{ base: Uint8Array; deltas: Uint8Array[] }> {
-    while (set.deltas.length < c.active.length) set.deltas.push(new Uint8Array(maxBytes));
-    const [base, ...deltas] = await Promise.all([
-      pool.readTensor(m.base.blob, c.t, c.start, c.count, c.direct ? c.out : set.base.subarray(0, c.bytes)),
-      ...c.active.map((v, k) => pool.readTensor(v.blob, c.t, c.start, c.count, set.deltas[k]!.subarray(0, c.bytes))),
-    ]);
-    return { base: base!, deltas };
-  }
-
-  const it = chunks();
-  let next = it.next();
-  let pending = next.done ? undefined : read(next.value, sets[0]!);
-  try {
-    for (let i = 0; !next.done; i++) {
-      const c = next.value;
-      const { base, deltas } = await pending!;
-      next = it.next();
-      pending = next.done ? undefined : read(next.value, sets[(i + 1) % 2]!);
-      if (c.out32) mergeChunkWidened(c.t.dtype, base, deltas, c.w, c.out32, c.count, acc, tmp, scratch!, threads);
-      else if (c.active.length > 0) mergeChunk(c.t.dtype, base, deltas, c.w, c.out!, c.count, acc, tmp, threads);
-      // a base-only chunk for the sink is the base's bytes as read
-      if (sink) await sink(c.at, c.active.length > 0 ? c.out! : base);
-    }
-  } finally {
-    pending?.catch(() => undefined); // a read in flight when merging stops: nobody waits for it
-  }
-}
-
-/** One chunk of a tensor to merge: its active vectors and weights, and where its result goes. */
-interface Chunk {
-  t: TensorEntry;
-  active: VectorEntry[];
-  w: number[];
-  start: number;
-  count: number;
-  bytes: number;
-  /** offset in the merged-weights layout */
-  at: number;
-  /** the result in the tensor's dtype (a part's buffer or the sink's scratch), or */
-  out?: Uint8Array;
-  /** the result widened to float32 */
-  out32?: Float32Array;
-  /** base-only, read straight into `out` */
-  direct: boolean;
-}
-
-/** Read buffers of one chunk in flight. */
-interface ReadSet {
-  base: Uint8Array;
-  /** one per vector active on some tensor so far */
-  deltas: Uint8Array[];
 }
 
 /** The weighting's vectors in the pool, as (index in the weighting, pool entry), in pool order. */
