@@ -11,9 +11,17 @@ export interface NativeKernels {
   merge(dtype: number, base: Uint8Array, deltas: Uint8Array[], w: Float64Array, out: Uint8Array, n: number, threads: number): void;
   delta(dtype: number, ckpt: Uint8Array, base: Uint8Array, out: Uint8Array, rounded: Float32Array | null, n: number): void;
   dots(vectors: Float32Array[], n: number, lanes: Float64Array): void;
+  /**
+   * SHA-256's compression function over whole 64-byte blocks (SHA-NI; absent where the CPU lacks it):
+   * buffers of one length, `states` holding 8 words (a…h) per buffer, or 16 (two chains over the same blocks).
+   */
+  sha256Blocks?: (states: Uint32Array, data: Uint8Array[]) => void;
   readonly simd: string;
   readonly hardwareThreads: number;
 }
+
+/** Where native/build.sh puts the addon (hashing threads load it from there). */
+export const NATIVE_KERNELS_PATH = join(packageRoot, 'native', 'build', 'optimer_kernels.node');
 
 let cached: NativeKernels | null | undefined;
 
@@ -24,7 +32,7 @@ export function nativeKernels(): NativeKernels | null {
   if (process.env.OPTIMER_NATIVE === '0') return cached;
   try {
     const require = createRequire(import.meta.url);
-    const addon = require(join(packageRoot, 'native', 'build', 'optimer_kernels.node')) as NativeKernels;
+    const addon = require(NATIVE_KERNELS_PATH) as NativeKernels;
     if (typeof addon?.merge === 'function') cached = addon;
   } catch {
     cached = null;

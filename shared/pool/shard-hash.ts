@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PieceHasher } from '../pieces.js';
+import { nativeKernels } from '../native-kernels.js';
+import { Sha256Pair } from './sha256-pair.js';
 
 /** A shard's name (the sha256 of its bytes) and, when it is cut into pieces, each piece's sha256. */
 export interface ShardDigest {
@@ -26,6 +28,19 @@ export interface Hashing {
 /** Hashing on the calling thread: the fallback where hashing threads cannot start, and the path they must match. */
 export const mainThreadHashing: Hashing = {
   shard(pieceBytes: number): ShardHash {
+    const blocks = pairedBlocks(pieceBytes);
+    if (blocks) {
+      const pair = new Sha256Pair(blocks, pieceBytes);
+      return {
+        async update(bytes) {
+          pair.update(bytes);
+        },
+        async digest() {
+          return pair.digest();
+        },
+        discard() {},
+      };
+    }
     const hash = createHash('sha256');
     const pieces = pieceBytes > 0 ? new PieceHasher(pieceBytes) : undefined;
     return {
@@ -48,4 +63,13 @@ export const mainThreadHashing: Hashing = {
  */
 export function sharedBytes(length: number): Uint8Array {
   return new Uint8Array(new SharedArrayBuffer(length));
+}
+
+/**
+ * The native SHA-NI compression function where a shard's two hashes can run as one pass (Sha256Pair):
+ * the addon is loaded and has it, and pieces are whole 64-byte blocks. Otherwise undefined: node:crypto.
+ */
+export function pairedBlocks(pieceBytes: number): ((states: Uint32Array, data: Uint8Array[]) => void) | undefined {
+  const blocks = nativeKernels()?.sha256Blocks;
+  return blocks && pieceBytes % 64 === 0 ? blocks : undefined;
 }
