@@ -36,6 +36,8 @@ export interface BuildPoolOptions {
   onProgress?: (done: number, total: number, stage: string) => void;
   /** Threads hashing the shards as they are written (default: one per core, at most 4, none on one core; 0: on the main thread). */
   hashThreads?: number;
+  /** Bytes of a tensor handled at a time (default CHUNK_BYTES; tests and benchmarks): rounded to whole kernel calls, DELTA_CHUNK elements. */
+  chunkBytes?: number;
 }
 
 /** Offsets of tensors in the merged weights' external-data layout (64-byte aligned). */
@@ -170,7 +172,7 @@ async function writeBlobs(
     // every float tensor in chunks, each read, computed, hashed and written while it is in cache
     const chunks = float.flatMap((t, i) => {
       const n = t.bytes / dtypeBytes(t.dtype);
-      const per = chunkElements(t.dtype);
+      const per = chunkElements(t.dtype, opts.chunkBytes ?? CHUNK_BYTES);
       const out: Chunk[] = [];
       for (let start = 0; start < n || start === 0; start += per) out.push({ tensor: i, start, count: Math.min(per, n - start) });
       return out;
@@ -273,8 +275,8 @@ export const CHUNK_BYTES = 2 ** 21;
 /** Sets of K + 1 chunk buffers: CHUNK_SETS − 1 chunks are read while one is computed and written. */
 const CHUNK_SETS = 3;
 
-function chunkElements(dtype: DtypeName): number {
-  return DELTA_CHUNK * Math.max(1, Math.floor(CHUNK_BYTES / (DELTA_CHUNK * dtypeBytes(dtype))));
+function chunkElements(dtype: DtypeName, chunkBytes: number): number {
+  return DELTA_CHUNK * Math.max(1, Math.floor(chunkBytes / (DELTA_CHUNK * dtypeBytes(dtype))));
 }
 
 /** A tokenizer.json read and checked (it loads), with its content address. */
