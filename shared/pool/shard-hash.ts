@@ -32,9 +32,7 @@ export const mainThreadHashing: Hashing = {
     if (blocks) {
       const pair = new Sha256Pair(blocks, pieceBytes);
       return {
-        async update(bytes) {
-          pair.update(bytes);
-        },
+        update: (bytes) => hashSoon(pair, bytes),
         async digest() {
           return pair.digest();
         },
@@ -63,6 +61,35 @@ export const mainThreadHashing: Hashing = {
  */
 export function sharedBytes(length: number): Uint8Array {
   return new Uint8Array(new SharedArrayBuffer(length));
+}
+
+/**
+ * The updates asked for in this turn of the event loop (the pool build's K + 1 writers ask for theirs
+ * one after the other), hashed together once they are all in: shards in lockstep run side by side
+ * (Sha256Pair.updateMany).
+ */
+let batch: { pair: Sha256Pair; bytes: Uint8Array; resolve: () => void; reject: (e: unknown) => void }[] = [];
+
+function hashSoon(pair: Sha256Pair, bytes: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (batch.length === 0) queueMicrotask(hashBatch);
+    batch.push({ pair, bytes, resolve, reject });
+  });
+}
+
+function hashBatch(): void {
+  const b = batch;
+  batch = [];
+  try {
+    Sha256Pair.updateMany(
+      b.map((u) => u.pair),
+      b.map((u) => u.bytes),
+    );
+  } catch (e) {
+    for (const u of b) u.reject(e);
+    return;
+  }
+  for (const u of b) u.resolve();
 }
 
 /**

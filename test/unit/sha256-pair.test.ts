@@ -33,6 +33,34 @@ describe.skipIf(!blocks)('Sha256Pair (native SHA-NI)', () => {
     }
   });
 
+  it('sha256 pair - updateMany: shards in lockstep hashed side by side give the digests of each alone', () => {
+    const rng = new Rng(5);
+    for (const pieceBytes of [0, 128, 4096]) {
+      // four shards in lockstep, one that starts later, one given other lengths
+      const pairs = Array.from({ length: 6 }, () => new Sha256Pair(blocks!, pieceBytes));
+      const data: number[][] = pairs.map(() => []);
+      for (let round = 0; round < 40; round++) {
+        const n = Math.floor(rng.uniform() * (rng.uniform() < 0.5 ? 200 : 30_000));
+        const bytes = pairs.map((_, i) => {
+          const len = i === 5 ? Math.floor(rng.uniform() * 300) : i === 4 && round < 3 ? 0 : n;
+          return new Uint8Array(len).map(() => Math.floor(rng.uniform() * 256));
+        });
+        Sha256Pair.updateMany(pairs, bytes);
+        bytes.forEach((b, i) => data[i]!.push(...b));
+      }
+      pairs.forEach((p, i) => {
+        const all = new Uint8Array(data[i]!);
+        const got = p.digest();
+        expect(got.sha256, `shard ${i}, pieces of ${pieceBytes}`).toBe(createHash('sha256').update(all).digest('hex'));
+        if (pieceBytes > 0) {
+          const ph = new PieceHasher(pieceBytes);
+          ph.update(all);
+          expect(got.pieces).toEqual(ph.finish());
+        }
+      });
+    }
+  });
+
   it('sha256 pair - the native kernel takes two buffers at once (four chains) as it takes each alone', () => {
     const a = new Uint8Array(64 * 5).map((_, i) => (i * 7) & 255);
     const b = new Uint8Array(64 * 5).map((_, i) => (i * 13) & 255);
