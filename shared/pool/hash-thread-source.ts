@@ -12,7 +12,8 @@ import { Sha256Pair } from './sha256-pair.js';
  *
  * A stream opened with `pair` is both hashes of a shard in one pass (Sha256Pair, whose source text
  * is included here, on the native SHA-NI kernel loaded from workerData.addon); the first message,
- * `ready`, says whether the thread has that kernel.
+ * `ready`, says whether the thread has that kernel. `updates` is the updates of several such streams
+ * at once (those of one turn of the sender), shards in lockstep hashed side by side.
  */
 export const HASH_THREAD_SOURCE = `'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
@@ -49,6 +50,18 @@ parentPort.on('message', (m) => {
   if (m.op === 'open' && m.pair) return void streams.set(m.stream, { pair: new Sha256Pair(blocks, m.pieceBytes) });
   if (m.op === 'open') return void streams.set(m.stream, { pieceBytes: m.pieceBytes, hash: createHash('sha256'), filled: 0, pieces: [] });
   if (m.op === 'drop') return void streams.delete(m.stream);
+  if (m.op === 'updates') {
+    const pairs = [];
+    const bytes = [];
+    for (const u of m.list) {
+      const s = streams.get(u.stream);
+      if (!s || !s.pair) return void parentPort.postMessage({ id: m.id, error: 'no stream ' + u.stream });
+      pairs.push(s.pair);
+      bytes.push(new Uint8Array(u.buffer, u.offset, u.length));
+    }
+    Sha256Pair.updateMany(pairs, bytes);
+    return void parentPort.postMessage({ id: m.id });
+  }
   const s = streams.get(m.stream);
   if (!s) return void parentPort.postMessage({ id: m.id, error: 'no stream ' + m.stream });
   if (m.op === 'update') {

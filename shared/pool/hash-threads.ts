@@ -133,12 +133,32 @@ class HashThread {
     return stream;
   }
 
+  /** Pair-stream updates asked for in this turn, sent as one message: lockstep shards on this thread run side by side. */
+  private batch: { stream: number; buffer: SharedArrayBuffer; offset: number; length: number }[] = [];
+  private batchDone: Promise<Reply> | undefined;
+
+  updateSoon(u: { stream: number; buffer: SharedArrayBuffer; offset: number; length: number }): Promise<Reply> {
+    if (!this.batchDone) {
+      this.batchDone = new Promise<void>((r) => queueMicrotask(r)).then(() => {
+        const list = this.batch;
+        this.batch = [];
+        this.batchDone = undefined;
+        return this.request({ op: 'updates', list });
+      });
+    }
+    this.batch.push(u);
+    return this.batchDone;
+  }
+
   drop(stream: number): void {
     if (!this.failure) this.worker.postMessage({ op: 'drop', stream });
   }
 
   request(
-    msg: { op: 'update'; stream: number; buffer: SharedArrayBuffer; offset: number; length: number } | { op: 'digest'; stream: number },
+    msg:
+      | { op: 'update'; stream: number; buffer: SharedArrayBuffer; offset: number; length: number }
+      | { op: 'updates'; list: { stream: number; buffer: SharedArrayBuffer; offset: number; length: number }[] }
+      | { op: 'digest'; stream: number },
   ): Promise<Reply> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
@@ -188,6 +208,10 @@ class ThreadedShardHash implements ShardHash {
     if (bytes.length === 0) return;
     const shared = bytes.buffer instanceof SharedArrayBuffer ? bytes : copyToShared(bytes);
     const at = { buffer: shared.buffer as SharedArrayBuffer, offset: shared.byteOffset, length: shared.length };
+    if (this.pair) {
+      await this.whole.updateSoon({ stream: this.wholeStream, ...at });
+      return;
+    }
     await Promise.all([
       this.whole.request({ op: 'update', stream: this.wholeStream, ...at }),
       this.pieces?.request({ op: 'update', stream: this.piecesStream!, ...at }),
