@@ -270,7 +270,7 @@ interface Chunk {
  * the delta kernels' calls (DELTA_CHUNK elements), so the gram is summed in the same order as over
  * the whole tensor.
  */
-export const CHUNK_BYTES = 2 ** 21;
+export const CHUNK_BYTES = 2 ** 20;
 
 /** Sets of K + 1 chunk buffers: CHUNK_SETS − 1 chunks are read while one is computed and written. */
 const CHUNK_SETS = 3;
