@@ -55,7 +55,13 @@ async function writeCheckpoint(path: string, seed: number, externalData: boolean
 /** Every file of a pool by name, as its sha256 (the shards are named by theirs: this checks the bytes), and the manifest. */
 async function poolFiles(out: string): Promise<Map<string, string>> {
   const files = new Map<string, string>([['manifest.json', await readFile(join(out, 'manifest.json'), 'utf8')]]);
-  for (const f of await readdir(join(out, 'shards'))) files.set(f, createHash('sha256').update(await readFile(join(out, 'shards', f))).digest('hex'));
+  for (const f of await readdir(join(out, 'shards')))
+    files.set(
+      f,
+      createHash('sha256')
+        .update(await readFile(join(out, 'shards', f)))
+        .digest('hex'),
+    );
   return files;
 }
 

@@ -163,12 +163,14 @@ try {
     const bytes = (await Promise.all(files.map((f) => stat(f)))).reduce((a, s) => a + s.size, 0);
     const out = join(dir, `${dtype}-pool`);
     // a fresh pool each time (no shard is reused), removed after the run (untimed): dirty pages do not pile up
-    const build = (hashThreads?: number, fn: BuildPool = buildPool) => async () => {
-      const s = await seconds(() => fn({ base, vectors, out, ...(hashThreads === undefined ? {} : { hashThreads }) }));
-      await rm(out, { recursive: true, force: true });
-      execFileSync('sync');
-      return s;
-    };
+    const build =
+      (hashThreads?: number, fn: BuildPool = buildPool) =>
+      async () => {
+        const s = await seconds(() => fn({ base, vectors, out, ...(hashThreads === undefined ? {} : { hashThreads }) }));
+        await rm(out, { recursive: true, force: true });
+        execFileSync('sync');
+        return s;
+      };
     // the read in the same turns as the builds: every figure sees the same load
     const [readS, threadsS, mainS, otherS] = (await rounds(
       files,

@@ -46,7 +46,7 @@ describe.skipIf(!blocks)('Sha256Pair (native SHA-NI)', () => {
           return new Uint8Array(len).map(() => Math.floor(rng.uniform() * 256));
         });
         Sha256Pair.updateMany(pairs, bytes);
-        bytes.forEach((b, i) => data[i]!.push(...b));
+        for (const [i, b] of bytes.entries()) data[i]!.push(...b);
       }
       pairs.forEach((p, i) => {
         const all = new Uint8Array(data[i]!);
