@@ -177,7 +177,8 @@ async function writeBlobs(
       for (let start = 0; start < n || start === 0; start += per) out.push({ tensor: i, start, count: Math.min(per, n - start) });
       return out;
     });
-    const chunkBytes = Math.max(0, ...chunks.map((c) => c.count * dtypeBytes(float[c.tensor]!.dtype)));
+    // (a large model has more chunks than a spread of arguments takes)
+    const chunkBytes = chunks.reduce((m, c) => Math.max(m, c.count * dtypeBytes(float[c.tensor]!.dtype)), 0);
     // in shared memory: the hashing threads read what is written from them without a copy
     const bufs = Array.from({ length: CHUNK_SETS }, () => ({
       base: sharedBytes(chunkBytes),
