@@ -32,6 +32,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 #define OPTIMER_X86 1
 #endif
@@ -407,8 +408,11 @@ bool view(napi_env env, napi_value v, View* out) {
   napi_value ab;
   size_t off = 0;
   if (napi_get_typedarray_info(env, v, &out->type, &length, &data, &ab, &off) != napi_ok) return fail(env, "optimer native: bad typed array");
-  size_t elem = out->type == napi_float32_array ? 4 : out->type == napi_float64_array ? 8 : out->type == napi_uint8_array ? 1 : 0;
-  if (elem == 0) return fail(env, "optimer native: expected a Uint8Array, Float32Array or Float64Array");
+  size_t elem = out->type == napi_float32_array || out->type == napi_uint32_array ? 4
+               : out->type == napi_float64_array                                 ? 8
+               : out->type == napi_uint8_array                                   ? 1
+                                                                                 : 0;
+  if (elem == 0) return fail(env, "optimer native: expected a Uint8Array, Uint32Array, Float32Array or Float64Array");
   out->data = static_cast<uint8_t*>(data);
   out->bytes = length * elem;
   return true;
@@ -524,6 +528,104 @@ napi_value Dots(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+
+// ---- SHA-256 with the SHA extensions (SHA-NI): the pool build hashes every shard twice (its name and its pieces)
+// over the same bytes, so one call advances several states over the same 64-byte blocks (one message schedule,
+// the chains interleaved: sha256rnds2's latency, not its throughput, bounds one chain), and can take two buffers
+// at once (four chains). Only the compression function is here; padding and pieces are shared/pool/sha256-multi.ts.
+#if OPTIMER_X86
+#define SHANI __attribute__((target("sha,sse4.1,ssse3")))
+alignas(16) const uint32_t kSha256K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
+    0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+    0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
+    0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
+    0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
+    0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+// D buffers of `blocks` 64-byte blocks; buffer d advances the C states st[d·C .. d·C + C) (each a, b, …, h)
+template <int D, int C>
+SHANI void sha256Blocks(uint32_t* const* st, const uint8_t* const* data, size_t blocks) {
+  const __m128i MASK = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i s0[D * C], s1[D * C];
+  for (int j = 0; j < D * C; j++) {
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st[j])), 0xB1);
+    __m128i u = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st[j] + 4)), 0x1B);
+    s0[j] = _mm_alignr_epi8(t, u, 8);     // ABEF
+    s1[j] = _mm_blend_epi16(u, t, 0xF0);  // CDGH
+  }
+  for (size_t b = 0; b < blocks; b++) {
+    __m128i a0[D * C], a1[D * C], M[D][4];
+    for (int j = 0; j < D * C; j++) a0[j] = s0[j], a1[j] = s1[j];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+      for (int d = 0; d < D; d++) {
+        if (i < 4) {
+          M[d][i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(data[d] + b * 64 + 16 * i)), MASK);
+        } else {
+          __m128i w = _mm_sha256msg1_epu32(M[d][i & 3], M[d][(i + 1) & 3]);
+          w = _mm_add_epi32(w, _mm_alignr_epi8(M[d][(i + 3) & 3], M[d][(i + 2) & 3], 4));
+          M[d][i & 3] = _mm_sha256msg2_epu32(w, M[d][(i + 3) & 3]);
+        }
+      }
+      const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(&kSha256K[4 * i]));
+      __m128i x[D], y[D];
+      for (int d = 0; d < D; d++) x[d] = _mm_add_epi32(M[d][i & 3], k), y[d] = _mm_shuffle_epi32(x[d], 0x0E);
+      for (int j = 0; j < D * C; j++) s1[j] = _mm_sha256rnds2_epu32(s1[j], s0[j], x[j / C]);
+      for (int j = 0; j < D * C; j++) s0[j] = _mm_sha256rnds2_epu32(s0[j], s1[j], y[j / C]);
+    }
+    for (int j = 0; j < D * C; j++) s0[j] = _mm_add_epi32(s0[j], a0[j]), s1[j] = _mm_add_epi32(s1[j], a1[j]);
+  }
+  for (int j = 0; j < D * C; j++) {
+    __m128i t = _mm_shuffle_epi32(s0[j], 0x1B), u = _mm_shuffle_epi32(s1[j], 0xB1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(st[j]), _mm_blend_epi16(t, u, 0xF0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(st[j] + 4), _mm_alignr_epi8(u, t, 8));
+  }
+}
+
+bool hasShaNi() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (b >> 29) & 1;
+}
+#endif
+
+// sha256Blocks(states: Uint32Array, data: Uint8Array[]): every buffer the same length, a multiple of 64 bytes;
+// states holds C ∈ {1, 2} states of eight words per buffer (buffer d's at 8·C·d), each advanced over its blocks
+napi_value Sha256Blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 2) return fail(env, "optimer native: sha256Blocks(states, data)"), nullptr;
+  View states;
+  std::vector<View> d;
+  if (!view(env, argv[0], &states) || !views(env, argv[1], &d)) return nullptr;
+  size_t D = d.size();
+  if (D == 0) return nullptr;
+  size_t len = d[0].bytes;
+  for (auto& v : d)
+    if (v.bytes != len || len % 64 != 0) return fail(env, "optimer native: sha256Blocks takes buffers of one length, a multiple of 64 bytes"), nullptr;
+  if (states.type != napi_uint32_array || (states.bytes != D * 32 && states.bytes != D * 64))
+    return fail(env, "optimer native: sha256Blocks takes a Uint32Array of 8 or 16 words per buffer"), nullptr;
+#if OPTIMER_X86
+  size_t C = states.bytes / (D * 32);
+  uint32_t* st[2 * kMaxVectors];
+  const uint8_t* ptrs[kMaxVectors];
+  for (size_t j = 0; j < D * C; j++) st[j] = reinterpret_cast<uint32_t*>(states.data) + 8 * j;
+  for (size_t k = 0; k < D; k++) ptrs[k] = d[k].data;
+  size_t k = 0, blocks = len / 64;
+  for (; k + 2 <= D; k += 2) {
+    if (C == 2) sha256Blocks<2, 2>(st + 2 * k, ptrs + k, blocks);
+    else sha256Blocks<2, 1>(st + k, ptrs + k, blocks);
+  }
+  if (k < D) {
+    if (C == 2) sha256Blocks<1, 2>(st + 2 * k, ptrs + k, blocks);
+    else sha256Blocks<1, 1>(st + k, ptrs + k, blocks);
+  }
+#endif
+  return nullptr;
+}
+
 void method(napi_env env, napi_value exports, const char* name, napi_callback cb) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, nullptr, &fn);
@@ -538,6 +640,10 @@ extern "C" __attribute__((visibility("default"))) napi_value napi_register_modul
   method(env, exports, "merge", Merge);
   method(env, exports, "delta", Delta);
   method(env, exports, "dots", Dots);
+#if OPTIMER_X86
+  // only where the CPU has the SHA extensions: elsewhere the pool build hashes with node:crypto (the same digests)
+  if (hasShaNi()) method(env, exports, "sha256Blocks", Sha256Blocks);
+#endif
   napi_value s;
   napi_create_string_utf8(env, simdName, NAPI_AUTO_LENGTH, &s);
   napi_set_named_property(env, exports, "simd", s);

@@ -23,11 +23,19 @@ export interface NativeKernels {
   ): void;
   delta(dtype: number, ckpt: Uint8Array, base: Uint8Array, out: Uint8Array, rounded: Float32Array | null, n: number): void;
   dots(vectors: Float32Array[], n: number, lanes: Float64Array): void;
+  /**
+   * SHA-256's compression function over whole 64-byte blocks (SHA-NI; absent where the CPU lacks it):
+   * buffers of one length, `states` holding 8 words (a…h) per buffer, or 16 (two chains over the same blocks).
+   */
+  sha256Blocks?: (states: Uint32Array, data: Uint8Array[]) => void;
   readonly simd: string;
   /** absent in builds before `widen` (such a build ignores the argument: check before passing it) */
   readonly version?: number;
   readonly hardwareThreads: number;
 }
+
+/** Where native/build.sh puts the addon (hashing threads load it from there). */
+export const NATIVE_KERNELS_PATH = join(packageRoot, 'native', 'build', 'optimer_kernels.node');
 
 let cached: NativeKernels | null | undefined;
 
@@ -38,7 +46,7 @@ export function nativeKernels(): NativeKernels | null {
   if (process.env.OPTIMER_NATIVE === '0') return cached;
   try {
     const require = createRequire(import.meta.url);
-    const addon = require(join(packageRoot, 'native', 'build', 'optimer_kernels.node')) as NativeKernels;
+    const addon = require(NATIVE_KERNELS_PATH) as NativeKernels;
     if (typeof addon?.merge === 'function') cached = addon;
   } catch {
     cached = null;

@@ -5,11 +5,15 @@
  * these files) unless --warm is given or dd cannot; the table says which. The build runs twice
  * over: shards hashed on hashing threads (as `optimer pool build` does) and on the main thread
  * (as before them), alternately, so that both see the same load on a shared machine.
- * Usage: npm run bench:pool -- [--mb 128] [--vectors 4] [--repeat 2]
+ * With --compare DIST (the dist/ folder of another build, e.g. of the base commit) that build's
+ * buildPool runs too, in the same turns: the two are compared under the same load. --dtype runs one
+ * dtype only. Each row gives the best and the median of the rounds.
+ * Usage: npm run bench:pool -- [--mb 128] [--vectors 4] [--repeat 2] [--dtype float32|float16] [--compare DIST]
  */
 import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -27,8 +31,15 @@ const { values } = parseArgs({
     vectors: { type: 'string', default: '4' },
     repeat: { type: 'string', default: '2' },
     warm: { type: 'boolean', default: false },
+    dtype: { type: 'string' },
+    compare: { type: 'string' },
   },
 });
+type BuildPool = typeof buildPool;
+const other: BuildPool | undefined =
+  values.compare === undefined
+    ? undefined
+    : ((await import(pathToFileURL(join(resolve(values.compare), 'shared/pool/build.js')).href)) as { buildPool: BuildPool }).buildPool;
 const MB = Number(values.mb);
 const K = Number(values.vectors);
 const REPEAT = Number(values.repeat);
@@ -97,16 +108,21 @@ function dropFromCache(files: string[]): boolean {
 
 let cold = !values.warm;
 
-/** The best of REPEAT rounds of each of `runs` (each gives the seconds it took), in turns within each round. */
-async function best(files: string[], ...runs: (() => Promise<number>)[]): Promise<number[]> {
-  const b = runs.map(() => Number.POSITIVE_INFINITY);
+/** REPEAT rounds of each of `runs` (each gives the seconds it took), in turns within each round: the times of each, sorted. */
+async function rounds(files: string[], ...runs: (() => Promise<number>)[]): Promise<number[][]> {
+  const t = runs.map((): number[] => []);
   for (let r = 0; r < REPEAT; r++) {
     for (const [i, run] of runs.entries()) {
       if (cold) cold = dropFromCache(files);
-      b[i] = Math.min(b[i]!, await run());
+      t[i]!.push(await run());
     }
   }
-  return b;
+  return t.map((x) => x.sort((a, b) => a - b));
+}
+
+function median(x: number[]): number {
+  const m = x.length >> 1;
+  return x.length % 2 === 1 ? x[m]! : (x[m - 1]! + x[m]!) / 2;
 }
 
 async function seconds(fn: () => Promise<unknown>): Promise<number> {
@@ -126,10 +142,12 @@ function sha256Of(bytes: number): number {
 }
 
 const native = nativeKernels();
-const rows: (string | number)[][] = [['dtype', 'operation', 'input MiB', 'seconds', 'GB/s', '% of read']];
+const rows: (string | number)[][] = [
+  ['dtype', 'operation', 'input MiB', 'best s', 'GB/s', '% of read', 'median s', 'GB/s', '% of read (median)'],
+];
 const dir = await mkdtemp(join(tmpdir(), 'optimer-bench-pool-'));
 try {
-  for (const dtype of ['float32', 'float16'] as const) {
+  for (const dtype of (values.dtype === undefined ? ['float32', 'float16'] : [values.dtype]) as DtypeName[]) {
     const models = join(dir, dtype);
     await rm(models, { recursive: true, force: true });
     await mkdir(models, { recursive: true });
@@ -143,33 +161,45 @@ try {
     }
     const files = (await readdir(models)).map((f) => join(models, f));
     const bytes = (await Promise.all(files.map((f) => stat(f)))).reduce((a, s) => a + s.size, 0);
-    const [readS] = (await best(files, () => seconds(() => readAll(files)))) as [number];
     const out = join(dir, `${dtype}-pool`);
     // a fresh pool each time (no shard is reused), removed after the run (untimed): dirty pages do not pile up
-    const build = (hashThreads?: number) => async () => {
-      const s = await seconds(() => buildPool({ base, vectors, out, ...(hashThreads === undefined ? {} : { hashThreads }) }));
-      await rm(out, { recursive: true, force: true });
-      execFileSync('sync');
-      return s;
-    };
-    const [threadsS, mainS] = (await best(files, build(), build(0))) as [number, number];
-    const add = (op: string, s: number) =>
+    const build =
+      (hashThreads?: number, fn: BuildPool = buildPool) =>
+      async () => {
+        const s = await seconds(() => fn({ base, vectors, out, ...(hashThreads === undefined ? {} : { hashThreads }) }));
+        await rm(out, { recursive: true, force: true });
+        execFileSync('sync');
+        return s;
+      };
+    // the read in the same turns as the builds: every figure sees the same load
+    const [readS, threadsS, mainS, otherS] = (await rounds(
+      files,
+      () => seconds(() => readAll(files)),
+      build(),
+      build(0),
+      ...(other ? [build(undefined, other)] : []),
+    )) as [number[], number[], number[], number[] | undefined];
+    const add = (op: string, s: number[]) =>
       rows.push([
         dtype,
         op,
         (bytes / 2 ** 20).toFixed(0),
-        s.toFixed(3),
-        (bytes / s / 1e9).toFixed(2),
-        `${((100 * readS) / s).toFixed(0)}%`,
+        s[0]!.toFixed(3),
+        (bytes / s[0]! / 1e9).toFixed(2),
+        `${((100 * readS[0]!) / s[0]!).toFixed(0)}%`,
+        median(s).toFixed(3),
+        (bytes / median(s) / 1e9).toFixed(2),
+        `${((100 * median(readS)) / median(s)).toFixed(0)}%`,
       ]);
     add(`read the ${files.length} input files once (cat)`, readS);
-    add('sha256 of the same bytes, one thread (no I/O)', sha256Of(bytes));
+    add('sha256 of the same bytes, one thread (no I/O)', [sha256Of(bytes)]);
     add(`pool build, base + ${K} checkpoints, hashes on the main thread`, mainS);
     add(`pool build, base + ${K} checkpoints, hashes on ${defaultHashThreads()} threads`, threadsS);
+    if (otherS) add(`pool build of ${values.compare}, hashes on ${defaultHashThreads()} threads`, otherS);
     await rm(models, { recursive: true, force: true });
   }
   process.stdout.write(
-    `pool build, ${MB} MiB per model, ${K} checkpoints, best of ${REPEAT}, page cache ${cold ? 'cold (input files dropped before each run)' : 'warm'}, kernels: ${native ? `native ${native.simd}` : 'JavaScript'} (node ${process.version})\n${table(rows)}\n`,
+    `pool build, ${MB} MiB per model, ${K} checkpoints, ${REPEAT} rounds, page cache ${cold ? 'cold (input files dropped before each run)' : 'warm'}, kernels: ${native ? `native ${native.simd}` : 'JavaScript'} (node ${process.version})\n${table(rows)}\n`,
   );
 } finally {
   await rm(dir, { recursive: true, force: true });

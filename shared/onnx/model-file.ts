@@ -15,6 +15,11 @@ export interface Initializer {
    * read into `into` when it is given and large enough (no allocation); inline data is returned as is.
    */
   read(into?: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Bytes [start, start + length) of the values, copied into `into` (at least `length` long, from
+   * its start); returns that view of `into`. The pool build reads tensors chunk by chunk with it.
+   */
+  readAt(into: Uint8Array, start: number, length: number): Promise<Uint8Array>;
 }
 
 export interface OnnxModelFile {
@@ -77,7 +82,15 @@ function describeInitializer(
 
   let read: (into?: Uint8Array) => Promise<Uint8Array>;
   if (t.dataLocation === 1) {
-    read = externalReader(t, where, dir, bytes, handles);
+    const readAt = externalReader(t, where, dir, bytes, handles);
+    return {
+      name,
+      dtype,
+      shape,
+      bytes,
+      read: (into) => readAt(into && into.length >= bytes ? into : new Uint8Array(bytes), 0, bytes),
+      readAt,
+    };
   } else if (t.rawData && t.rawData.length > 0) {
     if (t.rawData.length !== bytes) {
       throw new OptimerError(
@@ -91,7 +104,19 @@ function describeInitializer(
     const raw = typedFieldBytes(t, dtype, elements, where);
     read = async () => raw;
   }
-  return { name, dtype, shape, bytes, read };
+  return {
+    name,
+    dtype,
+    shape,
+    bytes,
+    read,
+    async readAt(into, start, length) {
+      const raw = await read();
+      const out = into.subarray(0, length);
+      out.set(raw.subarray(start, start + length));
+      return out;
+    },
+  };
 }
 
 function externalReader(
@@ -100,7 +125,7 @@ function externalReader(
   dir: string,
   bytes: number,
   handles: Map<string, Promise<FileHandle>>,
-): (into?: Uint8Array) => Promise<Uint8Array> {
+): (into: Uint8Array, start: number, length: number) => Promise<Uint8Array> {
   const info = new Map((t.externalData ?? []).map((e) => [e.key, e.value]));
   const location = info.get('location');
   if (!location) throw new OptimerError('BAD_ONNX', `${where}: external data without a location`);
@@ -118,7 +143,9 @@ function externalReader(
   if (!file.startsWith(dir + sep)) {
     throw new OptimerError('BAD_ONNX', `${where}: external data location '${location}' must stay inside the model's folder`);
   }
-  return async (into?: Uint8Array) => {
+  // opened and checked against the file's size once, on the first read (a tensor read in chunks stats once)
+  let checked: Promise<FileHandle> | undefined;
+  const check = async (): Promise<FileHandle> => {
     let handle = handles.get(file);
     if (!handle) {
       handle = open(file, 'r');
@@ -138,10 +165,20 @@ function externalReader(
         `${where}: external data [${offset}, ${offset + bytes}) runs past the end of ${location} (${size} bytes)`,
       );
     }
-    const out = into && into.length >= bytes ? into.subarray(0, bytes) : new Uint8Array(bytes);
+    return fh;
+  };
+  return async (into: Uint8Array, start: number, length: number) => {
+    if (!checked) {
+      checked = check();
+      checked.catch(() => {
+        checked = undefined; // a failed check is reported to each read that awaits it, and tried again after
+      });
+    }
+    const fh = await checked;
+    const out = into.subarray(0, length);
     let done = 0;
-    while (done < bytes) {
-      const { bytesRead } = await fh.read(out, done, bytes - done, offset + done);
+    while (done < length) {
+      const { bytesRead } = await fh.read(out, done, length - done, offset + start + done);
       if (bytesRead === 0) throw new OptimerError('BAD_ONNX', `${where}: short read from ${location}`);
       done += bytesRead;
     }

@@ -2,7 +2,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OptimerError } from '../errors.js';
-import { dtypeBytes, isMergeable } from '../onnx/dtype.js';
+import { dtypeBytes, isMergeable, type DtypeName } from '../onnx/dtype.js';
 import { openOnnxModel, type OnnxModelFile } from '../onnx/model-file.js';
 import { unshareInitializers } from '../onnx/unshare.js';
 import { encodeModel } from '../onnx/proto.js';
@@ -14,7 +14,7 @@ import { ShardWriter } from './shard-writer.js';
 import { HashThreads } from './hash-threads.js';
 import { mainThreadHashing, sharedBytes } from './shard-hash.js';
 import { compareFixed, compareModels } from './graph-compare.js';
-import { DeltaKernels } from './delta-kernels.js';
+import { DELTA_CHUNK, DeltaKernels } from './delta-kernels.js';
 import { describeModel } from './lm-io.js';
 import { parseTokenizer } from '../tokenizer.js';
 
@@ -36,6 +36,8 @@ export interface BuildPoolOptions {
   onProgress?: (done: number, total: number, stage: string) => void;
   /** Threads hashing the shards as they are written (default: one per core, at most 4, none on one core; 0: on the main thread). */
   hashThreads?: number;
+  /** Bytes of a tensor handled at a time (default CHUNK_BYTES; tests and benchmarks): rounded to whole kernel calls, DELTA_CHUNK elements. */
+  chunkBytes?: number;
 }
 
 /** Offsets of tensors in the merged weights' external-data layout (64-byte aligned). */
@@ -48,9 +50,10 @@ export const MAX_TENSOR_BYTES = bufferConstants.MAX_LENGTH;
  * Turns a base model and its CPT checkpoints into a pool: the base weights, each vector
  * v_i = θ_i − θ_base (fp32 arithmetic, stored in the checkpoint's dtype), the graph without
  * weights, and a manifest written last (a pool without manifest.json is not a pool). Reads every
- * file once, tensor by tensor: memory is K + 1 buffers of the largest tensor (plus the inline
- * weights of models without external data, which are in memory as read). The shards are hashed on
- * hashing threads reading those buffers in place (on the main thread where none can start).
+ * file once, tensor by tensor in chunks of at most CHUNK_BYTES: memory is CHUNK_SETS × (K + 1)
+ * chunk buffers (plus the inline weights of models without external data, which are in memory as
+ * read). The shards are hashed on hashing threads reading those buffers in place (on the main
+ * thread where none can start).
  */
 export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
   if (opts.vectors.length === 0) throw new OptimerError('BAD_ARGUMENT', 'pool build: give at least one --vector NAME=CHECKPOINT.onnx');
@@ -140,8 +143,9 @@ export async function buildPool(opts: BuildPoolOptions): Promise<PoolManifest> {
 }
 
 /**
- * The base blob and one blob per vector, tensor by tensor: each base tensor is read once and the K
- * checkpoints' tensors beside it, the deltas computed in place in buffers reused for every tensor,
+ * The base blob and one blob per vector, tensor by tensor and chunk by chunk: each chunk of a base
+ * tensor is read once and the K checkpoints' chunks beside it, the deltas computed in place in
+ * buffers reused for every chunk,
  * and the norms and similarities of what is stored (after rounding to the checkpoint's dtype)
  * summed on the way.
  */
@@ -164,24 +168,38 @@ async function writeBlobs(
       compareModels(base, ckpt);
     }
     const byName = ckpts.map((c) => new Map(c.initializers.map((t) => [t.name, t])));
-    const maxBytes = Math.max(0, ...base.initializers.filter((t) => isMergeable(t.dtype)).map((t) => t.bytes));
-    // two sets of buffers when they fit the budget: the next tensor is read while this one is written
-    const sets = 2 * (ckpts.length + 1) * maxBytes <= PREFETCH_BUDGET_BYTES ? 2 : 1;
-    // in shared memory: the hashing threads read what is written from them without a copy
-    const bufs = Array.from({ length: sets }, () => ({ base: sharedBytes(maxBytes), ckpts: ckpts.map(() => sharedBytes(maxBytes)) }));
-    const kernels = new DeltaKernels(ckpts.length);
     const float = base.initializers.filter((t) => isMergeable(t.dtype));
+    // every float tensor in chunks, each read, computed, hashed and written while it is in cache
+    const chunks = float.flatMap((t, i) => {
+      const n = t.bytes / dtypeBytes(t.dtype);
+      const per = chunkElements(t.dtype, opts.chunkBytes ?? CHUNK_BYTES);
+      const out: Chunk[] = [];
+      for (let start = 0; start < n || start === 0; start += per) out.push({ tensor: i, start, count: Math.min(per, n - start) });
+      return out;
+    });
+    // (a large model has more chunks than a spread of arguments takes)
+    const chunkBytes = chunks.reduce((m, c) => Math.max(m, c.count * dtypeBytes(float[c.tensor]!.dtype)), 0);
+    // in shared memory: the hashing threads read what is written from them without a copy
+    const bufs = Array.from({ length: CHUNK_SETS }, () => ({
+      base: sharedBytes(chunkBytes),
+      ckpts: ckpts.map(() => sharedBytes(chunkBytes)),
+    }));
+    const kernels = new DeltaKernels(ckpts.length);
     // where threads cannot start, the same hashes on this thread: the same pool, slower
     const hashing = (await threads) ?? mainThreadHashing;
     for (let i = 0; i <= ckpts.length; i++) blobWriters.push(new ShardWriter(shardsDir, shardBytes, pieceBytes, hashing));
     const [baseWriter, ...writers] = blobWriters as [ShardWriter, ...ShardWriter[]];
     // the checkpoints' bytes land in the buffers (copied when inline): the deltas overwrite them
-    const readFloat = async (i: number) => {
-      const bt = float[i]!;
-      const set = bufs[i % sets]!;
-      const b = await bt.read(set.base);
-      const cs = await Promise.all(byName.map(async (m, k) => into(await m.get(bt.name)!.read(set.ckpts[k]), set.ckpts[k]!)));
-      return { bt, b, cs };
+    const readChunk = async (j: number) => {
+      const c = chunks[j]!;
+      const bt = float[c.tensor]!;
+      const set = bufs[j % CHUNK_SETS]!;
+      const size = dtypeBytes(bt.dtype);
+      const [b, ...cs] = await Promise.all([
+        bt.readAt(set.base, c.start * size, c.count * size),
+        ...byName.map((m, k) => m.get(bt.name)!.readAt(set.ckpts[k]!, c.start * size, c.count * size)),
+      ]);
+      return { c, bt, b: b!, cs };
     };
     for (const bt of base.initializers) {
       if (isMergeable(bt.dtype)) continue;
@@ -194,11 +212,20 @@ async function writeBlobs(
         step(opts.vectors[k]!.name);
       }
     }
-    let next = float.length > 0 ? readFloat(0) : undefined;
-    for (let i = 0; i < float.length; i++) {
-      const { bt, b, cs } = await next!;
-      if (sets === 2 && i + 1 < float.length) next = readFloat(i + 1);
-      kernels.deltasInPlace(bt.dtype, b, cs, bt.bytes / dtypeBytes(bt.dtype));
+    // reads run CHUNK_SETS − 1 chunks ahead of the one being computed and written
+    const ahead: Promise<Awaited<ReturnType<typeof readChunk>>>[] = [];
+    const readAhead = (j: number) => {
+      if (j >= chunks.length) return;
+      const p = readChunk(j);
+      // a failed read is reported where it is awaited, or not at all after an earlier failure
+      p.catch(() => undefined);
+      ahead.push(p);
+    };
+    for (let j = 0; j < CHUNK_SETS - 1; j++) readAhead(j);
+    for (let j = 0; j < chunks.length; j++) {
+      const { c, bt, b, cs } = await ahead.shift()!;
+      readAhead(j + CHUNK_SETS - 1);
+      kernels.deltasInPlace(bt.dtype, b, cs, c.count);
       // the sums are cumulative: the first tensor that makes one non-finite is the one to name
       const bad = kernels.nonFinite()[0];
       if (bad !== undefined) {
@@ -208,12 +235,14 @@ async function writeBlobs(
           `pool build: vector '${v.name}' (${v.path}): tensor '${bt.name}' holds NaN or infinite values (in the checkpoint, or in the base): a diverged checkpoint cannot be pooled`,
         );
       }
+      const first = c.start === 0;
+      const last = c.start + c.count >= bt.bytes / dtypeBytes(bt.dtype);
+      const put = (w: ShardWriter, bytes: Uint8Array, stage: string) =>
+        (first ? w.addTensor(bt.name, bytes) : w.write(bytes)).then(() => {
+          if (last) step(stage);
+        });
       // one file per blob: the K + 1 writes run side by side
-      await Promise.all([
-        baseWriter.addTensor(bt.name, b).then(() => step('base')),
-        ...writers.map((w, k) => w.addTensor(bt.name, cs[k]!).then(() => step(opts.vectors[k]!.name))),
-      ]);
-      if (sets === 1 && i + 1 < float.length) next = readFloat(i + 1);
+      await Promise.all([put(baseWriter, b, 'base'), ...writers.map((w, k) => put(w, cs[k]!, opts.vectors[k]!.name))]);
     }
     const baseBlob = await baseWriter.finish();
     const vectors: PoolManifest['vectors'] = [];
@@ -227,14 +256,28 @@ async function writeBlobs(
   }
 }
 
-/** Memory the pool build may spend on reading ahead (two sets of K + 1 buffers of the largest tensor). */
-const PREFETCH_BUDGET_BYTES = 2 ** 31;
+/** A range of a float tensor's elements that the build reads, computes, hashes and writes at once. */
+interface Chunk {
+  /** index among the float tensors */
+  tensor: number;
+  start: number;
+  count: number;
+}
 
-/** `bytes` as a view of `buf` (copied there unless it already is one). */
-function into(bytes: Uint8Array, buf: Uint8Array): Uint8Array {
-  if (bytes.buffer === buf.buffer && bytes.byteOffset === buf.byteOffset) return bytes;
-  buf.set(bytes);
-  return buf.subarray(0, bytes.length);
+/**
+ * Bytes of a tensor read and written at a time (per blob): each byte is copied in by read(), turned
+ * into a delta, summed into the gram, hashed and copied out by write() while it is in cache, where
+ * whole-tensor buffers made the kernel's copies several times slower. A chunk is a whole number of
+ * the delta kernels' calls (DELTA_CHUNK elements), so the gram is summed in the same order as over
+ * the whole tensor.
+ */
+export const CHUNK_BYTES = 2 ** 20;
+
+/** Sets of K + 1 chunk buffers: CHUNK_SETS − 1 chunks are read while one is computed and written. */
+const CHUNK_SETS = 3;
+
+function chunkElements(dtype: DtypeName, chunkBytes: number): number {
+  return DELTA_CHUNK * Math.max(1, Math.floor(chunkBytes / (DELTA_CHUNK * dtypeBytes(dtype))));
 }
 
 /** A tokenizer.json read and checked (it loads), with its content address. */

@@ -2,7 +2,8 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { OptimerError } from '../errors.js';
 import { HASH_THREAD_SOURCE } from './hash-thread-source.js';
-import type { Hashing, ShardDigest, ShardHash } from './shard-hash.js';
+import { pairedBlocks, type Hashing, type ShardDigest, type ShardHash } from './shard-hash.js';
+import { NATIVE_KERNELS_PATH } from '../native-kernels.js';
 
 /**
  * Threads that hash the pool build's shards while the main thread reads, runs the kernels and
@@ -17,7 +18,11 @@ import type { Hashing, ShardDigest, ShardHash } from './shard-hash.js';
 export class HashThreads implements Hashing {
   private next = 0;
 
-  private constructor(private readonly threads: HashThread[]) {}
+  private constructor(
+    private readonly threads: HashThread[],
+    /** every thread has the native SHA-NI kernel: a shard's two hashes run as one pass on one thread */
+    readonly pair: boolean,
+  ) {}
 
   /**
    * `count` threads (default: one per core, at most MAX_HASH_THREADS; none on one core), or
@@ -27,21 +32,31 @@ export class HashThreads implements Hashing {
   static async start(count = defaultHashThreads(), source = HASH_THREAD_SOURCE): Promise<HashThreads | undefined> {
     if (count < 1) return undefined;
     const workers: Worker[] = [];
+    // the addon only where this thread has the kernel (not with OPTIMER_NATIVE=0)
+    const addon = pairedBlocks(0) ? NATIVE_KERNELS_PATH : null;
+    let pair: boolean;
     try {
       // no flags from the parent: one such as --input-type=module would make the source a module, without require()
-      for (let i = 0; i < count; i++) workers.push(new Worker(source, { eval: true, execArgv: [] }));
-      await Promise.all(workers.map(ready));
+      for (let i = 0; i < count; i++) workers.push(new Worker(source, { eval: true, execArgv: [], workerData: { addon } }));
+      pair = (await Promise.all(workers.map(ready))).every((r) => r.pair === true);
     } catch {
       await Promise.all(workers.map((w) => w.terminate()));
       return undefined;
     }
-    return new HashThreads(workers.map((w) => new HashThread(w)));
+    return new HashThreads(
+      workers.map((w) => new HashThread(w)),
+      pair,
+    );
   }
 
-  /** The shard's hash and its piece hashes go to two threads: a writer's two hashes run side by side. */
+  /**
+   * With the native kernel, a shard's two hashes as one pass on one thread; without, the shard's
+   * hash and its piece hashes go to two threads: a writer's two hashes run side by side.
+   */
   shard(pieceBytes: number): ShardHash {
     const n = this.threads.length;
     const first = this.next++ % n;
+    if (this.pair && pieceBytes % 64 === 0) return new ThreadedShardHash(this.threads[first]!, undefined, pieceBytes, true);
     const whole = this.threads[first]!;
     const pieces = pieceBytes > 0 ? this.threads[(first + 1) % n]! : undefined;
     return new ThreadedShardHash(whole, pieces, pieceBytes);
@@ -68,23 +83,27 @@ export function runningHashThreads(): number {
   return running;
 }
 
-/** Resolves on the thread's first message (it is listening), rejects if it fails or exits first. */
-function ready(w: Worker): Promise<void> {
+/** Resolves with the thread's first message (it is listening), rejects if it fails or exits first. */
+function ready(w: Worker): Promise<{ pair?: boolean }> {
   running++;
   w.once('exit', () => running--);
   return new Promise((resolve, reject) => {
+    let first: { pair?: boolean } = {};
     const done = (e?: Error) => {
       w.off('message', onMessage).off('error', done).off('exit', onExit);
       if (e) reject(e);
-      else resolve();
+      else resolve(first);
     };
-    const onMessage = () => done();
+    const onMessage = (m: unknown) => {
+      if (typeof m === 'object' && m !== null) first = m as { pair?: boolean };
+      done();
+    };
     const onExit = (code: number) => done(new Error(`exited with code ${code}`));
     w.on('message', onMessage).on('error', done).on('exit', onExit);
   });
 }
 
-type Reply = { id: number; out?: string | string[]; error?: string };
+type Reply = { id: number; out?: string | string[] | ShardDigest; error?: string };
 
 /** One thread: requests by id, answered in order. */
 class HashThread {
@@ -108,10 +127,27 @@ class HashThread {
     worker.unref();
   }
 
-  open(pieceBytes: number): number {
+  open(pieceBytes: number, pair = false): number {
     const stream = this.nextStream++;
-    if (!this.failure) this.worker.postMessage({ op: 'open', stream, pieceBytes });
+    if (!this.failure) this.worker.postMessage({ op: 'open', stream, pieceBytes, pair });
     return stream;
+  }
+
+  /** Pair-stream updates asked for in this turn, sent as one message: lockstep shards on this thread run side by side. */
+  private batch: { stream: number; buffer: SharedArrayBuffer; offset: number; length: number }[] = [];
+  private batchDone: Promise<Reply> | undefined;
+
+  updateSoon(u: { stream: number; buffer: SharedArrayBuffer; offset: number; length: number }): Promise<Reply> {
+    if (!this.batchDone) {
+      this.batchDone = new Promise<void>((r) => queueMicrotask(r)).then(() => {
+        const list = this.batch;
+        this.batch = [];
+        this.batchDone = undefined;
+        return this.request({ op: 'updates', list });
+      });
+    }
+    this.batch.push(u);
+    return this.batchDone;
   }
 
   drop(stream: number): void {
@@ -119,7 +155,10 @@ class HashThread {
   }
 
   request(
-    msg: { op: 'update'; stream: number; buffer: SharedArrayBuffer; offset: number; length: number } | { op: 'digest'; stream: number },
+    msg:
+      | { op: 'update'; stream: number; buffer: SharedArrayBuffer; offset: number; length: number }
+      | { op: 'updates'; list: { stream: number; buffer: SharedArrayBuffer; offset: number; length: number }[] }
+      | { op: 'digest'; stream: number },
   ): Promise<Reply> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
@@ -150,7 +189,7 @@ class HashThread {
   }
 }
 
-/** A shard hashed on two threads (one where pieces are not hashed). */
+/** A shard hashed on two threads (one where pieces are not hashed, or where `pair`: both hashes in one stream). */
 class ThreadedShardHash implements ShardHash {
   private readonly wholeStream: number;
   private readonly piecesStream: number | undefined;
@@ -159,8 +198,9 @@ class ThreadedShardHash implements ShardHash {
     private readonly whole: HashThread,
     private readonly pieces: HashThread | undefined,
     pieceBytes: number,
+    private readonly pair = false,
   ) {
-    this.wholeStream = whole.open(0);
+    this.wholeStream = pair ? whole.open(pieceBytes, true) : whole.open(0);
     this.piecesStream = pieces?.open(pieceBytes);
   }
 
@@ -168,6 +208,10 @@ class ThreadedShardHash implements ShardHash {
     if (bytes.length === 0) return;
     const shared = bytes.buffer instanceof SharedArrayBuffer ? bytes : copyToShared(bytes);
     const at = { buffer: shared.buffer as SharedArrayBuffer, offset: shared.byteOffset, length: shared.length };
+    if (this.pair) {
+      await this.whole.updateSoon({ stream: this.wholeStream, ...at });
+      return;
+    }
     await Promise.all([
       this.whole.request({ op: 'update', stream: this.wholeStream, ...at }),
       this.pieces?.request({ op: 'update', stream: this.piecesStream!, ...at }),
@@ -179,6 +223,7 @@ class ThreadedShardHash implements ShardHash {
       this.whole.request({ op: 'digest', stream: this.wholeStream }),
       this.pieces?.request({ op: 'digest', stream: this.piecesStream! }),
     ]);
+    if (this.pair) return whole.out as ShardDigest;
     return { sha256: whole.out as string, ...(pieces && { pieces: pieces.out as string[] }) };
   }
 

@@ -4,6 +4,7 @@ import { PieceHasher } from '../../shared/pieces.js';
 import { HashThreads, runningHashThreads } from '../../shared/pool/hash-threads.js';
 import { mainThreadHashing, sharedBytes, type Hashing } from '../../shared/pool/shard-hash.js';
 import { Rng } from '../../shared/rng.js';
+import { nativeKernels } from '../../shared/native-kernels.js';
 import { failingHashThreadSource } from '../helpers/hash-threads.js';
 
 const open: Hashing[] = [];
@@ -24,6 +25,8 @@ describe('hashing threads', () => {
     const rng = new Rng(7);
     for (const threads of [1, 2, 3]) {
       const h = await start(threads);
+      // with the native SHA-NI kernel the threads run a shard's two hashes as one pass (pieces of whole blocks)
+      expect(h.pair).toBe(nativeKernels()?.sha256Blocks !== undefined);
       for (const pieceBytes of [0, 7, 1000, 4096]) {
         // three shards written in turns, as the build's writers do, each from random-sized chunks
         const shards = [0, 1, 2].map(() => ({ hash: h.shard(pieceBytes), data: [] as Buffer[] }));
