@@ -111,7 +111,6 @@ async function writeLm(path: string, seed: number): Promise<void> {
   );
 }
 
-
 /** The dev set: NB batches of B sequences of T random tokens. */
 function devSet(): Int32Array[] {
   const rng = new Rng(5);
@@ -119,7 +118,8 @@ function devSet(): Int32Array[] {
 }
 
 /** weightings that differ per trial, as a search's do */
-const weightingOf = (pool: Pool, i: number) => uniformWeighting(new Map(pool.manifest.vectors.map((v, k) => [v.name, 0.3 + 0.1 * k + 0.05 * i])));
+const weightingOf = (pool: Pool, i: number) =>
+  uniformWeighting(new Map(pool.manifest.vectors.map((v, k) => [v.name, 0.3 + 0.1 * k + 0.05 * i])));
 
 interface ChildResult {
   /** per trial: merge, session creation, evaluation (loss graph), seconds */
@@ -196,11 +196,17 @@ function spawnChild(args: string[]): Promise<ChildResult> {
 }
 
 const passOn = () =>
-  ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials'].flatMap((k) => [`--${k}`, String(values[k as keyof typeof values])]);
+  ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials'].flatMap((k) => [
+    `--${k}`,
+    String(values[k as keyof typeof values]),
+  ]);
 
 if (values.child) {
   const [kind, threads] = values.child.split(':') as [string, string];
-  const r = kind === 'forward' ? await forwardChild(values.pool!, Number(threads)) : await trialChild(values.pool!, kind as WeightFeed, Number(threads));
+  const r =
+    kind === 'forward'
+      ? await forwardChild(values.pool!, Number(threads))
+      : await trialChild(values.pool!, kind as WeightFeed, Number(threads));
   process.stdout.write(`${JSON.stringify(r)}\n`);
   process.exit(0);
 }
