@@ -14,7 +14,8 @@
 //
 // One binary for every x86-64 CPU: the AVX-512 and AVX2+F16C paths are compiled with target attributes and chosen
 // at load time with __builtin_cpu_supports; elsewhere (or on other architectures) the portable scalar path runs.
-#if defined(__has_include)
+// OPTIMER_NAPI_MIN: compile against napi-min.h alone, as machines without Node's headers do (a test checks it)
+#if defined(__has_include) && !defined(OPTIMER_NAPI_MIN)
 #if __has_include(<node_api.h>)
 #include <node_api.h>
 #else
@@ -170,11 +171,14 @@ void deltaScalar(int dt, const uint8_t* c, const uint8_t* b, uint8_t* out, float
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,avx2,fma")))
 #define AVX2 __attribute__((target("avx2,f16c")))
 
-AVX512 inline __m512 load16(int dt, const uint8_t* p, size_t i) {
-  if (dt == F32) return _mm512_loadu_ps(p + 4 * i);
-  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i));
+AVX512 inline __m512 widen16(int dt, __m256i h) {
   if (dt == F16) return _mm512_cvtph_ps(h);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AVX512 inline __m512 load16(int dt, const uint8_t* p, size_t i) {
+  if (dt == F32) return _mm512_loadu_ps(p + 4 * i);
+  return widen16(dt, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i)));
 }
 
 AVX512 inline __m256i to16x16(int dt, __m512 v) {
@@ -189,11 +193,6 @@ AVX512 inline __m256i to16x16(int dt, __m512 v) {
     h = _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(r, isnan, nanq));
   }
   return h;
-}
-
-AVX512 inline __m512 widen16(int dt, __m256i h) {
-  if (dt == F16) return _mm512_cvtph_ps(h);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 AVX512 inline void store16(int dt, uint8_t* p, size_t i, __m512 v) {
@@ -236,11 +235,14 @@ AVX512 void deltaAvx512(int dt, const uint8_t* c, const uint8_t* b, uint8_t* out
   deltaScalar(dt, c, b, out, rounded, i, to);
 }
 
-AVX2 inline __m256 load8(int dt, const uint8_t* p, size_t i) {
-  if (dt == F32) return _mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i));
-  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
+AVX2 inline __m256 widen8(int dt, __m128i h) {
   if (dt == F16) return _mm256_cvtph_ps(h);
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2 inline __m256 load8(int dt, const uint8_t* p, size_t i) {
+  if (dt == F32) return _mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i));
+  return widen8(dt, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i)));
 }
 
 AVX2 inline __m128i to8x16(int dt, __m256 v) {
@@ -258,11 +260,6 @@ AVX2 inline __m128i to8x16(int dt, __m256 v) {
     h = _mm256_castsi256_si128(r);
   }
   return h;
-}
-
-AVX2 inline __m256 widen8(int dt, __m128i h) {
-  if (dt == F16) return _mm256_cvtph_ps(h);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
 AVX2 inline void store8(int dt, uint8_t* p, size_t i, __m256 v) {

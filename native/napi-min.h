@@ -45,6 +45,7 @@ napi_status napi_throw_error(napi_env, const char*, const char*);
 napi_status napi_is_typedarray(napi_env, napi_value, bool*);
 napi_status napi_get_typedarray_info(napi_env, napi_value, napi_typedarray_type*, size_t*, void**, napi_value*, size_t*);
 napi_status napi_get_value_uint32(napi_env, napi_value, uint32_t*);
+napi_status napi_get_value_bool(napi_env, napi_value, bool*);
 napi_status napi_is_array(napi_env, napi_value, bool*);
 napi_status napi_get_array_length(napi_env, napi_value, uint32_t*);
 napi_status napi_get_element(napi_env, napi_value, uint32_t, napi_value*);

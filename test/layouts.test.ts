@@ -234,6 +234,8 @@ async function expectReferenceNlls(pool: string, merges: [weights: string, param
   for (const [weights, params] of merges) {
     const r = await optimer('eval', '--pool', pool, '--weights', weights, ...sets, '--batch-tokens', '300', '--json');
     expect(r.stderr).toBe('');
+    // the CPU's default: one session with the weights as inputs (no silent fallback to initializers)
+    expect(JSON.parse(r.stdout).weightFeed).toBe('inputs');
     const scores = JSON.parse(r.stdout).scores as { name: string; score: number }[];
     for (const s of scores) expect(Math.abs(s.score - referenceNll(S, params, seqs[s.name]!))).toBeLessThan(1e-4);
   }
@@ -505,6 +507,7 @@ describe('layouts - 16-bit exports on the CPU provider', () => {
       // the base exactly: only float32 against the reference's float64 arithmetic differs
       const base = await optimer('eval', '--pool', pool, ...sets, '--batch-tokens', '300', '--json');
       expect(base.stderr).toBe('');
+      expect(JSON.parse(base.stdout).weightFeed).toBe('inputs');
       for (const s of JSON.parse(base.stdout).scores as { name: string; score: number }[])
         expect(Math.abs(s.score - referenceNll(S, rounded(w.params.base!, dtype), seqs[s.name]!))).toBeLessThan(1e-4);
       // ja=1 is base + the 16-bit delta, rounded again: each weight within an ulp or so of ja's own

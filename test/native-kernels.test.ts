@@ -1,4 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { packageRoot } from '../shared/package-root.js';
 import { decodeFloats, type DtypeName } from '../shared/onnx/dtype.js';
 import { NATIVE_DTYPE, nativeKernels } from '../shared/native-kernels.js';
 import { Rng } from '../shared/rng.js';
@@ -59,6 +62,20 @@ function expectSame(dtype: DtypeName, a: Uint8Array, b: Uint8Array, n: number, l
 const native = nativeKernels();
 
 describe('native kernels', () => {
+  it("compile against native/napi-min.h alone, as where Node's headers are missing (every Node-API call declared)", () => {
+    const cxx = ['g++', 'clang++'].find((c) => spawnSync(c, ['--version']).status === 0);
+    if (!cxx) {
+      expect(process.env.CI_EXPECT_NATIVE).not.toBe('1'); // CI installs a compiler
+      return;
+    }
+    const r = spawnSync(cxx, ['-std=c++17', '-fsyntax-only', '-DOPTIMER_NAPI_MIN', join(packageRoot, 'native', 'kernels.cc')], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+
   it('load when built (and must when CI_EXPECT_NATIVE=1); null under OPTIMER_NATIVE=0', () => {
     if (process.env.CI_EXPECT_NATIVE === '1') expect(native).not.toBeNull();
     if (process.env.OPTIMER_NATIVE === '0') expect(native).toBeNull();

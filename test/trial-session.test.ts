@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { OptimerError } from '../shared/errors.js';
 import { type LoadedEvalSet, loadEvalSets } from '../shared/eval-set.js';
 import { uniformWeighting } from '../shared/genome.js';
 import { intAttr, node, tensor, valueInfo, writeModel } from '../shared/onnx/build.js';
@@ -111,6 +112,63 @@ describe('weights as graph inputs (TrialSessions)', () => {
     expect(seen[3]).not.toBe(seen[2]);
   });
 
+  it('trial-session - close() while a trial evaluates: the session serves the trial to its end, then is released', async () => {
+    const sessions = new TrialSessions();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let entered!: () => void;
+    const inUse = new Promise<void>((r) => {
+      entered = r;
+    });
+    let session: ort.InferenceSession | undefined;
+    const trial = sessions.run(pool16, await graphsOf(pool16), weighting({ ja: 1 }), { provider: 'cpu' }, async (s) => {
+      session = s.session;
+      entered();
+      await gate;
+      return (await evaluateSession(s.session, dev, s.io, undefined, undefined, s.weights)).map((x) => x.score);
+    });
+    await inUse;
+    const closed = sessions.close();
+    await new Promise((r) => setTimeout(r, 100)); // time enough for a release, were close() to release now
+    release();
+    const [scores] = await Promise.all([trial, closed]);
+    expect(scores.value.every((x) => Number.isFinite(x))).toBe(true);
+    expect(scores.weightFeed).toBe('inputs'); // not run again elsewhere after a failure
+    // released once the trial ended: ONNX Runtime refuses a released session
+    await expect(evaluateSession(session!, dev, pool16.manifest.model)).rejects.toThrow();
+  });
+
+  it('trial-session - a first trial failing in ONNX Runtime on the weights-as-inputs session runs again with initializers, and the pool stays there', async () => {
+    const sessions = new TrialSessions();
+    const g = await graphsOf(pool32);
+    const seen: string[] = [];
+    // stands for a kernel that takes non-constant weights at creation and fails when run
+    const use = async (s: { weights?: unknown }) => {
+      seen.push(s.weights ? 'inputs' : 'initializers');
+      if (s.weights) throw new OptimerError('RUNTIME', 'ONNX Runtime failed on a batch: boom', { retryable: true });
+      return 1;
+    };
+    try {
+      const first = await sessions.run(pool32, g, weighting({ ja: 1 }), { provider: 'cpu' }, use);
+      expect(first.weightFeed).toBe('initializers');
+      expect(first.note).toMatch(/failed on its first batch with the weights as inputs: .*boom/);
+      const second = await sessions.run(pool32, g, weighting({ zh: 1 }), { provider: 'cpu' }, use);
+      expect(second.weightFeed).toBe('initializers');
+      expect(seen).toEqual(['inputs', 'initializers', 'initializers']);
+      // an error that is the trial's own (bad data) is not taken for the graph's: no second run
+      const other = new TrialSessions();
+      const bad = async () => {
+        throw new OptimerError('BAD_EVAL_SET', 'token id 99 is not below the vocabulary size 64');
+      };
+      await expect(other.run(pool32, g, weighting({ ja: 1 }), { provider: 'cpu' }, bad)).rejects.toThrow(/token id 99/);
+      await other.close();
+    } finally {
+      await sessions.close();
+    }
+  });
+
   it('trial-session - evaluateMerge (optimer eval) defaults to inputs on the CPU and says so; initializers when asked', async () => {
     const w = weighting(WEIGHTINGS[0]!);
     const byInputs = await evaluateMerge(pool16, w, dev);
@@ -156,6 +214,7 @@ describe('weights as graph inputs (TrialSessions)', () => {
       const sets = await loadEvalSets([{ name: 'x', path: setPath }], { vocab: V, contextLength: null });
       const r = await evaluateMerge(pool, weighting({ a: 0.5 }), sets);
       expect(r.weightFeed).toBe('initializers');
+      expect(r.weightFeedNote).toMatch(/float64 weights/);
       expect(Number.isFinite(r.mean)).toBe(true);
     } finally {
       await pool.close();

@@ -132,7 +132,8 @@ export function registerEval(program: Command, run: Run): void {
         process.stdout.write(
           `weights (--weights): ${Object.entries(report.weights)
             .map(([k, v]) => `${k}=${v}`)
-            .join(',')}\n${table(rows)}\nweighted mean ${metric} ${fmt(report.mean)}\n`,
+            .join(',')}\n${table(rows)}\nweighted mean ${metric} ${fmt(report.mean)}\n` +
+            `merged weights fed to ONNX Runtime as ${report.weightFeed}${report.weightFeedNote ? ` (${report.weightFeedNote})` : ''}\n`,
         );
         if (failure) throw failure;
       }, o.json),

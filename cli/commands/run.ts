@@ -25,6 +25,7 @@ import {
   packageRoot,
   startNatsServer,
   stopProcess,
+  type WeightFeed,
 } from '../../shared/index.js';
 import { announceDashboard, type DashboardAddress, parseDashboardAddress } from './dashboard.js';
 import { parseNumberOption, parseProvider, parseWeightFeed, printJson, WEIGHTS_AS_HELP } from '../output.js';
@@ -55,6 +56,8 @@ export interface RunStudyOptions {
   natsUrl?: string;
   fresh?: boolean;
   provider?: string;
+  /** --weights-as for the local workers (default: theirs) */
+  weightFeed?: WeightFeed;
   grpcHost?: string;
   advertiseHost?: string;
   natsReplicas?: number;
@@ -151,6 +154,7 @@ export async function runStudy(o: RunStudyOptions): Promise<{ report: StudyRepor
         o.workerLogLevel ?? 'warn',
       ];
       if (o.provider) args.push('--provider', o.provider);
+      if (o.weightFeed) args.push('--weights-as', o.weightFeed);
       if (o.logFormat) args.push('--log-format', o.logFormat);
       // the local workers share this machine: each gets its share of the cores, not all of them
       const share = String(Math.max(1, Math.floor(availableParallelism() / o.workers)));
@@ -191,6 +195,7 @@ export function registerRun(program: Command, run: Run): void {
     .option('--store <dir>', 'where studies are recorded (LevelDB, JetStream store, shard cache)', DEFAULT_STORE)
     .option('--fresh', 'forget earlier trials of this study and start over')
     .option('--provider <name>', 'execution provider for the local workers (cpu, cuda, webgpu)')
+    .option('--weights-as <how>', `the local workers': ${WEIGHTS_AS_HELP}`)
     .option('--grpc-host <host>', 'address the shard seeder listens on', '127.0.0.1')
     .option('--advertise-host <host>', 'host name workers should use to reach the seeder (default: --grpc-host)')
     .option('--nats-replicas <n>', 'JetStream copies of the streams and buckets optimer creates (3 on a three-node cluster)', '1')
@@ -211,6 +216,7 @@ export function registerRun(program: Command, run: Run): void {
         const workers = parseNumberOption(o.workers, '--workers', { min: 0, integer: true });
         const natsReplicas = parseNumberOption(o.natsReplicas, '--nats-replicas', { min: 1, integer: true });
         if (o.provider) parseProvider(o.provider);
+        const weightFeed = o.weightsAs === undefined ? undefined : parseWeightFeed(o.weightsAs);
         const everyS = parseNumberOption(o.progressEvery, '--progress-every', { min: 0.1 });
         const dashboard = o.dashboard === undefined ? undefined : parseDashboardAddress(o.dashboard, '--dashboard');
         const config = await loadStudyConfig(configPath);
@@ -235,6 +241,7 @@ export function registerRun(program: Command, run: Run): void {
             natsUrl: o.nats,
             fresh: Boolean(o.fresh),
             provider: o.provider,
+            ...(weightFeed ? { weightFeed } : {}),
             grpcHost: o.grpcHost,
             advertiseHost: o.advertiseHost,
             natsReplicas,

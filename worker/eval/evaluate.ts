@@ -33,6 +33,8 @@ export interface EvalReport {
   timings: { mergeMs: number; sessionMs: number; evalMs: number };
   /** how the merged weights reached ONNX Runtime (see TrialSessions) */
   weightFeed: WeightFeed;
+  /** why they were not inputs, when inputs were asked for (a float64 pool, a graph ONNX Runtime refuses so) */
+  weightFeedNote?: string;
 }
 
 export interface EvalOptions {
@@ -97,7 +99,7 @@ export async function evaluateMerge(
   const graphs = new ProviderGraphs(await pool.graphBytes(), pool.manifest.model, `${pool.label}: graph`);
   const sessions = new TrialSessions();
   try {
-    const { value, timings, weightFeed } = await sessions.run(
+    const { value, timings, weightFeed, note } = await sessions.run(
       pool,
       graphs,
       weighting,
@@ -113,7 +115,13 @@ export async function evaluateMerge(
         return { scores, evalMs: performance.now() - t0 };
       },
     );
-    return { scores: value.scores, mean: weightedMean(value.scores), timings: { ...timings, evalMs: value.evalMs }, weightFeed };
+    return {
+      scores: value.scores,
+      mean: weightedMean(value.scores),
+      timings: { ...timings, evalMs: value.evalMs },
+      weightFeed,
+      ...(note ? { weightFeedNote: note } : {}),
+    };
   } finally {
     await sessions.close();
   }

@@ -1,5 +1,13 @@
 import ort from 'onnxruntime-node';
-import { type ExecutionProvider, type Logger, type Pool, type TensorWeighting, type WeightFeed, weightParts } from '../../shared/index.js';
+import {
+  type ExecutionProvider,
+  isOptimerError,
+  type Logger,
+  type Pool,
+  type TensorWeighting,
+  type WeightFeed,
+  weightParts,
+} from '../../shared/index.js';
 import { allocateWidened, canWiden, mergeInto, mergeIntoWidened } from '../merge/merge.js';
 import { createMergedSession, sessionOptions } from './session.js';
 import type { LmIo } from './session-model.js';
@@ -60,15 +68,18 @@ export class TrialSessions {
   private resident?: Resident;
   /** `initializers` merge buffers, one per part of the layout (reused: no page faults) */
   private parts: Uint8Array[] = [];
-  /** pools (by graph) whose weights cannot be inputs */
-  private readonly noInputs = new Set<string>();
-  /** a trial is evaluating in the resident session: close() leaves releasing it to that trial */
+  /** pools (by key) whose weights cannot be inputs, with why */
+  private readonly noInputs = new Map<string, string>();
+  /** a trial is using the resident session (made, merged into, evaluated): close() leaves releasing it to that trial */
   private busy = false;
   private closed = false;
 
   constructor(private readonly log?: Logger) {}
 
-  /** Merges `weighting`, runs `use` on a session holding the result, releases what is not kept. */
+  /**
+   * Merges `weighting`, runs `use` on a session holding the result, releases what is not kept.
+   * `note` says why a trial asked to take its weights as inputs took them as initializers.
+   */
   async run<T>(
     pool: Pool,
     graphs: ProviderGraphs,
@@ -76,26 +87,16 @@ export class TrialSessions {
     options: TrialSessionOptions,
     use: (s: TrialSession) => Promise<T>,
     signal?: AbortSignal,
-  ): Promise<{ value: T; timings: TrialTimings; weightFeed: WeightFeed }> {
+  ): Promise<{ value: T; timings: TrialTimings; weightFeed: WeightFeed; note?: string }> {
     const feed = options.provider === 'cpu' ? (options.weightFeed ?? 'inputs') : 'initializers';
-    const key = `${pool.manifest.graph.sha256}:${options.intraOpThreads ?? 0}`;
-    if (feed === 'inputs' && !this.noInputs.has(key) && canWiden(pool)) {
-      const t0 = performance.now();
-      const resident = await this.residentFor(key, pool, graphs, options);
-      const t1 = performance.now();
-      if (resident) {
-        await mergeIntoWidened(pool, weighting, resident.arrays, signal, options.mergeThreads);
-        const t2 = performance.now();
-        this.busy = true;
-        try {
-          const value = await use({ session: resident.session, io: resident.io, weights: resident.weights });
-          return { value, timings: { mergeMs: t2 - t1, sessionMs: t1 - t0 }, weightFeed: 'inputs' };
-        } finally {
-          this.busy = false;
-          if (this.closed) await this.releaseResident();
-        }
-      }
+    // the graph, what the loss graph reads (the model's inputs and logits) and the thread count
+    const key = `${pool.manifest.graph.sha256}:${JSON.stringify(pool.manifest.model)}:${options.intraOpThreads ?? 0}`;
+    if (feed === 'inputs' && !canWiden(pool)) this.refuse(key, pool, 'it has float64 weights, which float32 inputs cannot hold');
+    if (feed === 'inputs' && !this.noInputs.has(key)) {
+      const r = await this.asInputs(key, pool, graphs, weighting, options, use, signal);
+      if (r) return r;
     }
+    const note = feed === 'inputs' ? this.noInputs.get(key) : undefined;
     await this.releaseResident(); // its memory is the merge buffers' to use now
     const t0 = performance.now();
     const merged = await mergeInto(pool, weighting, this.partBuffers(pool), signal, options.mergeThreads);
@@ -104,37 +105,79 @@ export class TrialSessions {
     const session = await createMergedSession(graph, merged, options.provider, options.intraOpThreads);
     const t2 = performance.now();
     try {
-      return { value: await use({ session, io }), timings: { mergeMs: t1 - t0, sessionMs: t2 - t1 }, weightFeed: 'initializers' };
+      const value = await use({ session, io });
+      return { value, timings: { mergeMs: t1 - t0, sessionMs: t2 - t1 }, weightFeed: 'initializers', ...(note ? { note } : {}) };
     } finally {
       await session.release();
     }
   }
 
-  /** Releases what is kept; a session still evaluating is released when its trial ends (never under a run). */
+  /** Releases what is kept; a session in use is released when its trial ends (never under a run). */
   async close(): Promise<void> {
     this.closed = true;
     this.parts = [];
     if (!this.busy) await this.releaseResident();
   }
 
-  /** The pool's resident session, made on first use; null when ONNX Runtime refuses the graph that way. */
+  /**
+   * The trial on the pool's resident session; null when this pool's weights cannot be inputs
+   * (then recorded, and the caller evaluates with initializers). A trial that fails inside ONNX
+   * Runtime on a session just made is taken as the graph's failure, not the trial's: the
+   * caller runs it again with initializers.
+   */
+  private async asInputs<T>(
+    key: string,
+    pool: Pool,
+    graphs: ProviderGraphs,
+    weighting: TensorWeighting,
+    options: TrialSessionOptions,
+    use: (s: TrialSession) => Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<{ value: T; timings: TrialTimings; weightFeed: WeightFeed } | null> {
+    this.busy = true;
+    try {
+      const t0 = performance.now();
+      const fresh = this.resident?.key !== key;
+      const resident = await this.residentFor(key, pool, graphs, options);
+      if (!resident) return null;
+      const t1 = performance.now();
+      await mergeIntoWidened(pool, weighting, resident.arrays, signal, options.mergeThreads);
+      const t2 = performance.now();
+      try {
+        const value = await use({ session: resident.session, io: resident.io, weights: resident.weights });
+        return { value, timings: { mergeMs: t2 - t1, sessionMs: t1 - t0 }, weightFeed: 'inputs' };
+      } catch (e) {
+        if (!fresh || this.closed || signal?.aborted || !isOptimerError(e) || e.code !== 'RUNTIME') throw e;
+        this.refuse(key, pool, `ONNX Runtime failed on its first batch with the weights as inputs: ${(e as Error).message}`);
+        await this.releaseResident();
+        return null;
+      }
+    } finally {
+      this.busy = false;
+      if (this.closed) await this.releaseResident();
+    }
+  }
+
+  /** The pool's resident session, made on first use; null when it cannot be made (recorded). */
   private async residentFor(key: string, pool: Pool, graphs: ProviderGraphs, options: TrialSessionOptions): Promise<Resident | null> {
     if (this.resident?.key === key) return this.resident;
     await this.releaseResident();
     this.parts = []; // the merge buffers' memory is the weight arrays' to use now
+    let arrays: Map<string, Float32Array>;
+    try {
+      arrays = allocateWidened(pool); // before the session: a failure here leaves nothing to release
+    } catch (e) {
+      this.refuse(key, pool, `its float32 weights do not fit in memory (${(e as Error).message})`);
+      return null;
+    }
     const { graph, io } = graphs.withWeightInputs(pool.manifest.tensors);
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(graph.bytes, sessionOptions('cpu', options.intraOpThreads));
     } catch (e) {
-      this.noInputs.add(key);
-      this.log?.warn(
-        { err: (e as Error).message },
-        `${pool.label}: ONNX Runtime does not take this graph with its weights as inputs; a session per trial holds them instead`,
-      );
+      this.refuse(key, pool, `ONNX Runtime does not take its graph with the weights as inputs: ${(e as Error).message}`);
       return null;
     }
-    const arrays = allocateWidened(pool);
     const weights: Record<string, ort.Tensor> = {};
     for (const t of pool.manifest.tensors) {
       const a = arrays.get(t.name);
@@ -142,6 +185,13 @@ export class TrialSessions {
     }
     this.resident = { key, session, io, arrays, weights };
     return this.resident;
+  }
+
+  /** Records (and says once) why this pool's weights are not inputs: its trials take initializers. */
+  private refuse(key: string, pool: Pool, why: string): void {
+    if (this.noInputs.has(key)) return;
+    this.noInputs.set(key, why);
+    this.log?.warn({ pool: pool.label }, `${pool.label}: the weights are not fed as inputs, a session per trial holds them: ${why}`);
   }
 
   private async releaseResident(): Promise<void> {

@@ -32,14 +32,14 @@ const BF16_SUFFIX = '__optimer_bf16';
  * targets, constants, graph inputs and outputs, value types, in subgraphs too) becomes float32.
  * The graph then computes in float32: scores are those of the 16-bit weights evaluated exactly,
  * not of 16-bit arithmetic. ONNX Runtime folds the casts into float32 copies at session creation
- * (time and memory: see the README, one trial); weights that are graph inputs (weightsAsInputs)
- * become float32 inputs instead, no cast. Null for a graph with no 16-bit weight or input and no
- * bfloat16 output.
+ * (time and memory: see the README, one trial). With `halfInputs` (a graph whose weights are
+ * inputs, weightsAsInputs) a 16-bit input also calls for widening, and becomes a float32 input, no
+ * cast. Null for a graph with no 16-bit weight (or such input) and no bfloat16 input or output.
  */
-export function widenTo32(bytes: Uint8Array, where: string): Uint8Array | null {
+export function widenTo32(bytes: Uint8Array, where: string, options: { halfInputs?: boolean } = {}): Uint8Array | null {
   const model = decodeModel(bytes, where);
   const g = model.graph;
-  const half = (g?.initializer ?? []).some((t) => HALF.has(t.dataType ?? 0)) || (g?.input ?? []).some(isHalf);
+  const half = (g?.initializer ?? []).some((t) => HALF.has(t.dataType ?? 0)) || (!!options.halfInputs && (g?.input ?? []).some(isHalf));
   if (!g || !(half || hasBf16Io(g))) return null;
   widenGraph(g);
   return encodeModel(model);
@@ -205,7 +205,8 @@ export class ProviderGraphs {
   withWeightInputs(tensors: readonly TensorEntry[]): RunnableGraph {
     if (!this.inputs) {
       const bytes = weightsAsInputs(this.bytes, tensors, this.where);
-      this.inputs = { graph: toLossGraph(widenTo32(bytes, this.where) ?? bytes, this.options()), io: widenedIo(this.model) };
+      const wide = widenTo32(bytes, this.where, { halfInputs: true }) ?? bytes;
+      this.inputs = { graph: toLossGraph(wide, this.options()), io: widenedIo(this.model) };
     }
     return this.inputs;
   }
