@@ -76,6 +76,24 @@ describe('native kernels', () => {
     expect(r.status).toBe(0);
   });
 
+  it('the portable scalar path gives the same bytes: these tests again, in a child with OPTIMER_NATIVE_SIMD=scalar', () => {
+    if (process.env.OPTIMER_NATIVE_SIMD || !native) {
+      // the child itself, or no addon (nothing native to force): the comparisons below are the test
+      expect(native === null || native.simd === process.env.OPTIMER_NATIVE_SIMD).toBe(true);
+      return;
+    }
+    const vitest = join(packageRoot, 'node_modules', 'vitest', 'vitest.mjs');
+    const config = join(packageRoot, 'test', 'helpers', 'kernels-only.config.ts');
+    const r = spawnSync(process.execPath, [vitest, 'run', '--config', config], {
+      cwd: packageRoot,
+      env: { ...process.env, OPTIMER_NATIVE_SIMD: 'scalar', NO_COLOR: '1', FORCE_COLOR: '0' },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(r.status, `${r.stdout}\n${r.stderr}`.slice(-3000)).toBe(0);
+    expect(r.stdout).toMatch(/Tests\s+\d+ passed \(\d+\)/);
+  }, 150_000);
+
   it('load when built (and must when CI_EXPECT_NATIVE=1); null under OPTIMER_NATIVE=0', () => {
     if (process.env.CI_EXPECT_NATIVE === '1') expect(native).not.toBeNull();
     if (process.env.OPTIMER_NATIVE === '0') expect(native).toBeNull();
