@@ -93,7 +93,7 @@ export class TrialSessions {
     const key = `${pool.manifest.graph.sha256}:${JSON.stringify(pool.manifest.model)}:${options.intraOpThreads ?? 0}`;
     if (feed === 'inputs' && !canWiden(pool)) this.refuse(key, pool, 'it has float64 weights, which float32 inputs cannot hold');
     if (feed === 'inputs' && !this.noInputs.has(key)) {
-      const r = await this.asInputs(key, pool, graphs, weighting, options, use, signal);
+      const r = await this.asInputs(key, { pool, graphs, weighting, options, use, signal });
       if (r) return r;
     }
     const note = feed === 'inputs' ? this.noInputs.get(key) : undefined;
@@ -127,13 +127,16 @@ export class TrialSessions {
    */
   private async asInputs<T>(
     key: string,
-    pool: Pool,
-    graphs: ProviderGraphs,
-    weighting: TensorWeighting,
-    options: TrialSessionOptions,
-    use: (s: TrialSession) => Promise<T>,
-    signal?: AbortSignal,
+    trial: {
+      pool: Pool;
+      graphs: ProviderGraphs;
+      weighting: TensorWeighting;
+      options: TrialSessionOptions;
+      use: (s: TrialSession) => Promise<T>;
+      signal: AbortSignal | undefined;
+    },
   ): Promise<{ value: T; timings: TrialTimings; weightFeed: WeightFeed } | null> {
+    const { pool, graphs, weighting, options, use, signal } = trial;
     this.busy = true;
     try {
       const t0 = performance.now();
