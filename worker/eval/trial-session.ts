@@ -17,8 +17,9 @@ import type { ProviderGraphs } from './widen.js';
  * How a trial's merged weights reach ONNX Runtime (WeightFeed):
  *  - `inputs` (the CPU default): the weights are float32 graph inputs of one session per pool,
  *    which wraps arrays the merge writes into: no session per trial, no copy of the weights, no
- *    float32 copies of 16-bit ones. ONNX Runtime packs each MatMul's weights per batch instead of
- *    once per session (a few percent of a forward pass at small batches; see the README, one trial).
+ *    float32 copies of 16-bit ones. ONNX Runtime packs each MatMul's weights at every batch instead
+ *    of once per session: +6% to +46% of a forward pass in the README's runs (one trial), the more
+ *    the fewer tokens a batch has.
  *  - `initializers`: a session per trial with the merge as its external data, which ONNX Runtime
  *    copies (and, for a 16-bit pool on the CPU, folds into float32 copies). The only choice on a
  *    GPU, where inputs in host memory would be copied to the device at every batch.
@@ -44,7 +45,7 @@ export interface TrialSession {
 
 export interface TrialTimings {
   mergeMs: number;
-  /** session creation: 0 when a pool's session is reused */
+  /** session creation: about 0 when a pool's session is reused */
   sessionMs: number;
 }
 
