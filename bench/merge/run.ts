@@ -14,7 +14,7 @@ import { buildPool } from '../../shared/pool/build.js';
 import { uniformWeighting } from '../../shared/genome.js';
 import { Pool } from '../../shared/pool/reader.js';
 import { Rng } from '../../shared/rng.js';
-import { allocateMerged, mergeInto, mergeToBuffer } from '../../worker/merge/merge.js';
+import { allocateMerged, allocateWidened, mergeInto, mergeIntoWidened, mergeToBuffer } from '../../worker/merge/merge.js';
 import { mergeChunkJs } from '../../worker/merge/kernels.js';
 import { NATIVE_DTYPE, nativeKernels } from '../../shared/native-kernels.js';
 import { table } from '../../cli/output.js';
@@ -192,6 +192,11 @@ try {
     await mergeInto(pool, weights, dest); // warm
     const mergeS = await time(() => mergeInto(pool, weights, dest));
     const mergeFreshS = await time(() => mergeToBuffer(pool, weights));
+    // what a CPU worker does with the weights as graph inputs: float32 out whatever the dtype
+    const wide = allocateWidened(pool);
+    await mergeIntoWidened(pool, weights, wide); // warm
+    const wideS = await time(() => mergeIntoWidened(pool, weights, wide));
+    const wideBytes = (K + 1) * M + (M / (dtype === 'float32' ? 4 : 2)) * 4;
     await pool.close();
     const gbs = (bytes: number, s: number) => bytes / s / 1e9;
     const add = (op: string, bytes: number, s: number) =>
@@ -200,6 +205,7 @@ try {
     add(`read ${K + 1} blobs from shards`, (K + 1) * M, readS);
     add(`merge base + ${K} vectors, reused buffer`, moved, mergeS);
     add(`merge base + ${K} vectors, new buffer`, moved, mergeFreshS);
+    add(`merge base + ${K} vectors into float32 arrays (weights as inputs)`, wideBytes, wideS);
     add(`pool build (${K} checkpoints)`, (K + 1) * M, buildS);
   }
   process.stdout.write(`merge kernel, ${MB} MiB per model, ${K} vectors, best of ${REPEAT} (node ${process.version})\n`);
