@@ -92,10 +92,12 @@ export class TrialSessions {
     const feed = options.provider === 'cpu' ? (options.weightFeed ?? 'inputs') : 'initializers';
     // the graph, what the loss graph reads (the model's inputs and logits) and the thread count
     const key = `${pool.manifest.graph.sha256}:${JSON.stringify(pool.manifest.model)}:${options.intraOpThreads ?? 0}`;
-    if (feed === 'inputs' && !canWiden(pool)) this.refuse(key, pool, 'it has float64 weights, which float32 inputs cannot hold');
     if (feed === 'inputs' && !this.noInputs.has(key)) {
-      const r = await this.asInputs(key, { pool, graphs, weighting, options, use, signal });
-      if (r) return r;
+      if (!canWiden(pool)) this.refuse(key, pool, 'it has float64 weights, which float32 inputs cannot hold');
+      else {
+        const r = await this.asInputs(key, { pool, graphs, weighting, options, use, signal });
+        if (r) return r;
+      }
     }
     const note = feed === 'inputs' ? this.noInputs.get(key) : undefined;
     await this.releaseResident(); // its memory is the merge buffers' to use now

@@ -80,22 +80,16 @@ async function merge(
       const count = Math.min(chunk, n - start);
       const bytes = count * size;
       const at = t.offset + start * size;
-      if (wide) {
-        const out32 = wide.subarray(start, start + count);
-        const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
-        const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
-        mergeChunkWidened(t.dtype, base, deltas, w, out32, count, acc, tmp, scratch!, threads);
-        continue;
-      }
-      const out = into ? into.subarray(local + start * size, local + start * size + bytes) : scratch!.subarray(0, bytes);
-      if (active.length === 0) {
-        await pool.readTensor(m.base.blob, t, start, count, out);
+      const out = wide ? undefined : into ? into.subarray(local + start * size, local + start * size + bytes) : scratch!.subarray(0, bytes);
+      if (out && active.length === 0) {
+        await pool.readTensor(m.base.blob, t, start, count, out); // the base's bytes exactly
       } else {
         const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
         const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
-        mergeChunk(t.dtype, base, deltas, w, out, count, acc, tmp, threads);
+        if (wide) mergeChunkWidened(t.dtype, base, deltas, w, wide.subarray(start, start + count), count, acc, tmp, scratch!, threads);
+        else mergeChunk(t.dtype, base, deltas, w, out!, count, acc, tmp, threads);
       }
-      if (sink) await sink(at, out);
+      if (sink) await sink(at, out!); // a sink has neither parts nor float32 arrays: out is its scratch
     }
   }
 }
