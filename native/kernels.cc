@@ -32,6 +32,17 @@
 #include <thread>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <cerrno>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <unordered_map>
+#define OPTIMER_MMAP 1
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #include <immintrin.h>
@@ -623,6 +634,103 @@ napi_value Sha256Blocks(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+#if OPTIMER_MMAP
+// ---- file mappings: the merge reads page-cached shards in place instead of copying them through read() ----
+//
+// mapFile(path) → ArrayBuffer over a private, copy-on-write mapping of the whole file (a stray write changes this
+// process's copy, never the file); unmapFile(ab) detaches it and unmaps now. A mapping never unmapped is unmapped
+// when its ArrayBuffer is collected. Each mapping has its own record (the finalizer's hint), so a finalizer that
+// runs after an explicit unmap, when the address may belong to a newer mapping, touches nothing.
+
+struct Mapping {
+  void* data;
+  size_t bytes;
+  bool live;
+};
+std::mutex mappingsLock;
+std::unordered_map<void*, Mapping*> mappings;  // live mappings by address
+
+void finalizeMapping(napi_env, void*, void* hint) {
+  auto* m = static_cast<Mapping*>(hint);
+  {
+    std::lock_guard<std::mutex> g(mappingsLock);
+    if (m->live) {
+      munmap(m->data, m->bytes);
+      mappings.erase(m->data);
+    }
+  }
+  delete m;
+}
+
+napi_value MapFile(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char path[4096];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len + 1 >= sizeof path)
+    return fail(env, "optimer native: mapFile(path) takes a path string"), nullptr;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(env, strerror(errno)), nullptr;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return fail(env, strerror(e)), nullptr;
+  }
+  napi_value ab;
+  size_t bytes = size_t(st.st_size);
+  if (bytes == 0) {  // mmap refuses a length of 0
+    close(fd);
+    void* none;
+    napi_create_arraybuffer(env, 0, &none, &ab);
+    return ab;
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) return fail(env, strerror(e)), nullptr;
+  auto* m = new Mapping{p, bytes, true};
+  {
+    std::lock_guard<std::mutex> g(mappingsLock);
+    mappings[p] = m;
+  }
+  if (napi_create_external_arraybuffer(env, p, bytes, finalizeMapping, m, &ab) != napi_ok) {
+    {
+      std::lock_guard<std::mutex> g(mappingsLock);
+      mappings.erase(p);
+    }
+    munmap(p, bytes);
+    delete m;
+    return fail(env, "optimer native: cannot wrap a mapping in an ArrayBuffer"), nullptr;
+  }
+  return ab;
+}
+
+napi_value UnmapFile(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  void* data = nullptr;
+  size_t bytes = 0;
+  if (argc < 1 || napi_get_arraybuffer_info(env, argv[0], &data, &bytes) != napi_ok)
+    return fail(env, "optimer native: unmapFile(ab) takes an ArrayBuffer from mapFile"), nullptr;
+  Mapping* m = nullptr;
+  {
+    std::lock_guard<std::mutex> g(mappingsLock);
+    auto it = mappings.find(data);
+    if (it == mappings.end()) return nullptr;  // not a mapping, or unmapped already
+    m = it->second;
+    mappings.erase(it);
+    m->live = false;  // the finalizer, whenever it runs (perhaps inside the detach below), only frees the record
+  }
+  // detached first: no JavaScript view can reach the pages once they are gone (it sees a length of 0)
+  napi_detach_arraybuffer(env, argv[0]);
+  munmap(data, bytes);
+  return nullptr;
+}
+#endif
+
 void method(napi_env env, napi_value exports, const char* name, napi_callback cb) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, nullptr, &fn);
@@ -637,6 +745,10 @@ extern "C" __attribute__((visibility("default"))) napi_value napi_register_modul
   method(env, exports, "merge", Merge);
   method(env, exports, "delta", Delta);
   method(env, exports, "dots", Dots);
+#if OPTIMER_MMAP
+  method(env, exports, "mapFile", MapFile);
+  method(env, exports, "unmapFile", UnmapFile);
+#endif
 #if OPTIMER_X86
   // only where the CPU has the SHA extensions: elsewhere the pool build hashes with node:crypto (the same digests)
   if (hasShaNi()) method(env, exports, "sha256Blocks", Sha256Blocks);

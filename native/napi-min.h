@@ -54,6 +54,12 @@ napi_status napi_create_function(napi_env, const char*, size_t, napi_callback, v
 napi_status napi_set_named_property(napi_env, napi_value, const char*, napi_value);
 napi_status napi_create_string_utf8(napi_env, const char*, size_t, napi_value*);
 napi_status napi_create_uint32(napi_env, uint32_t, napi_value*);
+typedef void (*napi_finalize)(napi_env env, void* finalize_data, void* finalize_hint);
+napi_status napi_get_value_string_utf8(napi_env, napi_value, char*, size_t, size_t*);
+napi_status napi_create_arraybuffer(napi_env, size_t, void**, napi_value*);
+napi_status napi_create_external_arraybuffer(napi_env, void*, size_t, napi_finalize, void*, napi_value*);
+napi_status napi_get_arraybuffer_info(napi_env, napi_value, void**, size_t*);
+napi_status napi_detach_arraybuffer(napi_env, napi_value);
 
 #ifdef __cplusplus
 }

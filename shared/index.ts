@@ -134,6 +134,7 @@ export {
   type VectorEntry,
 } from './pool/manifest.js';
 export { Pool } from './pool/reader.js';
+export { ShardMaps } from './pool/shard-maps.js';
 export { computeGram, cosineMatrix } from './pool/stats.js';
 export { stopProcess } from './process.js';
 export { EXECUTION_PROVIDERS, isExecutionProvider, type ExecutionProvider, WEIGHT_FEEDS, type WeightFeed } from './providers.js';

@@ -28,6 +28,13 @@ export interface NativeKernels {
    * buffers of one length, `states` holding 8 words (a…h) per buffer, or 16 (two chains over the same blocks).
    */
   sha256Blocks?: (states: Uint32Array, data: Uint8Array[]) => void;
+  /**
+   * A private, copy-on-write mapping of a whole file (POSIX builds only): reads are views of the
+   * page cache. Throws with the system's message when the file cannot be opened or mapped.
+   */
+  mapFile?: (path: string) => ArrayBuffer;
+  /** Detaches a mapFile buffer (its views then have length 0) and unmaps it now. */
+  unmapFile?: (ab: ArrayBuffer) => void;
   readonly simd: string;
   /** absent in builds before `widen` (such a build ignores the argument: check before passing it) */
   readonly version?: number;

@@ -40,15 +40,7 @@ export class Pool {
       throw new OptimerError('BAD_POOL', `${this.label}: read [${offset}, ${offset + bytes}) outside a blob of ${blob.bytes} bytes`);
     }
     let done = 0;
-    // shards are sorted by offset: binary search for the first one holding `offset`
-    let lo = 0;
-    let hi = blob.shards.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (blob.shards[mid]!.offset <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    for (let i = lo; done < bytes; i++) {
+    for (let i = shardAt(blob, offset); done < bytes; i++) {
       const shard = blob.shards[i]!;
       const from = offset + done - shard.offset;
       const n = Math.min(bytes - done, shard.bytes - from);
@@ -66,11 +58,21 @@ export class Pool {
 
   /** Elements [start, start + count) of a tensor in a blob. */
   readTensor(blob: BlobRef, t: TensorEntry, start = 0, count?: number, out?: Uint8Array): Promise<Uint8Array> {
+    const { offset, bytes } = this.tensorRange(blob, t, start, count ?? t.bytes / dtypeBytes(t.dtype) - start);
+    return this.read(blob, offset, bytes, out);
+  }
+
+  /** Where a tensor's elements [start, start + count) lie in a blob: byte offset and length. */
+  tensorRange(blob: BlobRef, t: TensorEntry, start: number, count: number): { offset: number; bytes: number } {
     const elemBytes = dtypeBytes(t.dtype);
-    const n = count ?? t.bytes / elemBytes - start;
     const offset = blob.tensors[t.name];
     if (offset === undefined) throw new OptimerError('BAD_POOL', `${this.label}: tensor '${t.name}' is not in this blob`);
-    return this.read(blob, offset + start * elemBytes, n * elemBytes, out);
+    return { offset: offset + start * elemBytes, bytes: count * elemBytes };
+  }
+
+  /** The file of a shard. */
+  shardPath(sha256: string): string {
+    return join(this.shardsDir, sha256);
   }
 
   async graphBytes(): Promise<Uint8Array> {
@@ -174,4 +176,16 @@ export class Pool {
     this.handles.clear();
     await Promise.all(all.map((h) => (h.status === 'fulfilled' ? h.value.close() : undefined)));
   }
+}
+
+/** The index of the shard holding byte `offset` of a blob (shards are sorted by offset). */
+export function shardAt(blob: BlobRef, offset: number): number {
+  let lo = 0;
+  let hi = blob.shards.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (blob.shards[mid]!.offset <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }

@@ -1,7 +1,9 @@
 import {
+  type BlobRef,
   dtypeBytes,
   OptimerError,
   type Pool,
+  ShardMaps,
   type TensorEntry,
   type TensorWeighting,
   type VectorEntry,
@@ -64,33 +66,45 @@ async function merge(
   const scratch = dest ? undefined : new Uint8Array(maxBytes);
   const acc = new Float32Array(chunk);
   const tmp = [0, 1, 2, 3].map(() => new Float32Array(chunk));
-  for (const t of m.tensors) {
-    if (t.offset === null) continue; // not merged: inline in the graph
-    signal?.throwIfAborted(); // a closing worker stops here rather than finish a merge it will throw away
-    const { active, w } = activeOn(t, weighting, vectors);
-    while (deltaRaw.length < active.length) deltaRaw.push(new Uint8Array(maxBytes));
-    const size = dtypeBytes(t.dtype);
-    const n = t.bytes / size;
-    const part = t.part ?? 0;
-    const into = dest?.[part];
-    const local = t.offset - parts[part]!.start; // the tensor's offset in its part's buffer
-    const wide = widened?.get(t.name);
-    if (widened && !wide) throw new RangeError(`merge: no float32 array for tensor '${t.name}'`);
-    for (let start = 0; start < n; start += chunk) {
-      const count = Math.min(chunk, n - start);
-      const bytes = count * size;
-      const at = t.offset + start * size;
-      const out = wide ? undefined : into ? into.subarray(local + start * size, local + start * size + bytes) : scratch!.subarray(0, bytes);
-      if (out && active.length === 0) {
-        await pool.readTensor(m.base.blob, t, start, count, out); // the base's bytes exactly
-      } else {
-        const base = await pool.readTensor(m.base.blob, t, start, count, baseRaw.subarray(0, bytes));
-        const deltas = await Promise.all(active.map((v, k) => pool.readTensor(v.blob, t, start, count, deltaRaw[k]!.subarray(0, bytes))));
-        if (wide) mergeChunkWidened(t.dtype, base, deltas, w, wide.subarray(start, start + count), count, acc, tmp, scratch!, threads);
-        else mergeChunk(t.dtype, base, deltas, w, out!, count, acc, tmp, threads);
+  const maps = new ShardMaps(pool);
+  try {
+    for (const t of m.tensors) {
+      if (t.offset === null) continue; // not merged: inline in the graph
+      signal?.throwIfAborted(); // a closing worker stops here rather than finish a merge it will throw away
+      const { active, w } = activeOn(t, weighting, vectors);
+      while (deltaRaw.length < active.length) deltaRaw.push(new Uint8Array(maxBytes));
+      const size = dtypeBytes(t.dtype);
+      const n = t.bytes / size;
+      const part = t.part ?? 0;
+      const into = dest?.[part];
+      const local = t.offset - parts[part]!.start; // the tensor's offset in its part's buffer
+      const wide = widened?.get(t.name);
+      if (widened && !wide) throw new RangeError(`merge: no float32 array for tensor '${t.name}'`);
+      for (let start = 0; start < n; start += chunk) {
+        const count = Math.min(chunk, n - start);
+        const bytes = count * size;
+        const at = t.offset + start * size;
+        const out = wide
+          ? undefined
+          : into
+            ? into.subarray(local + start * size, local + start * size + bytes)
+            : scratch!.subarray(0, bytes);
+        // in place from the page cache where the shard can be mapped, else read into a chunk buffer
+        const chunkOf = (blob: BlobRef, buf: Uint8Array) =>
+          maps.tensorView(blob, t, start, count) ?? pool.readTensor(blob, t, start, count, buf.subarray(0, bytes));
+        if (out && active.length === 0) {
+          out.set(await chunkOf(m.base.blob, out)); // the base's bytes exactly (a read fills `out` itself)
+        } else {
+          const base = await chunkOf(m.base.blob, baseRaw);
+          const deltas = await Promise.all(active.map((v, k) => chunkOf(v.blob, deltaRaw[k]!)));
+          if (wide) mergeChunkWidened(t.dtype, base, deltas, w, wide.subarray(start, start + count), count, acc, tmp, scratch!, threads);
+          else mergeChunk(t.dtype, base, deltas, w, out!, count, acc, tmp, threads);
+        }
+        if (sink) await sink(at, out!); // a sink has neither parts nor float32 arrays: out is its scratch
       }
-      if (sink) await sink(at, out!); // a sink has neither parts nor float32 arrays: out is its scratch
     }
+  } finally {
+    maps.close(); // no view outlives the merge
   }
 }
 
