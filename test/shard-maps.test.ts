@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, inject, it } from 'vitest';
 import { perVectorGenome } from '../shared/genome.js';
 import { nativeKernels } from '../shared/native-kernels.js';
 import { buildPool } from '../shared/pool/build.js';
