@@ -76,6 +76,24 @@ async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
   return best(times);
 }
 
+/** Best of REPEAT of `fn` with the pool's shards mapped, and with them read, alternating: [mapped s, read s]. */
+async function timeMappedAndRead(fn: () => Promise<unknown>): Promise<[number, number]> {
+  const was = process.env.OPTIMER_MMAP;
+  const times: [number[], number[]] = [[], []];
+  try {
+    for (let r = 0; r < 2 * REPEAT; r++) {
+      process.env.OPTIMER_MMAP = r % 2 === 0 ? '1' : '0';
+      const t0 = performance.now();
+      await fn();
+      times[r % 2]!.push((performance.now() - t0) / 1000);
+    }
+  } finally {
+    if (was === undefined) delete process.env.OPTIMER_MMAP;
+    else process.env.OPTIMER_MMAP = was;
+  }
+  return [best(times[0]), best(times[1])];
+}
+
 /**
  * In-memory kernel table: one chunk of n elements (n = --mb MiB of fp32, 16M elements at --mb 64), K vectors.
  * Bytes moved = (K + 1) buffers read + 1 written = (K + 2)·n·element size; memcpy moves the same bytes
@@ -190,12 +208,14 @@ try {
     });
     const dest = allocateMerged(pool);
     await mergeInto(pool, weights, dest); // warm
-    const mergeS = await time(() => mergeInto(pool, weights, dest));
-    const mergeFreshS = await time(() => mergeToBuffer(pool, weights));
     // what a CPU worker does with the weights as graph inputs: float32 out whatever the dtype
     const wide = allocateWidened(pool);
     await mergeIntoWidened(pool, weights, wide); // warm
-    const wideS = await time(() => mergeIntoWidened(pool, weights, wide));
+    // each merge with the shards mapped and read through Node's file handles (the fallback where the
+    // native addon is not built; OPTIMER_MMAP is read at each merge), in turn, so load swings hit both
+    const [mergeS, mergeReadS] = await timeMappedAndRead(() => mergeInto(pool, weights, dest));
+    const mergeFreshS = await time(() => mergeToBuffer(pool, weights));
+    const [wideS, wideReadS] = await timeMappedAndRead(() => mergeIntoWidened(pool, weights, wide));
     const wideBytes = (K + 1) * M + (M / (dtype === 'float32' ? 4 : 2)) * 4;
     await pool.close();
     const gbs = (bytes: number, s: number) => bytes / s / 1e9;
@@ -205,7 +225,9 @@ try {
     add(`read ${K + 1} blobs from shards`, (K + 1) * M, readS);
     add(`merge base + ${K} vectors, reused buffer`, moved, mergeS);
     add(`merge base + ${K} vectors, new buffer`, moved, mergeFreshS);
+    add(`merge base + ${K} vectors, reused buffer, shards read (not mapped)`, moved, mergeReadS);
     add(`merge base + ${K} vectors into float32 arrays (weights as inputs)`, wideBytes, wideS);
+    add(`merge base + ${K} vectors into float32 arrays, shards read (not mapped)`, wideBytes, wideReadS);
     add(`pool build (${K} checkpoints)`, (K + 1) * M, buildS);
   }
   process.stdout.write(`merge kernel, ${MB} MiB per model, ${K} vectors, best of ${REPEAT} (node ${process.version})\n`);
