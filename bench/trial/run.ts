@@ -10,7 +10,7 @@
  * overhead. Each (feed, threads) runs in a child process of its own, for its own peak RSS.
  * Fetch (reading every blob of the pool once from the cache) happens once per study, not per trial.
  * Usage: npm run bench:trial -- [--vocab 32000] [--dim 1024] [--hidden 4096] [--layers 8]
- *   [--vectors 2] [--batch 2] [--seq 128] [--batches 1] [--threads 1,2] [--trials 3]
+ *   [--vectors 2] [--batch 2] [--seq 128] [--batches 1] [--threads 1,2] [--trials 3] [--rounds 1]
  */
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -46,6 +46,8 @@ const { values } = parseArgs({
     batches: { type: 'string', default: '1' },
     threads: { type: 'string', default: '1,2' },
     trials: { type: 'string', default: '3' },
+    // the children run this many times in turn; each figure is its least (a noisy machine's swings)
+    rounds: { type: 'string', default: '1' },
     // internal: a child measuring one (feed, threads) on the pool in --pool
     child: { type: 'string' },
     pool: { type: 'string' },
@@ -54,6 +56,7 @@ const { values } = parseArgs({
 const [V, D, F, L, K, B, T, NB, TRIALS] = ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials'].map((k) =>
   Number(values[k as keyof typeof values]),
 ) as [number, number, number, number, number, number, number, number, number];
+const ROUNDS = Math.max(1, Number(values.rounds));
 const THREADS = String(values.threads)
   .split(',')
   .map((t) => Number(t));
@@ -253,23 +256,39 @@ try {
     ],
   ];
   const pct = (x: number, of: number) => `${((100 * x) / of).toFixed(0)}%`;
+  const FEEDS = ['inputs', 'initializers'] as const;
+  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
   for (const threads of THREADS) {
-    // in turn, so that both feeds see the same load
-    const fwd = await spawnChild([...passOn(), '--pool', poolDir, '--child', `forward:${threads}`]);
-    for (const feed of ['inputs', 'initializers'] as const) {
-      const r = await spawnChild([...passOn(), '--pool', poolDir, '--child', `${feed}:${threads}`]);
-      // steady state: trials after the first (the first also makes a pool's session for inputs)
-      const steady = r.trials.slice(1);
-      const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
-      const merge = med(steady.map((t) => t.merge));
-      const session = med(steady.map((t) => t.session));
-      const evalS = med(steady.map((t) => t.eval));
+    // the forward pass and both feeds in turn, --rounds times, so that all see the same load swings;
+    // each figure is its least over the rounds (of the median of trials 2..N in each)
+    const forwards: number[] = [];
+    const runs = new Map<(typeof FEEDS)[number], { merge: number; session: number; eval: number; first: number; rss: number }[]>(
+      FEEDS.map((f) => [f, []]),
+    );
+    for (let round = 0; round < ROUNDS; round++) {
+      forwards.push((await spawnChild([...passOn(), '--pool', poolDir, '--child', `forward:${threads}`])).forward!);
+      for (const feed of FEEDS) {
+        const r = await spawnChild([...passOn(), '--pool', poolDir, '--child', `${feed}:${threads}`]);
+        // steady state: trials after the first (the first also makes a pool's session for inputs)
+        const steady = r.trials.slice(1);
+        runs.get(feed)!.push({
+          merge: med(steady.map((t) => t.merge)),
+          session: med(steady.map((t) => t.session)),
+          eval: med(steady.map((t) => t.eval)),
+          first: r.trials[0]!.session,
+          rss: r.maxRssBytes,
+        });
+      }
+    }
+    const forward = Math.min(...forwards);
+    for (const feed of FEEDS) {
+      const least = (k: 'merge' | 'session' | 'eval' | 'first') => Math.min(...runs.get(feed)!.map((x) => x[k]));
+      const [merge, session, evalS] = [least('merge'), least('session'), least('eval')];
       const trial = merge + session + evalS;
-      const forward = fwd.forward!;
       rows.push([
         threads,
         feed,
-        feed === 'inputs' ? r.trials[0]!.session.toFixed(2) : '-',
+        feed === 'inputs' ? least('first').toFixed(2) : '-',
         merge.toFixed(2),
         session.toFixed(2),
         evalS.toFixed(2),
@@ -278,14 +297,14 @@ try {
         pct(forward, trial),
         pct(trial - forward, trial),
         pct(Math.max(0, evalS - forward), trial),
-        (r.maxRssBytes / m.weightsBytes).toFixed(1),
+        (Math.max(...runs.get(feed)!.map((x) => x.rss)) / m.weightsBytes).toFixed(1),
       ]);
     }
   }
   process.stdout.write(
     `trials, synthetic fp16 LM: ${(PARAMS / 1e6).toFixed(0)}M parameters (${(m.weightsBytes / 2 ** 30).toFixed(2)} GiB), vocab ${V}, dim ${D}, ` +
       `hidden ${F}, ${L} blocks, ${K} vectors; dev set ${NB} batch${NB === 1 ? '' : 'es'} of ${B} × ${T} tokens; CPU; ` +
-      `median of trials 2..${TRIALS} (node ${process.version})\n` +
+      `median of trials 2..${TRIALS}${ROUNDS > 1 ? `, least of ${ROUNDS} rounds (peak RSS: most)` : ''} (node ${process.version})\n` +
       `models generated in ${genS.toFixed(1)} s, pool built in ${buildS.toFixed(1)} s; fetch from the cache (once per study) ${fetchS.toFixed(2)} s\n` +
       `${table(rows)}\n`,
   );
