@@ -13,7 +13,9 @@ import { type Pool, shardAt } from './reader.js';
  * shard's pages per blob. A view stays valid until the next `tensorView` of the same blob or
  * `close()`; after that it has length 0 (detached), never dangling. Where nothing can be mapped
  * (no addon, not POSIX, `OPTIMER_MMAP=0`, a mapping refused) `tensorView` returns undefined and the
- * caller reads; so does a range that straddles two shards.
+ * caller reads; so does a range that straddles two shards. Shards are content-addressed files that
+ * are renamed into place and never rewritten; one truncated while mapped would stop the process
+ * (SIGBUS) where a read would fail, and one deleted stays readable until it is unmapped.
  */
 export class ShardMaps {
   private readonly mapped = new Map<BlobRef, { shard: number; ab: ArrayBuffer }>();
