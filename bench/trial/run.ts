@@ -7,10 +7,13 @@
  * batches of `--batch` × `--seq` tokens) through the loss graph; the forward pass alone is the
  * same batches on a plain session of the same weights as initializers (logits out, prepacked: the
  * fastest ONNX Runtime does), so everything else, per-batch weight packing included, counts as
- * overhead. Each (feed, threads) runs in a child process of its own, for its own peak RSS.
+ * overhead. Each (feed, threads) runs in a child process of its own, for its own peak RSS; the
+ * `inputs` child then times `--pairs` further trials each followed by the forward pass, so that
+ * its share of the trial is measured under one load (the `initializers` row is set against that
+ * child's forward pass).
  * Fetch (reading every blob of the pool once from the cache) happens once per study, not per trial.
  * Usage: npm run bench:trial -- [--vocab 32000] [--dim 1024] [--hidden 4096] [--layers 8]
- *   [--vectors 2] [--batch 2] [--seq 128] [--batches 1] [--threads 1,2] [--trials 3] [--rounds 1]
+ *   [--vectors 2] [--batch 2] [--seq 128] [--batches 1] [--threads 1,2] [--trials 3] [--pairs 2] [--rounds 1]
  */
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -48,6 +51,8 @@ const { values } = parseArgs({
     trials: { type: 'string', default: '3' },
     // the children run this many times in turn; each figure is its least (a noisy machine's swings)
     rounds: { type: 'string', default: '1' },
+    // trials paired with a forward pass each in the inputs child
+    pairs: { type: 'string', default: '2' },
     // internal: a child measuring one (feed, threads) on the pool in --pool
     child: { type: 'string' },
     pool: { type: 'string' },
@@ -57,6 +62,7 @@ const [V, D, F, L, K, B, T, NB, TRIALS] = ['vocab', 'dim', 'hidden', 'layers', '
   Number(values[k as keyof typeof values]),
 ) as [number, number, number, number, number, number, number, number, number];
 const ROUNDS = Math.max(1, Number(values.rounds));
+const PAIRS = Math.max(1, Number(values.pairs));
 const THREADS = String(values.threads)
   .split(',')
   .map((t) => Number(t));
@@ -127,19 +133,24 @@ const weightingOf = (pool: Pool, i: number) =>
 interface ChildResult {
   /** per trial: merge, session creation, evaluation (loss graph), seconds */
   trials: { merge: number; session: number; eval: number }[];
-  /** the forward pass alone over the dev set, best of the trials (forward child only) */
-  forward?: number;
+  /** `inputs` child only: further trials, each followed by the forward pass alone in the same process (same load) */
+  pairs?: { merge: number; session: number; eval: number; forward: number }[];
+  /** the peak before the forward pass's own session was made */
   maxRssBytes: number;
 }
 
-/** One (feed, threads): TRIALS trials in a row, as a worker runs them. */
+/**
+ * One (feed, threads): TRIALS trials in a row, as a worker runs them. The `inputs` child then
+ * makes the forward pass's session (after its peak RSS is taken) and runs `--pairs` more trials,
+ * each followed by the forward pass alone: paired under the same load, on a machine whose load
+ * swings more than the difference measured.
+ */
 async function trialChild(poolDir: string, feed: WeightFeed, threads: number): Promise<ChildResult> {
   const pool = await Pool.open(poolDir);
   const graphs = new ProviderGraphs(await pool.graphBytes(), pool.manifest.model, 'bench graph');
   const sessions = new TrialSessions();
   const seqs = devSet();
-  const out: ChildResult['trials'] = [];
-  for (let i = 0; i < TRIALS; i++) {
+  const trial = async (i: number) => {
     const r = await sessions.run(
       pool,
       graphs,
@@ -152,41 +163,47 @@ async function trialChild(poolDir: string, feed: WeightFeed, threads: number): P
       },
     );
     if (r.weightFeed !== feed) throw new Error(`asked for ${feed}, got ${r.weightFeed}`);
-    out.push({ merge: r.timings.mergeMs / 1000, session: r.timings.sessionMs / 1000, eval: r.value });
+    return { merge: r.timings.mergeMs / 1000, session: r.timings.sessionMs / 1000, eval: r.value };
+  };
+  const out: ChildResult['trials'] = [];
+  for (let i = 0; i < TRIALS; i++) out.push(await trial(i));
+  const maxRssBytes = process.resourceUsage().maxRSS * 1024;
+  const pairs: NonNullable<ChildResult['pairs']> = [];
+  if (feed === 'inputs') {
+    const forward = await forwardPass(pool, threads, seqs);
+    for (let j = 0; j < PAIRS; j++) pairs.push({ ...(await trial(TRIALS + j)), forward: await forward.run() });
+    await forward.release();
   }
   await sessions.close();
   await pool.close();
-  return { trials: out, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+  return { trials: out, ...(pairs.length > 0 && { pairs }), maxRssBytes };
 }
 
 /** The forward pass alone: the plain graph, weights as initializers (prepacked), logits out. */
-async function forwardChild(poolDir: string, threads: number): Promise<ChildResult> {
-  const pool = await Pool.open(poolDir);
+async function forwardPass(pool: Pool, threads: number, seqs: Int32Array[]) {
   const bytes = await pool.graphBytes();
   const merged = await mergeInto(pool, weightingOf(pool, 0), allocateMerged(pool), undefined, threads);
   const session = await ort.InferenceSession.create(widenTo32(bytes, 'bench graph') ?? bytes, {
     ...sessionOptions('cpu', threads),
     externalData: merged.map((data, i) => ({ path: partName(i), data })),
   });
-  const seqs = devSet();
   const batches = Array.from({ length: NB }, (_, b) => {
     const rows = seqs.slice(b * B, (b + 1) * B);
     return new ort.Tensor('int64', BigInt64Array.from(rows.flatMap((s) => Array.from(s, BigInt))), [B, T]);
   });
   const output = pool.manifest.model.output;
   await session.run({ input_ids: batches[0]! }, [output]); // warm
-  let forward = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < TRIALS; i++) {
-    const t0 = performance.now();
-    for (const ids of batches) {
-      const r = await session.run({ input_ids: ids }, [output]);
-      r[output]!.dispose?.();
-    }
-    forward = Math.min(forward, (performance.now() - t0) / 1000);
-  }
-  await session.release();
-  await pool.close();
-  return { trials: [], forward, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+  return {
+    async run(): Promise<number> {
+      const t0 = performance.now();
+      for (const ids of batches) {
+        const r = await session.run({ input_ids: ids }, [output]);
+        r[output]!.dispose?.();
+      }
+      return (performance.now() - t0) / 1000;
+    },
+    release: () => session.release(),
+  };
 }
 
 function spawnChild(args: string[]): Promise<ChildResult> {
@@ -199,17 +216,14 @@ function spawnChild(args: string[]): Promise<ChildResult> {
 }
 
 const passOn = () =>
-  ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials'].flatMap((k) => [
+  ['vocab', 'dim', 'hidden', 'layers', 'vectors', 'batch', 'seq', 'batches', 'trials', 'pairs'].flatMap((k) => [
     `--${k}`,
     String(values[k as keyof typeof values]),
   ]);
 
 if (values.child) {
   const [kind, threads] = values.child.split(':') as [string, string];
-  const r =
-    kind === 'forward'
-      ? await forwardChild(values.pool!, Number(threads))
-      : await trialChild(values.pool!, kind as WeightFeed, Number(threads));
+  const r = await trialChild(values.pool!, kind as WeightFeed, Number(threads));
   process.stdout.write(`${JSON.stringify(r)}\n`);
   process.exit(0);
 }
@@ -249,7 +263,6 @@ try {
       'eval s',
       'forward s',
       'trial s',
-      'forward %',
       'all but forward %',
       'loss + packing %',
       'peak RSS × model',
@@ -259,31 +272,33 @@ try {
   const FEEDS = ['inputs', 'initializers'] as const;
   const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
   for (const threads of THREADS) {
-    // the forward pass and both feeds in turn, --rounds times, so that all see the same load swings;
-    // each figure is its least over the rounds (of the median of trials 2..N in each)
-    const forwards: number[] = [];
-    const runs = new Map<(typeof FEEDS)[number], { merge: number; session: number; eval: number; first: number; rss: number }[]>(
-      FEEDS.map((f) => [f, []]),
-    );
+    // both feeds in turn, --rounds times, so that both see the same load swings; each figure is its
+    // least over the rounds (of its median in each)
+    type Figures = { merge: number; session: number; eval: number; forward: number; overhead: number; first: number; rss: number };
+    const runs = new Map<(typeof FEEDS)[number], Figures[]>(FEEDS.map((f) => [f, []]));
     for (let round = 0; round < ROUNDS; round++) {
-      forwards.push((await spawnChild([...passOn(), '--pool', poolDir, '--child', `forward:${threads}`])).forward!);
+      let forward = Number.NaN;
       for (const feed of FEEDS) {
         const r = await spawnChild([...passOn(), '--pool', poolDir, '--child', `${feed}:${threads}`]);
         // steady state: trials after the first (the first also makes a pool's session for inputs)
-        const steady = r.trials.slice(1);
+        const steady = r.pairs ?? r.trials.slice(1);
+        if (r.pairs) forward = med(r.pairs.map((p) => p.forward));
+        const total = (t: { merge: number; session: number; eval: number }) => t.merge + t.session + t.eval;
         runs.get(feed)!.push({
           merge: med(steady.map((t) => t.merge)),
           session: med(steady.map((t) => t.session)),
           eval: med(steady.map((t) => t.eval)),
+          forward,
+          // paired where the child measured pairs; else against the other child's forward pass
+          overhead: r.pairs ? med(r.pairs.map((p) => 1 - p.forward / total(p))) : med(steady.map((t) => 1 - forward / total(t))),
           first: r.trials[0]!.session,
           rss: r.maxRssBytes,
         });
       }
     }
-    const forward = Math.min(...forwards);
     for (const feed of FEEDS) {
-      const least = (k: 'merge' | 'session' | 'eval' | 'first') => Math.min(...runs.get(feed)!.map((x) => x[k]));
-      const [merge, session, evalS] = [least('merge'), least('session'), least('eval')];
+      const least = (k: keyof Figures) => Math.min(...runs.get(feed)!.map((x) => x[k]));
+      const [merge, session, evalS, forward] = [least('merge'), least('session'), least('eval'), least('forward')];
       const trial = merge + session + evalS;
       rows.push([
         threads,
@@ -294,8 +309,7 @@ try {
         evalS.toFixed(2),
         forward.toFixed(2),
         trial.toFixed(2),
-        pct(forward, trial),
-        pct(trial - forward, trial),
+        pct(least('overhead'), 1),
         pct(Math.max(0, evalS - forward), trial),
         (Math.max(...runs.get(feed)!.map((x) => x.rss)) / m.weightsBytes).toFixed(1),
       ]);
