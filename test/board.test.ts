@@ -102,7 +102,7 @@ function holdLock(locks: KV, study: string): () => void {
 }
 
 describe('study board', () => {
-  it('board - a study announced, revised, unlocked, locked again, its lock expired and withdrawn while a worker runs is seen', async () => {
+  it('board - a study announced, revised, unlocked, locked again, its lock expired, withdrawn and its queue deleted while a worker runs is seen', async () => {
     const { server } = await ownServer();
     const nc = await connectTo(server.url);
     const js = nc.jetstream();
@@ -155,6 +155,14 @@ describe('study board', () => {
     at = w.mark();
     await studies.delete('watched');
     await w.said(at, 'the study is no longer announced; not taking its proposals', 'watched');
+
+    // announced again, then its work queue deleted under the worker (the server says nothing to a pull)
+    at = w.mark();
+    await studies.put('watched', announcementCodec.encode(announcement('watched')));
+    await w.said(at, 'serving a study', 'watched');
+    at = w.mark();
+    await jsm.consumers.delete(TRIALS_STREAM, workConsumer('watched'));
+    await w.said(at, 'cannot pull from a study', 'watched');
     release();
   }, 60_000);
 

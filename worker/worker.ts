@@ -15,6 +15,7 @@ import {
   isNoJetStream,
   isOptimerError,
   type Logger,
+  natsConnectOptions,
   noJetStreamMessage,
   OptimerError,
   perVectorGenome,
@@ -50,6 +51,7 @@ import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
 import { Throughput } from './fleet/throughput.js';
 import { NatsHolders } from './shards/holders.js';
 import { localAddressTowards } from './shards/local-address.js';
+import { Puller } from './puller.js';
 import { type KnownAnnouncement, StudyBoard } from './study-board.js';
 import { StudyContexts } from './study-contexts.js';
 
@@ -114,6 +116,8 @@ interface StudyQueue {
   priority: number;
   /** the announcement's revision its consumer's lease was read at (a rerun re-announces) */
   revision: number;
+  /** when its consumer was last read, ms */
+  checkedAt: number;
 }
 
 /**
@@ -135,6 +139,8 @@ export class Worker {
   private readonly queues = new Map<string, StudyQueue>();
   /** the studies' announcements and locks, kept by watches (absent until the bucket exists, and after a reconnect) */
   private board: StudyBoard | undefined;
+  /** pulls proposals over one standing subscription */
+  private readonly puller: Puller;
   /** the board's version the queues were last made from */
   private boardVersion = -1;
   /** announced studies no coordinator runs (logged once) */
@@ -174,6 +180,7 @@ export class Worker {
     });
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
     this.sessions = new TrialSessions(opts.log.child({ worker: this.id }));
+    this.puller = new Puller(nc, natsConnectOptions(opts.natsUrl, '').inboxPrefix);
     this.limits = { studies: opts.studies ?? [], departments: opts.departments ?? [] };
     this.capabilities = {
       provider: opts.advertise?.provider ?? opts.provider ?? 'cpu',
@@ -309,6 +316,7 @@ export class Worker {
           () => clearInterval(this.heartbeat),
           () => clearInterval(this.idleTimer),
           () => this.board?.close(),
+          () => this.puller.close(),
           () => this.say({ ...this.idleStatus(), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
           () => withTimeout(this.sessions.close(), CLOSE_STEP_MS, 'releasing the evaluation session'),
@@ -360,14 +368,17 @@ export class Worker {
           let msg: JsMsg | null;
           const asked = performance.now();
           try {
-            msg = await q.consumer.next({ expires: DEFAULT_PULL_EXPIRES_MS });
+            msg = await this.puller.next(TRIALS_STREAM, workConsumer(q.study), DEFAULT_PULL_EXPIRES_MS);
           } catch (e) {
             // this study's queue went away (the study ended): forget it, keep the others
             this.queues.delete(q.study);
             log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
             continue;
           }
-          if (!msg) continue;
+          if (!msg) {
+            await this.checkQueue(q, log);
+            continue;
+          }
           this.opts.benchOnDispatch?.(performance.now() - asked);
           if (this.closing || !this.capabilities.gpuIdle) {
             msg.nak();
@@ -443,6 +454,7 @@ export class Worker {
           leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3),
           priority: ann?.priority || 1,
           revision: known?.revision ?? 0,
+          checkedAt: Date.now(),
         });
       } catch (e) {
         this.queues.delete(study);
@@ -452,6 +464,22 @@ export class Worker {
     this.listedAt = Date.now();
     this.followStatuses(this.queues.size > 1);
     return [...this.queues.values()];
+  }
+
+  /**
+   * After a pull that brought nothing, reads the queue's consumer again every few seconds: a pull
+   * from a consumer deleted under it only ever comes back empty (the server does not say).
+   */
+  private async checkQueue(q: StudyQueue, log: Logger): Promise<void> {
+    if (Date.now() - q.checkedAt < DEFAULT_STUDY_LIST_MS) return;
+    q.checkedAt = Date.now();
+    try {
+      const info = await q.consumer.info(false);
+      q.leaseRenewMs = Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3);
+    } catch (e) {
+      this.queues.delete(q.study);
+      log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
+    }
   }
 
   /**
