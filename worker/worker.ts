@@ -139,6 +139,8 @@ export class Worker {
   private readonly queues = new Map<string, StudyQueue>();
   /** the studies' announcements and locks, kept by watches (absent until the bucket exists, and after a reconnect) */
   private board: StudyBoard | undefined;
+  /** a worked proposal whose ack goes out with the next pull (ackSoon) */
+  private pendingAck: JsMsg | undefined;
   /** pulls proposals over one standing subscription */
   private readonly puller: Puller;
   /** the board's version the queues were last made from */
@@ -304,6 +306,7 @@ export class Worker {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.stopping.abort();
+      this.flushAck();
       const job = this.current;
       job?.abort.abort();
       job?.msg.nak(); // redeliver now rather than after the lease
@@ -368,6 +371,7 @@ export class Worker {
           let msg: JsMsg | null;
           const asked = performance.now();
           try {
+            this.flushAck(); // in the same write as the pull
             msg = await this.puller.next(TRIALS_STREAM, workConsumer(q.study), DEFAULT_PULL_EXPIRES_MS);
           } catch (e) {
             // this study's queue went away (the study ended): forget it, keep the others
@@ -676,7 +680,7 @@ export class Worker {
       msgID: `${p.study}.${msg.seq}.${this.id}`,
       signal: this.stopping.signal,
     });
-    msg.ack();
+    this.ackSoon(msg);
   }
 
   /** Fetches what the study needs (once), merges the proposal's weights, evaluates them. */
@@ -710,6 +714,21 @@ export class Worker {
     // session creation counts as evaluation, as it did when every trial made one
     Object.assign(timings, { fetchMs: t1 - t0, mergeMs: merge.mergeMs, evalMs: t3 - t1 - merge.mergeMs });
     return scores.map((s) => ({ name: s.name, score: s.score, tokens: s.tokens }));
+  }
+
+  /**
+   * Acks a worked proposal (its result is stored) with the next pull, in the same write to the
+   * socket, or at the end of this turn of the event loop when no pull comes first.
+   */
+  private ackSoon(msg: JsMsg): void {
+    this.flushAck();
+    this.pendingAck = msg;
+    setImmediate(() => this.flushAck());
+  }
+
+  private flushAck(): void {
+    this.pendingAck?.ack();
+    this.pendingAck = undefined;
   }
 
   private setStatus(s: WorkerStatus): void {
