@@ -64,7 +64,7 @@ export class Puller {
       // the server's word on a pull: only the waiting one's matters
       if (m.subject !== this.waiting?.reply) return;
       const code = m.headers?.code ?? 0;
-      const description = m.headers?.description.toLowerCase() ?? '';
+      const description = (m.headers?.description ?? '').toLowerCase();
       if (code === 100) return; // a heartbeat (none asked for)
       if (code === 503)
         this.settle(m.subject, new NatsError('no responders', '503')); // no such consumer (any more)

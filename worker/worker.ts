@@ -347,7 +347,10 @@ export class Worker {
           this.board.close();
           this.board = undefined;
         }
-        this.board ??= await StudyBoard.open(this.js);
+        if (!this.board) {
+          this.board = await StudyBoard.open(this.js);
+          this.boardVersion = -1; // a new board counts from 0 again
+        }
         const board = this.board;
         noJetStream = false;
         const queues = await this.studyQueues(board, log);
