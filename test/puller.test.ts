@@ -11,6 +11,9 @@ beforeAll(async () => {
   const jsm = await nc.jetstreamManager();
   await jsm.streams.add({ name: 'PULLS', subjects: ['pulls.>'], retention: RetentionPolicy.Workqueue });
   await jsm.consumers.add('PULLS', { durable_name: 'work', ack_policy: AckPolicy.Explicit, filter_subject: 'pulls.>' });
+  // a long lease: a proposal seen again within the test was handed back, not left to expire
+  await jsm.streams.add({ name: 'OTHER', subjects: ['other.>'], retention: RetentionPolicy.Workqueue });
+  await jsm.consumers.add('OTHER', { durable_name: 'o', ack_policy: AckPolicy.Explicit, filter_subject: 'other.>', ack_wait: 60e9 });
 });
 afterAll(async () => {
   await nc?.close();
@@ -44,5 +47,47 @@ describe('puller', () => {
     await expect(puller.next('PULLS', 'work', 200)).rejects.toThrow(/already waiting/);
     expect(await waiting).toBeNull();
     puller.close();
+  }, 30_000);
+
+  /** A pull the puller did not make (as one given up before a reconnect and still live at the server), answered on its subscription. */
+  function strayPull(puller: Puller, stream: string, consumer: string): void {
+    const inbox = (puller as unknown as { inbox: string }).inbox;
+    nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify({ batch: 1, expires: 5e9 }), { reply: `${inbox}.999` });
+  }
+
+  it('puller - a proposal of a pull nobody waits for, or of another consumer than the waiting pull’s, is handed back at once; close ends a waiting pull', async () => {
+    const puller = new Puller(nc, undefined);
+    const js = nc.jetstream();
+    // nobody waits: handed back (not held until the minute-long lease)
+    strayPull(puller, 'OTHER', 'o');
+    await nc.flush();
+    await js.publish('other.a', new TextEncoder().encode('stray'));
+    const back = (await puller.next('OTHER', 'o', 2000))!;
+    expect(back.subject).toBe('other.a');
+    expect(back.info.redeliveryCount).toBe(2);
+    await back.ackAck();
+
+    // another consumer's proposal comes while a pull of `work` waits: that pull does not take it
+    strayPull(puller, 'OTHER', 'o');
+    await nc.flush();
+    const waiting = puller.next('PULLS', 'work', 3000);
+    await js.publish('other.b', new TextEncoder().encode('not yours'));
+    await new Promise((r) => setTimeout(r, 200));
+    await js.publish('pulls.c', new TextEncoder().encode('yours'));
+    const mine = (await waiting)!;
+    expect(mine.subject).toBe('pulls.c');
+    await mine.ackAck();
+    const other = (await puller.next('OTHER', 'o', 2000))!;
+    expect(other.subject).toBe('other.b');
+    expect(other.info.redeliveryCount).toBe(2);
+    await other.ackAck();
+
+    // close: the waiting pull ends at once, a later one is refused
+    const pending = puller.next('PULLS', 'work', 5000);
+    const t0 = Date.now();
+    await puller.close();
+    expect(await pending).toBeNull();
+    expect(Date.now() - t0).toBeLessThan(1000);
+    await expect(puller.next('PULLS', 'work', 200)).rejects.toThrow(/closed/);
   }, 30_000);
 });

@@ -314,12 +314,13 @@ export class Worker {
       // wait forever, and a worker asked to stop must stop
       await runAll(
         [
+          // ends a waiting pull at once (the loop stops), and hands back a proposal still on its way
+          () => withTimeout(this.puller.close(), CLOSE_STEP_MS, 'closing the puller'),
           () => withTimeout(this.cache.close(), CLOSE_STEP_MS, 'closing the shard cache'), // cancels a transfer in progress
           () => withTimeout(this.loop, CLOSE_STEP_MS, 'stopping the pull loop'),
           () => clearInterval(this.heartbeat),
           () => clearInterval(this.idleTimer),
           () => this.board?.close(),
-          () => this.puller.close(),
           () => this.say({ ...this.idleStatus(), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
           () => withTimeout(this.sessions.close(), CLOSE_STEP_MS, 'releasing the evaluation session'),
@@ -377,6 +378,8 @@ export class Worker {
             this.flushAck(); // in the same write as the pull
             msg = await this.puller.next(TRIALS_STREAM, workConsumer(q.study), DEFAULT_PULL_EXPIRES_MS);
           } catch (e) {
+            // no pull can be made at all (the inbox refused): not one study's fault, the loop backs off
+            if (this.puller.failure) throw e;
             // this study's queue went away (the study ended): forget it, keep the others
             this.queues.delete(q.study);
             log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
