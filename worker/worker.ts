@@ -733,8 +733,15 @@ export class Worker {
   }
 
   private flushAck(): void {
-    this.pendingAck?.ack();
+    const msg = this.pendingAck;
     this.pendingAck = undefined;
+    try {
+      msg?.ack();
+    } catch (e) {
+      // the connection is closed (this runs from setImmediate too, where a throw would end the
+      // process): the proposal comes back after its lease, and its result is already stored
+      this.opts.log.debug({ worker: this.id, err: (e as Error).message }, 'cannot ack a worked proposal');
+    }
   }
 
   private setStatus(s: WorkerStatus): void {
