@@ -20,6 +20,7 @@ import {
   workConsumer,
 } from '../shared/wire.js';
 import { Worker } from '../worker/index.js';
+import { StudyBoard } from '../worker/study-board.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { useNatsServer } from './helpers/nats.js';
 import { writeStudyConfig } from './helpers/study.js';
@@ -165,6 +166,32 @@ describe('study board', () => {
     await w.said(at, 'cannot pull from a study', 'watched');
     release();
   }, 60_000);
+
+  it('board - a proposal made under a newer announcement than the local copy, or of another run, is worked under the bucket’s', async () => {
+    const { server } = await ownServer();
+    const nc = await connectTo(server.url);
+    const js = nc.jetstream();
+    const studies = await js.views.kv(STUDIES_BUCKET, { history: 1 });
+    const first = await studies.put('lag', announcementCodec.encode(announcement('lag')));
+    const board = await StudyBoard.open(js);
+    expect(board.announcement('lag')?.revision).toBe(first);
+    board.close(); // its watches stop: the local copy stands for one the watch has not updated yet
+    const needy = announcementCodec.encode(announcement('lag', { requirements: { provider: '', minMemoryGb: 64 } }));
+    const second = await studies.put('lag', needy);
+
+    // made under the first announcement (or by an older coordinator, which says none): the local copy
+    expect((await board.forProposal({ study: 'lag', generation: 1, announcementRevision: first }))?.revision).toBe(first);
+    expect((await board.forProposal({ study: 'lag', generation: 1 }))?.revision).toBe(first);
+    // made under the revision: read from the bucket, with its requirements
+    const revised = await board.forProposal({ study: 'lag', generation: 1, announcementRevision: second });
+    expect(revised?.revision).toBe(second);
+    expect(revised?.ann?.requirements?.minMemoryGb).toBe(64);
+    // of a run the local copy is not of: read from the bucket too
+    const rerun = await studies.put('lag', announcementCodec.encode(announcement('lag', { generation: 2 })));
+    expect((await board.forProposal({ study: 'lag', generation: 2 }))?.revision).toBe(rerun);
+    await studies.delete('lag');
+    expect(await board.forProposal({ study: 'lag', generation: 3 })).toBeNull();
+  }, 30_000);
 
   it('board - after NATS restarts, the worker reads the buckets afresh and sees a revision made after', async () => {
     const first = await ownServer();

@@ -70,6 +70,22 @@ export class StudyBoard {
     return this.locksKv ? new Set(this.locks.keys()) : undefined;
   }
 
+  /**
+   * The announcement a proposal is worked under: the local copy when it is of the proposal's run
+   * and at least as recent as the announcement the proposal was made under (its revision, 0 from
+   * an older coordinator), else the bucket's: the watch may be behind a study just announced, or
+   * rerun or resumed with new requirements. Null when the study is not announced.
+   */
+  async forProposal(p: {
+    study: string;
+    generation: number;
+    announcementRevision?: number | undefined;
+  }): Promise<KnownAnnouncement | null> {
+    const known = this.announcements.get(p.study);
+    if (known?.ann && known.ann.generation === p.generation && known.revision >= (p.announcementRevision ?? 0)) return known;
+    return this.read(p.study);
+  }
+
   /** Reads a study's announcement from the bucket (the local copy may be behind); null when it is gone. */
   async read(study: string): Promise<KnownAnnouncement | null> {
     const entry = await this.studies.get(study);

@@ -52,7 +52,7 @@ import { Throughput } from './fleet/throughput.js';
 import { NatsHolders } from './shards/holders.js';
 import { localAddressTowards } from './shards/local-address.js';
 import { Puller } from './puller.js';
-import { type KnownAnnouncement, StudyBoard } from './study-board.js';
+import { StudyBoard } from './study-board.js';
 import { StudyContexts } from './study-contexts.js';
 
 export interface WorkerOptions {
@@ -535,17 +535,6 @@ export class Worker {
     });
   }
 
-  /**
-   * The announcement a proposal is worked under: the board's copy when it is of the proposal's
-   * run and at least as recent as the announcement the proposal was made under, else the
-   * bucket's (the watch may be behind a study just announced or rerun with new requirements).
-   */
-  private async announcementFor(board: StudyBoard, p: Proposal): Promise<KnownAnnouncement | null> {
-    const known = board.announcement(p.study);
-    if (known?.ann && known.ann.generation === p.generation && known.revision >= (p.announcementRevision ?? 0)) return known;
-    return board.read(p.study);
-  }
-
   /** Runs the idle check (one at a time); when the GPU's owner needs it, a running trial goes back. */
   private async checkIdle(): Promise<void> {
     if (!this.idle || this.checkingIdle || this.closing) return;
@@ -597,7 +586,7 @@ export class Worker {
       return;
     }
     const plog = log.child({ study: p.study, trial: p.kind === 'TRIAL' ? p.trial : p.label, attempt: p.attempt });
-    const known = await this.announcementFor(board, p);
+    const known = await board.forProposal(p);
     if (!known) {
       plog.warn('no announcement for this study yet; returning the proposal');
       msg.nak(2000);
