@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
-import { type Consumer, Events, type JetStreamClient, type JsMsg, type NatsConnection, type Subscription } from 'nats';
+import { type Consumer, type ConsumerInfo, Events, type JetStreamClient, type JsMsg, type NatsConnection, type Subscription } from 'nats';
 import {
   Backoff,
   closeNats,
@@ -461,7 +461,7 @@ export class Worker {
         this.queues.set(study, {
           study,
           consumer,
-          leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3),
+          leaseRenewMs: leaseRenewMs(info),
           priority: ann?.priority || 1,
           revision: known?.revision ?? 0,
           checkedAt: Date.now(),
@@ -485,7 +485,7 @@ export class Worker {
     q.checkedAt = Date.now();
     try {
       const info = await q.consumer.info(false);
-      q.leaseRenewMs = Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3);
+      q.leaseRenewMs = leaseRenewMs(info);
     } catch (e) {
       this.queues.delete(q.study);
       log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
@@ -747,6 +747,11 @@ export class Worker {
       // closed or reconnecting: the next heartbeat says it again
     }
   }
+}
+
+/** How often in-progress acks keep a proposal's lease: a third of the consumer's ack wait (ns). */
+function leaseRenewMs(info: ConsumerInfo): number {
+  return Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3);
 }
 
 /** For bench/control-plane only: a fixed wait and a made-up score, no merge and no evaluation. */
