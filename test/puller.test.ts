@@ -62,6 +62,7 @@ describe('puller', () => {
     strayPull(puller, 'OTHER', 'o');
     await nc.flush();
     await js.publish('other.a', new TextEncoder().encode('stray'));
+    await new Promise((r) => setTimeout(r, 200)); // its delivery may follow the PubAck: no pull of `o` waits for it yet
     const back = (await puller.next('OTHER', 'o', 2000))!;
     expect(back.subject).toBe('other.a');
     expect(back.info.redeliveryCount).toBe(2);
