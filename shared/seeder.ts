@@ -43,9 +43,11 @@ export class Seeder {
   /**
    * `uploadSlots`: range requests (pieces) streamed at once; more are refused at once with
    * RESOURCE_EXHAUSTED (`busy: …`), and the asker tries another holder or comes back, as with
-   * BitTorrent's upload slots. A slot is held until the piece is written into gRPC's buffers: with
-   * the clients' 64 MiB window that bounds the reads and buffers of many askers at once (workers
-   * starting together) more than how the link is split. Whole-blob requests are not limited.
+   * BitTorrent's upload slots. A slot is held until the piece's last chunk has been sent as far as
+   * the asker's flow-control window lets it: piece requests use a window of half a piece
+   * (pieceClientOptions), so a slot is held until the piece is at least half delivered, and few
+   * slots send few pieces at a time at the uplink's full rate (a 64 MiB window would let every
+   * piece be handed over at once). Whole-blob requests are not limited.
    */
   constructor(
     private readonly log: Logger,
@@ -147,7 +149,13 @@ export class Seeder {
       }
       if (cancelled) return;
       this.count(sha256, offset, length);
-      call.end();
+      // the slot is kept until the last chunk has left gRPC: with an asker's small window
+      // (pieceClientOptions) that is when it has taken most of the piece, not when it is queued
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        call.once('finish', resolve);
+        call.end();
+      });
     } catch (e) {
       if (cancelled) return;
       this.log.warn({ sha256, err: (e as Error).message }, 'seeder: read failed');
