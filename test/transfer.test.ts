@@ -197,3 +197,60 @@ describe('shard transfer, a slot held until the piece is taken', () => {
     }
   });
 });
+
+describe('shard transfer, one slot per asker while others wait', () => {
+  it('transfer - an asker holding a slot gets no second one while another was turned away, but a new asker does', async () => {
+    const data = Buffer.alloc(32 * 1024 * 1024, 9);
+    await writeFile(join(tmp, 'fair-blob'), data);
+    // the window to turn away extra requests is long here: no test depends on how fast it runs
+    const limited = new Seeder(silentLogger(), 2, 60_000);
+    limited.register(sha(data), join(tmp, 'fair-blob'));
+    const address = await limited.start('127.0.0.1');
+    type Fetcher = grpc.Client & { fetch(req: unknown): grpc.ClientReadableStream<{ data: Buffer }> };
+    // each asker its own connection (clients with the same options would otherwise share one)
+    const asker = () =>
+      new ShardServiceClient(address, grpc.credentials.createInsecure(), {
+        'grpc.use_local_subchannel_pool': 1,
+      }) as unknown as Fetcher;
+    const [a, b, c] = [asker(), asker(), asker()];
+    const read = (client: Fetcher) =>
+      new Promise<{ bytes: number } | { code: number; details: string }>((resolve) => {
+        let bytes = 0;
+        const call = client.fetch({ sha256: sha(data), offset: 0, length: 1024 });
+        call.on('data', (m: { data: Buffer }) => {
+          bytes += m.data.length;
+        });
+        call.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details }));
+        call.on('end', () => resolve({ bytes }));
+      });
+    /** a whole 32 MiB range not read: the call keeps its slot (gRPC's default window) */
+    const hold = async (client: Fetcher) => {
+      const call = client.fetch({ sha256: sha(data), offset: 0, length: data.length });
+      call.pause();
+      call.on('error', () => undefined);
+      await new Promise<void>((resolve) => call.once('metadata', () => resolve()));
+      return call;
+    };
+    try {
+      // a alone may take both slots
+      await hold(a);
+      const second = await hold(a);
+      // b is turned away: every slot is taken
+      expect(await read(b)).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^busy: 2 uploads/) });
+      second.cancel();
+      // b comes back once the slot is free (bounded wait: the cancellation reaches the seeder asynchronously)
+      let again = await read(b);
+      for (let i = 0; i < 50 && !('bytes' in again); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        again = await read(b);
+      }
+      expect(again).toEqual({ bytes: 1024 });
+      // a slot is free, but a holds one while b was turned away: a waits, c (holding none) does not
+      expect(await read(a)).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/one upload per asker/) });
+      expect(await read(c)).toEqual({ bytes: 1024 });
+    } finally {
+      for (const client of [a, b, c]) client.close();
+      await limited.close();
+    }
+  });
+});
