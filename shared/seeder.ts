@@ -176,9 +176,11 @@ export class Seeder {
       this.count(sha256, offset, length);
       // the slot is kept until the last chunk has left gRPC: with an asker's small window
       // (pieceClientOptions) that is when it has taken most of the piece, not when it is queued
+      // (a call destroyed instead never finishes: its close, or its cancellation, frees the slot)
       await new Promise<void>((resolve) => {
         wake = resolve;
         call.once('finish', resolve);
+        call.once('close', resolve);
         call.end();
       });
     } catch (e) {
