@@ -62,8 +62,8 @@ export class Seeder {
    * An asker that holds a slot gets no second one while others were turned away in the last
    * `fairMs`: a worker that asks before it knows its peers sends several requests at once, and
    * its lanes come back the moment a slot frees while the others wait out their backoff, so one
-   * worker could keep every slot and get every fresh piece (measured: no worker but it received
-   * anything for 10 s). Alone, an asker may take every slot.
+   * worker could keep every slot and get every fresh piece (measured: the others received almost
+   * nothing for 10 s). Alone, an asker may take every slot.
    */
   constructor(
     private readonly log: Logger,
