@@ -45,7 +45,14 @@ export {
   type FamilyFiles,
   type FamilyOptions,
 } from './family/build.js';
-export { CHUNK_BYTES, CLIENT_OPTIONS, ShardServiceClient, grpc, shardServiceDefinition } from './grpc.js';
+export {
+  CHUNK_BYTES,
+  CLIENT_OPTIONS,
+  ShardServiceClient,
+  grpc,
+  pieceClientOptions,
+  shardServiceDefinition,
+} from './grpc.js';
 export {
   perVectorGenome,
   uniformWeighting,

@@ -5,6 +5,12 @@ import type { Logger } from './logging.js';
 import { grpcServerCredentials } from './tls.js';
 import type { Bitfield } from './pieces.js';
 
+/**
+ * How long after turning an asker away a seeder keeps its slots one per asker, ms: longer than
+ * the askers' backoff (pieces.ts, 100–300 ms), so the ones waiting it out are still counted.
+ */
+const FAIR_MS = 1000;
+
 type FetchCall = grpc.ServerWritableStream<{ sha256: string; offset: number; length: number }, { data: Uint8Array }>;
 
 /** A blob still arriving: only the ranges whose pieces are verified may be served. */
@@ -38,18 +44,31 @@ export class Seeder {
   private readonly counters: ServedCounters = { bytes: 0, requests: 0, busy: 0, ranges: new Map() };
   /** range requests being streamed now */
   private uploading = 0;
+  /** slots held per asker (its connection) */
+  private readonly byAsker = new Map<string, number>();
+  /** when an asker was last turned away because every slot was taken, ms since the epoch */
+  private lastRefused = 0;
   address = '';
 
   /**
    * `uploadSlots`: range requests (pieces) streamed at once; more are refused at once with
    * RESOURCE_EXHAUSTED (`busy: …`), and the asker tries another holder or comes back, as with
-   * BitTorrent's upload slots. A slot is held until the piece is written into gRPC's buffers: with
-   * the clients' 64 MiB window that bounds the reads and buffers of many askers at once (workers
-   * starting together) more than how the link is split. Whole-blob requests are not limited.
+   * BitTorrent's upload slots. A slot is held until the piece's last chunk has been sent as far as
+   * the asker's flow-control window lets it: piece requests use a window of half a piece
+   * (pieceClientOptions), so a slot is held until the piece is at least half delivered, and few
+   * slots send few pieces at a time at the uplink's full rate (a 64 MiB window would let every
+   * piece be handed over at once). Whole-blob requests are not limited.
+   *
+   * An asker that holds a slot gets no second one while others were turned away in the last
+   * `fairMs`: a worker that asks before it knows its peers sends several requests at once, and
+   * its lanes come back the moment a slot frees while the others wait out their backoff, so one
+   * worker could keep every slot and get every fresh piece (measured: the others received almost
+   * nothing for 10 s). Alone, an asker may take every slot.
    */
   constructor(
     private readonly log: Logger,
     private readonly uploadSlots = Number.POSITIVE_INFINITY,
+    private readonly fairMs = FAIR_MS,
   ) {}
 
   register(sha256: string, path: string): void {
@@ -110,9 +129,14 @@ export class Seeder {
     if (partial && !partial.have.covers(offset, end - offset, partial.pieceBytes))
       return fail(grpc.status.UNAVAILABLE, `blob ${sha256}: bytes ${offset}..${end} are not all verified here yet`);
     const ranged = length > 0;
-    if (ranged && this.uploading >= this.uploadSlots) {
+    const asker = call.getPeer();
+    const held = this.byAsker.get(asker) ?? 0;
+    const full = this.uploading >= this.uploadSlots;
+    if (ranged && (full || (held > 0 && Date.now() - this.lastRefused < this.fairMs))) {
+      if (full) this.lastRefused = Date.now();
       this.counters.busy++;
-      return fail(grpc.status.RESOURCE_EXHAUSTED, `busy: ${this.uploading} uploads at once; ask another holder or come back`);
+      const why = full ? `${this.uploading} uploads at once` : 'one upload per asker while others wait';
+      return fail(grpc.status.RESOURCE_EXHAUSTED, `busy: ${why}; ask another holder or come back`);
     }
     this.counters.requests++;
     if (end === offset) {
@@ -120,7 +144,10 @@ export class Seeder {
       call.end();
       return;
     }
-    if (ranged) this.uploading++;
+    if (ranged) {
+      this.uploading++;
+      this.byAsker.set(asker, held + 1);
+    }
     const stream = createReadStream(path, { start: offset, end: end - 1, highWaterMark: CHUNK_BYTES });
     let cancelled = false;
     // a cancelled call may never drain: a write waiting for it is woken, or its slot would stay taken
@@ -147,13 +174,26 @@ export class Seeder {
       }
       if (cancelled) return;
       this.count(sha256, offset, length);
-      call.end();
+      // the slot is kept until the last chunk has left gRPC: with an asker's small window
+      // (pieceClientOptions) that is when it has taken most of the piece, not when it is queued
+      // (a call destroyed instead never finishes: its close, or its cancellation, frees the slot)
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        call.once('finish', resolve);
+        call.once('close', resolve);
+        call.end();
+      });
     } catch (e) {
       if (cancelled) return;
       this.log.warn({ sha256, err: (e as Error).message }, 'seeder: read failed');
       fail(grpc.status.INTERNAL, `reading blob ${sha256} failed`);
     } finally {
-      if (ranged) this.uploading--;
+      if (ranged) {
+        this.uploading--;
+        const left = (this.byAsker.get(asker) ?? 1) - 1;
+        if (left > 0) this.byAsker.set(asker, left);
+        else this.byAsker.delete(asker);
+      }
     }
   }
 

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Seeder } from '../shared/seeder.js';
 import { BlobCache } from '../worker/shards/fetch.js';
-import { grpc, ShardServiceClient, shardServiceDefinition } from '../shared/grpc.js';
+import { grpc, pieceClientOptions, ShardServiceClient, shardServiceDefinition } from '../shared/grpc.js';
 import { silentLogger } from '../shared/logging.js';
 import { useTempDir } from './helpers/temp.js';
 
@@ -123,6 +124,132 @@ describe('shard transfer, upload slots', () => {
       expect(again).toEqual({ bytes: 1024 });
     } finally {
       client.close();
+      await limited.close();
+    }
+  });
+});
+
+describe('shard transfer, a slot held until the piece is taken', () => {
+  it('transfer - with the piece window, a seeder keeps the slot while the asker has not taken the piece, and frees it once it has', async () => {
+    const piece = 2 * 1024 * 1024; // two chunks: gRPC would take both into its buffers at once
+    const data = Buffer.alloc(piece, 5);
+    await writeFile(join(tmp, 'held-blob'), data);
+    const limited = new Seeder(silentLogger(), 1);
+    limited.register(sha(data), join(tmp, 'held-blob'));
+    const address = await limited.start('127.0.0.1');
+    // a proxy whose seeder-to-asker direction can be shut: bytes the asker never sees are never
+    // acknowledged in its window, as on a slow link
+    let shut = false;
+    const held: Buffer[] = [];
+    let toAsker: Socket | undefined;
+    const proxy = createServer((asker) => {
+      const up = connect(Number(address.split(':')[1]), '127.0.0.1');
+      toAsker = asker;
+      asker.pipe(up);
+      up.on('data', (d: Buffer) => (shut ? held.push(d) : asker.write(d)));
+      asker.on('error', () => undefined);
+      up.on('error', () => undefined);
+      asker.on('close', () => up.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    type Fetcher = grpc.Client & { fetch(req: unknown): grpc.ClientReadableStream<{ data: Buffer }> };
+    const viaProxy = new ShardServiceClient(
+      `127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+      grpc.credentials.createInsecure(),
+      pieceClientOptions(piece),
+    ) as unknown as Fetcher;
+    const direct = new ShardServiceClient(address, grpc.credentials.createInsecure()) as unknown as Fetcher;
+    const read = (client: Fetcher, length: number) =>
+      new Promise<{ bytes: number } | { code: number; details: string }>((resolve) => {
+        let bytes = 0;
+        const c = client.fetch({ sha256: sha(data), offset: 0, length });
+        c.on('data', (m: { data: Buffer }) => {
+          bytes += m.data.length;
+        });
+        c.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details }));
+        c.on('end', () => resolve({ bytes }));
+      });
+    try {
+      // the connection (and the asker's window) is set up before the link is shut
+      expect(await read(viaProxy, 1024)).toEqual({ bytes: 1024 });
+      shut = true;
+      const slow = read(viaProxy, piece);
+      // the seeder has read and handed over the whole piece (it counts it just before ending the call)
+      const key = `${sha(data)}:0:${piece}`;
+      while (!limited.served().ranges.has(key)) await new Promise((r) => setImmediate(r));
+      // ...but the asker has not taken it: the one slot is still held
+      expect(await read(direct, 1024)).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^busy/) });
+      shut = false;
+      for (const d of held.splice(0)) toAsker!.write(d);
+      expect(await slow).toEqual({ bytes: piece });
+      // the asker has the piece: the slot is free (bounded wait: the end reaches the seeder asynchronously)
+      let again = await read(direct, 1024);
+      for (let i = 0; i < 50 && !('bytes' in again); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        again = await read(direct, 1024);
+      }
+      expect(again).toEqual({ bytes: 1024 });
+    } finally {
+      viaProxy.close();
+      direct.close();
+      proxy.close();
+      await limited.close();
+    }
+  });
+});
+
+describe('shard transfer, one slot per asker while others wait', () => {
+  it('transfer - an asker holding a slot gets no second one while another was turned away, but a new asker does', async () => {
+    const data = Buffer.alloc(32 * 1024 * 1024, 9);
+    await writeFile(join(tmp, 'fair-blob'), data);
+    // the window to turn away extra requests is long here: no test depends on how fast it runs
+    const limited = new Seeder(silentLogger(), 2, 60_000);
+    limited.register(sha(data), join(tmp, 'fair-blob'));
+    const address = await limited.start('127.0.0.1');
+    type Fetcher = grpc.Client & { fetch(req: unknown): grpc.ClientReadableStream<{ data: Buffer }> };
+    // each asker its own connection (clients with the same options would otherwise share one)
+    const asker = () =>
+      new ShardServiceClient(address, grpc.credentials.createInsecure(), {
+        'grpc.use_local_subchannel_pool': 1,
+      }) as unknown as Fetcher;
+    const [a, b, c] = [asker(), asker(), asker()];
+    const read = (client: Fetcher) =>
+      new Promise<{ bytes: number } | { code: number; details: string }>((resolve) => {
+        let bytes = 0;
+        const call = client.fetch({ sha256: sha(data), offset: 0, length: 1024 });
+        call.on('data', (m: { data: Buffer }) => {
+          bytes += m.data.length;
+        });
+        call.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, details: e.details }));
+        call.on('end', () => resolve({ bytes }));
+      });
+    /** a whole 32 MiB range not read: the call keeps its slot (gRPC's default window) */
+    const hold = async (client: Fetcher) => {
+      const call = client.fetch({ sha256: sha(data), offset: 0, length: data.length });
+      call.pause();
+      call.on('error', () => undefined);
+      await new Promise<void>((resolve) => call.once('metadata', () => resolve()));
+      return call;
+    };
+    try {
+      // a alone may take both slots
+      await hold(a);
+      const second = await hold(a);
+      // b is turned away: every slot is taken
+      expect(await read(b)).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^busy: 2 uploads/) });
+      second.cancel();
+      // b comes back once the slot is free (bounded wait: the cancellation reaches the seeder asynchronously)
+      let again = await read(b);
+      for (let i = 0; i < 50 && !('bytes' in again); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        again = await read(b);
+      }
+      expect(again).toEqual({ bytes: 1024 });
+      // a slot is free, but a holds one while b was turned away: a waits, c (holding none) does not
+      expect(await read(a)).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: expect.stringMatching(/one upload per asker/) });
+      expect(await read(c)).toEqual({ bytes: 1024 });
+    } finally {
+      for (const client of [a, b, c]) client.close();
       await limited.close();
     }
   });

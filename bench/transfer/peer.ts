@@ -29,6 +29,21 @@ const cpuSeconds = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 };
+/** this namespace's TCP timeouts and retransmitted segments since it started (per netns) */
+async function tcpCounters(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const file of ['/proc/net/netstat', '/proc/net/snmp']) {
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const names = lines[i]!.split(/\s+/);
+      const vals = lines[i + 1]!.split(/\s+/);
+      names.forEach((n, j) => {
+        if (['TCPTimeouts', 'RetransSegs', 'TCPLossProbes', 'TCPSpuriousRTOs'].includes(n)) out[n] = Number(vals[j]);
+      });
+    }
+  }
+  return out;
+}
 const spec = JSON.parse(await readFile(values.spec!, 'utf8')) as { path: string; sha256: string; bytes: number; pieces: PieceList };
 const nc = await connect({ servers: values.nats! });
 const log = silentLogger();
@@ -83,6 +98,7 @@ nc.publish(
     served: seeder.served().bytes,
     cpuS: cpuSeconds() - cpuAtGo,
     busyServed: seeder.served().busy,
+    tcp: process.env.BENCH_DEBUG ? await tcpCounters() : undefined,
     pieces: cache.stats,
   }),
 );
