@@ -110,14 +110,19 @@ describe('fleet', () => {
     const mem = await startStudy('needs-32gb', { trials: 6, requirements: { minMemoryGb: 32 }, department: 'nlp' });
     // the status service reports what each worker is
     const nc = await connect({ servers: nats.url });
+    let last: unknown;
     const status = await waitFor(
       async () => {
         const r = JSON.parse(new TextDecoder().decode((await nc.request(subjects.status('needs-cuda'), '{}', { timeout: 5000 })).data));
+        last = r.workers?.map((w: { id: string; state: string; capabilities: unknown }) => [w.id, w.state, w.capabilities !== null]);
         return r.workers?.length === 3 && r.workers.every((w: { capabilities: unknown }) => w.capabilities) ? r : undefined;
       },
       20_000,
       'three workers with capabilities in the status',
-    );
+    ).catch((e: Error) => {
+      // what the status said last, so that a failure says which worker was missing or bare
+      throw new Error(`${e.message}; last: ${JSON.stringify(last)}`);
+    });
     const byId = Object.fromEntries(status.workers.map((w: { id: string; capabilities: unknown }) => [w.id, w.capabilities]));
     expect(byId['w-cuda']).toMatchObject({ provider: 'cuda', deviceName: 'Fake GPU', memoryGb: 16, concurrency: 1, onlyWhenIdle: false });
     expect(byId['w-big']).toMatchObject({ provider: 'cpu', memoryGb: 64 });
