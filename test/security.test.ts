@@ -132,6 +132,8 @@ describe('security', () => {
       expect(await subscribeDenied(worker, 'optimer.v1.trials.>')).toBe(true);
       expect(await subscribeDenied(worker, 'optimer.v1.results.>')).toBe(true);
       expect(await subscribeDenied(worker, '_INBOX_coordinator.>')).toBe(true);
+      // the mesh's statuses it may hear: the fair share between several studies counts them
+      expect(await subscribeDenied(worker, 'optimer.v1.workers')).toBe(false);
       await expect(worker.jetstream().publish('optimer.v1.trials.x', new Uint8Array(1), { timeout: 2000 })).rejects.toThrow(/permission/i);
       expect(await subscribeDenied(viewer, 'optimer.v1.trials.>')).toBe(true);
       expect(await subscribeDenied(viewer, '_INBOX_worker.>')).toBe(true);
