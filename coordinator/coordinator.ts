@@ -124,6 +124,8 @@ export class Coordinator {
     private readonly seeder: Seeder,
     private readonly transport: StudyTransport,
     private readonly announcement: StudyAnnouncement,
+    /** the announcement's revision in the bucket: each proposal says it, so a worker knows its copy is recent enough */
+    private readonly announcementRevision: number,
   ) {
     this.log = opts.log.child({ study: study.name });
     this.events = new StudyEvents((e, event) =>
@@ -230,9 +232,10 @@ export class Coordinator {
         department: c.department ?? '',
       };
       // a complete study (a rerun to read its report) is not offered to workers
+      let revision = 0;
       if (book.phase === 'complete') await transport.withdrawAnnouncement();
-      else await transport.announce(announcement);
-      const coord = new Coordinator(opts, study, book, pool, seeder, transport, announcement);
+      else revision = await transport.announce(announcement);
+      const coord = new Coordinator(opts, study, book, pool, seeder, transport, announcement, revision);
       coord.statusService = await StatusService.start({ natsUrl: opts.natsUrl, status: coord.status, log });
       cleanup.push(() => coord.statusService?.close());
       await coord.recover();
@@ -634,6 +637,7 @@ export class Coordinator {
       attempt: job.attempt,
       weights: job.params,
       created: Date.parse(job.createdAt),
+      ...(this.announcementRevision ? { announcementRevision: this.announcementRevision } : {}),
     };
     p.token = attemptToken(this.secret, p);
     // unique per job record and attempt (tests are re-created when a budget grows), stable across re-publishing

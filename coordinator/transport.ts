@@ -128,9 +128,9 @@ export class StudyTransport {
     }
   }
 
-  /** Tells workers what the study needs (sets, seeders, provider); they read it per proposal. */
-  async announce(a: StudyAnnouncement): Promise<void> {
-    await this.kv.put(this.study, announcementCodec.encode(a));
+  /** Tells workers what the study needs (sets, seeders, provider); returns its revision in the bucket. */
+  async announce(a: StudyAnnouncement): Promise<number> {
+    return this.kv.put(this.study, announcementCodec.encode(a));
   }
 
   /** A complete study is taken off the board: workers stop pulling its (empty) queue. */

@@ -106,6 +106,8 @@ async function stopWatched(child: ChildProcess, graceMs = 5000): Promise<void> {
 export async function startNatsServer(options: {
   storeDir: string;
   host?: string;
+  /** a fixed port (a restart on the same address, for reconnect tests); default: a free one */
+  port?: number;
   binary?: string;
   /** a config file (users, accounts, TLS); -a/-p/-sd here override its listen and store */
   config?: string;
@@ -116,7 +118,7 @@ export async function startNatsServer(options: {
   mkdirSync(options.storeDir, { recursive: true });
   let lastError: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort(host);
+    const port = options.port ?? (await freePort(host));
     const args = [...(options.config ? ['-c', options.config] : []), '-a', host, '-p', String(port), '-js', '-sd', options.storeDir];
     const child = spawn('/bin/sh', ['-c', WATCHDOG, 'optimer-nats-server', String(process.pid), binary, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],

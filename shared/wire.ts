@@ -64,7 +64,11 @@ const jobAttempt = z.object({
   token: z.string().max(128).optional(),
 });
 
-const proposalSchema = jobAttempt.extend({ weights: z.record(name, finite) });
+const proposalSchema = jobAttempt.extend({
+  weights: z.record(name, finite),
+  /** the study's announcement in the bucket when it was proposed (0 or absent: not said) */
+  announcementRevision: z.number().int().nonnegative().optional(),
+});
 
 const resultSchema = jobAttempt.extend({
   worker: z.string().min(1).max(256),

@@ -7,6 +7,7 @@ import { silentLogger } from '../shared/logging.js';
 import { configureNats, connectNats } from '../shared/nats.js';
 import { type NatsServerHandle, startNatsServer } from '../shared/nats-server.js';
 import { HOLDER_TTL_MS, HOLDERS_BUCKET, LOCKS_BUCKET, STUDIES_BUCKET } from '../shared/wire.js';
+import { StudyBoard } from '../worker/study-board.js';
 import { makeCerts, type Certs } from './helpers/certs.js';
 import { buildFamilyPool } from './helpers/family.js';
 import { exited, outputOf, Processes, writeStudyConfig } from './helpers/study.js';
@@ -148,19 +149,24 @@ describe('security', () => {
     }
   });
 
-  it('security - a worker lists the study locks (so it leaves an abandoned study alone) and uses the piece tracker, and writes neither locks nor announcements', async () => {
+  it('security - a worker watches the announcements and the study locks (so it leaves an abandoned study alone) and uses the piece tracker, and writes neither locks nor announcements', async () => {
     const coordinator = await as('coordinator');
     const worker = await as('worker');
+    let board: StudyBoard | undefined;
     try {
       const locks = await coordinator.jetstream().views.kv(LOCKS_BUCKET, { history: 1, ttl: 10_000 });
       await locks.put('held-study', '{}');
-      await coordinator.jetstream().views.kv(STUDIES_BUCKET, { history: 1 });
+      const studies = await coordinator.jetstream().views.kv(STUDIES_BUCKET, { history: 1 });
+      await studies.put('held-study', '{}');
       await coordinator.jetstream().views.kv(HOLDERS_BUCKET, { history: 1, ttl: HOLDER_TTL_MS });
       const js = worker.jetstream();
-      // what the worker does (worker/worker.ts heldStudies, worker/shards/holders.ts): each was denied
-      const held: string[] = [];
-      for await (const k of await (await js.views.kv(LOCKS_BUCKET, { bindOnly: true })).keys()) held.push(k);
-      expect(held).toEqual(['held-study']);
+      // what the worker does (worker/study-board.ts, worker/shards/holders.ts): each was denied
+      board = await StudyBoard.open(js);
+      expect(board.announced()).toEqual(['held-study']);
+      expect([...(board.held() ?? [])]).toEqual(['held-study']);
+      expect((await board.read('held-study'))?.revision).toBeGreaterThan(0);
+      await board.recheck();
+      expect(board.stale).toBeUndefined();
       const holders = await js.views.kv(HOLDERS_BUCKET, { ttl: HOLDER_TTL_MS, history: 1 });
       await holders.put(`${'a'.repeat(64)}.beef`, new Uint8Array(3));
       const watch = await holders.watch({ key: `${'a'.repeat(64)}.*` });
@@ -172,6 +178,7 @@ describe('security', () => {
       for (const bucket of [LOCKS_BUCKET, STUDIES_BUCKET])
         await expect(js.publish(`$KV.${bucket}.held-study`, new Uint8Array(1), { timeout: 2000 })).rejects.toThrow(/permission/i);
     } finally {
+      board?.close();
       await worker.close();
       await coordinator.close();
     }

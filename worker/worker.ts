@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
-import type { Consumer, JetStreamClient, JsMsg, KV, KvEntry, NatsConnection } from 'nats';
+import { type Consumer, type ConsumerInfo, Events, type JetStreamClient, type JsMsg, type NatsConnection, type Subscription } from 'nats';
 import {
-  announcementCodec,
   Backoff,
   closeNats,
   connectNats,
@@ -15,8 +14,8 @@ import {
   formatBytes,
   isNoJetStream,
   isOptimerError,
-  LOCKS_BUCKET,
   type Logger,
+  natsConnectOptions,
   noJetStreamMessage,
   OptimerError,
   perVectorGenome,
@@ -27,7 +26,6 @@ import {
   resultCodec,
   runAll,
   Seeder,
-  STUDIES_BUCKET,
   type StudyAnnouncement,
   type StudyLimits,
   sleep,
@@ -53,6 +51,8 @@ import { detectDevice, type IdleCheck, idleCheck } from './fleet/hardware.js';
 import { Throughput } from './fleet/throughput.js';
 import { NatsHolders } from './shards/holders.js';
 import { localAddressTowards } from './shards/local-address.js';
+import { Puller } from './puller.js';
+import { StudyBoard } from './study-board.js';
 import { StudyContexts } from './study-contexts.js';
 
 export interface WorkerOptions {
@@ -114,6 +114,10 @@ interface StudyQueue {
   leaseRenewMs: number;
   /** its share of the pool relative to other studies */
   priority: number;
+  /** the announcement's revision its consumer's lease was read at (a rerun re-announces) */
+  revision: number;
+  /** when its consumer was last read, ms */
+  checkedAt: number;
 }
 
 /**
@@ -133,8 +137,14 @@ export class Worker {
   /** merges each trial and holds the session it is evaluated in (one pool's, kept across trials on the CPU) */
   private readonly sessions: TrialSessions;
   private readonly queues = new Map<string, StudyQueue>();
-  /** the last announcement decoded per study, by its revision in the bucket */
-  private readonly announcements = new Map<string, { revision: number; ann: StudyAnnouncement }>();
+  /** the studies' announcements and locks, kept by watches (absent until the bucket exists, and after a reconnect) */
+  private board: StudyBoard | undefined;
+  /** a worked proposal whose ack goes out with the next pull (ackSoon) */
+  private pendingAck: JsMsg | undefined;
+  /** pulls proposals over one standing subscription */
+  private readonly puller: Puller;
+  /** the board's version the queues were last made from */
+  private boardVersion = -1;
   /** announced studies no coordinator runs (logged once) */
   private readonly idleStudies = new Set<string>();
   private listedAt = 0;
@@ -142,11 +152,11 @@ export class Worker {
   private heartbeat: NodeJS.Timeout | undefined;
   /** aborted by close(): ends the loop's waits and the result's publish retries */
   private readonly stopping = new AbortController();
-  /** the lock bucket, once it exists (an older coordinator never makes one) */
-  private locks: KV | undefined;
   private capabilities: WorkerCapabilities;
   private readonly limits: StudyLimits;
-  private readonly fairShare = new FairShare();
+  private fairShare = new FairShare();
+  /** the mesh's statuses, heard only while the worker serves several studies (the fair share needs them then) */
+  private statuses: Subscription | undefined;
   private readonly throughput = new Throughput();
   /** studies this worker does not serve, with why (said once per reason) */
   private readonly skipped = new Map<string, string>();
@@ -172,6 +182,7 @@ export class Worker {
     });
     this.contexts = new StudyContexts(this.cache, opts.log.child({ worker: this.id }));
     this.sessions = new TrialSessions(opts.log.child({ worker: this.id }));
+    this.puller = new Puller(nc, natsConnectOptions(opts.natsUrl, '').inboxPrefix);
     this.limits = { studies: opts.studies ?? [], departments: opts.departments ?? [] };
     this.capabilities = {
       provider: opts.advertise?.provider ?? opts.provider ?? 'cpu',
@@ -230,15 +241,10 @@ export class Worker {
       w.idleTimer = setInterval(() => void w.checkIdle(), opts.idlePollMs ?? DEFAULT_IDLE_POLL_MS);
     }
     w.status = w.idleStatus();
-    // every worker counts the trials started on the mesh per study, for the fair share
-    nc.subscribe(subjects.workers, {
-      callback: (err, m) => {
-        if (err) return;
-        // a malformed status is ignored here (the coordinator logs it)
-        const a = workerActivity(m.data);
-        if (a) w.observe(a);
-      },
-    });
+    // what the watches missed while NATS was away is read afresh: the loop opens a new board
+    void (async () => {
+      for await (const s of nc.status()) if (s.type === Events.Reconnect && w.board) w.board.stale ??= new Error('reconnected to NATS');
+    })().catch(() => undefined);
     if (opts.serve !== false) await w.startServing();
     w.say(w.status);
     w.heartbeat = setInterval(() => w.say(w.status), w.status.heartbeatMs);
@@ -300,6 +306,7 @@ export class Worker {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.stopping.abort();
+      this.flushAck();
       const job = this.current;
       job?.abort.abort();
       job?.msg.nak(); // redeliver now rather than after the lease
@@ -307,10 +314,13 @@ export class Worker {
       // wait forever, and a worker asked to stop must stop
       await runAll(
         [
+          // ends a waiting pull at once (the loop stops), and hands back a proposal still on its way
+          () => withTimeout(this.puller.close(), CLOSE_STEP_MS, 'closing the puller'),
           () => withTimeout(this.cache.close(), CLOSE_STEP_MS, 'closing the shard cache'), // cancels a transfer in progress
           () => withTimeout(this.loop, CLOSE_STEP_MS, 'stopping the pull loop'),
           () => clearInterval(this.heartbeat),
           () => clearInterval(this.idleTimer),
+          () => this.board?.close(),
           () => this.say({ ...this.idleStatus(), state: 'stopped' }),
           () => withTimeout(this.contexts.close(), CLOSE_STEP_MS, 'closing the study contexts'),
           () => withTimeout(this.sessions.close(), CLOSE_STEP_MS, 'releasing the evaluation session'),
@@ -329,14 +339,22 @@ export class Worker {
   private async run(): Promise<void> {
     const log = this.opts.log.child({ worker: this.id });
     const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
-    let kv: KV | undefined;
     let waiting = false;
     let noJetStream = false;
     while (!this.closing) {
       try {
-        kv ??= await this.js.views.kv(STUDIES_BUCKET, { bindOnly: true });
+        if (this.board?.stale) {
+          log.debug({ err: this.board.stale.message }, 'reading the study buckets afresh');
+          this.board.close();
+          this.board = undefined;
+        }
+        if (!this.board) {
+          this.board = await StudyBoard.open(this.js);
+          this.boardVersion = -1; // a new board counts from 0 again
+        }
+        const board = this.board;
         noJetStream = false;
-        const queues = await this.studyQueues(kv, log);
+        const queues = await this.studyQueues(board, log);
         if (queues.length === 0) {
           if (!waiting) log.info({ nats: this.opts.natsUrl }, 'waiting for a coordinator to announce a study');
           waiting = true;
@@ -357,14 +375,20 @@ export class Worker {
           let msg: JsMsg | null;
           const asked = performance.now();
           try {
-            msg = await q.consumer.next({ expires: DEFAULT_PULL_EXPIRES_MS });
+            this.flushAck(); // in the same write as the pull
+            msg = await this.puller.next(TRIALS_STREAM, workConsumer(q.study), DEFAULT_PULL_EXPIRES_MS);
           } catch (e) {
+            // no pull can be made at all (the inbox refused): not one study's fault, the loop backs off
+            if (this.puller.failure) throw e;
             // this study's queue went away (the study ended): forget it, keep the others
             this.queues.delete(q.study);
             log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
             continue;
           }
-          if (!msg) continue;
+          if (!msg) {
+            await this.checkQueue(q, log);
+            continue;
+          }
           this.opts.benchOnDispatch?.(performance.now() - asked);
           if (this.closing || !this.capabilities.gpuIdle) {
             msg.nak();
@@ -372,7 +396,7 @@ export class Worker {
           }
           const abort = new AbortController();
           this.current = { msg, abort, handedBack: false, publishing: false };
-          await this.handle(msg, kv, q.leaseRenewMs, abort.signal, log);
+          await this.handle(msg, board, q.leaseRenewMs, abort.signal, log);
           this.current = undefined;
           break;
         }
@@ -380,8 +404,8 @@ export class Worker {
         this.current = undefined;
         if (this.closing) break;
         // no coordinator so far (no bucket), or NATS hiccuped, or the server has no JetStream
-        kv = undefined;
-        this.locks = undefined;
+        this.board?.close();
+        this.board = undefined;
         this.queues.clear();
         if (isNoJetStream(e)) {
           // said once until JetStream answers: the server may be restarted with it
@@ -397,14 +421,23 @@ export class Worker {
     }
   }
 
-  /** The work queues of the announced studies, the list re-read every few seconds. */
-  private async studyQueues(kv: KV, log: Logger): Promise<StudyQueue[]> {
-    if (Date.now() - this.listedAt < DEFAULT_STUDY_LIST_MS && this.queues.size > 0) return [...this.queues.values()];
-    const names = new Set<string>();
-    for await (const k of await kv.keys()) names.add(k);
-    for (const study of this.queues.keys()) if (!names.has(study)) this.queues.delete(study);
-    for (const study of this.announcements.keys()) if (!names.has(study)) this.announcements.delete(study);
-    const held = await this.heldStudies();
+  /**
+   * The work queues of the announced studies: made again when the board changes, and every few
+   * seconds (a lock gone quiet is read again, a study whose queue was missing is tried again).
+   */
+  private async studyQueues(board: StudyBoard, log: Logger): Promise<StudyQueue[]> {
+    const due = Date.now() - this.listedAt >= DEFAULT_STUDY_LIST_MS;
+    if (!due && board.version === this.boardVersion && this.queues.size > 0) return [...this.queues.values()];
+    if (due) await board.recheck();
+    // taken before the awaits below: a change meanwhile makes the list again at the next turn
+    this.boardVersion = board.version;
+    const names = new Set(board.announced());
+    for (const study of this.queues.keys())
+      if (!names.has(study)) {
+        this.queues.delete(study);
+        log.info({ study }, 'the study is no longer announced; not taking its proposals');
+      }
+    const held = board.held();
     for (const study of names) {
       if (held && !held.has(study)) {
         // announced, but no coordinator holds it (stopped, or killed and its lock expired): its
@@ -415,29 +448,23 @@ export class Worker {
         continue;
       }
       this.idleStudies.delete(study);
-      const ann = await this.announcement(kv, study);
-      const why = ann ? whyNotServe(ann, this.capabilities, this.limits) : null;
-      if (why) {
-        this.queues.delete(study);
-        if (this.skipped.get(study) !== why) log.info({ study, reason: why }, 'not serving this study');
-        this.skipped.set(study, why);
-        continue;
-      }
-      this.skipped.delete(study);
-      if (ann && this.refused.get(study) === ann.manifest.sha256) {
-        this.queues.delete(study); // said when it was refused; a new pool is tried again
-        continue;
-      }
+      const known = board.announcement(study);
+      const ann = known?.ann ?? null;
+      if (ann && this.refuses(ann, log)) continue;
+      const had = this.queues.get(study);
+      if (had && had.revision === known?.revision) continue; // as it was when its lease was read
       try {
-        // read again each time: a rerun of the study may have changed its lease
-        const consumer = this.queues.get(study)?.consumer ?? (await this.js.consumers.get(TRIALS_STREAM, workConsumer(study)));
+        // read again at each revision: a rerun of the study may have changed its lease
+        const consumer = had?.consumer ?? (await this.js.consumers.get(TRIALS_STREAM, workConsumer(study)));
         const info = await consumer.info(false);
-        if (!this.queues.has(study)) log.debug({ study }, 'serving a study');
+        if (!had) log.debug({ study }, 'serving a study');
         this.queues.set(study, {
           study,
           consumer,
-          leaseRenewMs: Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3),
+          leaseRenewMs: leaseRenewMs(info),
           priority: ann?.priority || 1,
+          revision: known?.revision ?? 0,
+          checkedAt: Date.now(),
         });
       } catch (e) {
         this.queues.delete(study);
@@ -445,26 +472,67 @@ export class Worker {
       }
     }
     this.listedAt = Date.now();
+    this.followStatuses(this.queues.size > 1);
     return [...this.queues.values()];
   }
 
-  /** A study's announcement, or null when it is gone or malformed (then its proposals say so). */
-  private async announcement(kv: KV, study: string): Promise<StudyAnnouncement | null> {
+  /**
+   * After a pull that brought nothing, reads the queue's consumer again every few seconds: a pull
+   * from a consumer deleted under it only ever comes back empty (the server does not say).
+   */
+  private async checkQueue(q: StudyQueue, log: Logger): Promise<void> {
+    if (Date.now() - q.checkedAt < DEFAULT_STUDY_LIST_MS) return;
+    q.checkedAt = Date.now();
     try {
-      const entry = await kv.get(study);
-      return entry && entry.length > 0 ? this.decodeAnnouncement(study, entry) : null;
-    } catch {
-      return null;
+      const info = await q.consumer.info(false);
+      q.leaseRenewMs = leaseRenewMs(info);
+    } catch (e) {
+      this.queues.delete(q.study);
+      log.debug({ study: q.study, err: (e as Error).message }, 'cannot pull from a study');
     }
   }
 
-  /** Decodes (and checks) an announcement once per revision: it is read again for every proposal. */
-  private decodeAnnouncement(study: string, entry: KvEntry): StudyAnnouncement {
-    const known = this.announcements.get(study);
-    if (known?.revision === entry.revision) return known.ann;
-    const ann = announcementCodec.decode(entry.value, `announcement of ${study}`);
-    this.announcements.set(study, { revision: entry.revision, ann });
-    return ann;
+  /**
+   * Whether this worker must not take the study's trials (its requirements, the operator's
+   * limits, a pool refused as too big for the cache); the study's queue is dropped then.
+   */
+  private refuses(ann: StudyAnnouncement, log: Logger): boolean {
+    const why = whyNotServe(ann, this.capabilities, this.limits);
+    if (why) {
+      this.queues.delete(ann.study);
+      if (this.skipped.get(ann.study) !== why) log.info({ study: ann.study, reason: why }, 'not serving this study');
+      this.skipped.set(ann.study, why);
+      return true;
+    }
+    this.skipped.delete(ann.study);
+    if (this.refused.get(ann.study) === ann.manifest.sha256) {
+      this.queues.delete(ann.study); // said when it was refused; a new pool is tried again
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Hears the mesh's statuses only while the fair share needs them (several studies served):
+   * every worker hears every status, two per trial. Counted afresh when it starts listening, as
+   * by a worker just started: counts frozen meanwhile would skew the order.
+   */
+  private followStatuses(on: boolean): void {
+    if (on === (this.statuses !== undefined)) return;
+    if (!on) {
+      this.statuses?.unsubscribe();
+      this.statuses = undefined;
+      return;
+    }
+    this.fairShare = new FairShare();
+    this.statuses = this.nc.subscribe(subjects.workers, {
+      callback: (err, m) => {
+        if (err) return;
+        // a malformed status is ignored here (the coordinator logs it)
+        const a = workerActivity(m.data);
+        if (a) this.observe(a);
+      },
+    });
   }
 
   /** Runs the idle check (one at a time); when the GPU's owner needs it, a running trial goes back. */
@@ -508,24 +576,7 @@ export class Worker {
     else this.fairShare.observe(a.worker, a.study, a.job);
   }
 
-  /** Studies whose coordinator holds its lock; undefined when the mesh has no lock bucket (an older coordinator). */
-  private async heldStudies(): Promise<Set<string> | undefined> {
-    try {
-      if (!this.locks) {
-        const kv = await this.js.views.kv(LOCKS_BUCKET, { bindOnly: true });
-        await kv.status(); // throws when the bucket does not exist
-        this.locks = kv;
-      }
-      const held = new Set<string>();
-      for await (const k of await this.locks.keys()) held.add(k);
-      return held;
-    } catch {
-      this.locks = undefined;
-      return undefined;
-    }
-  }
-
-  private async handle(msg: JsMsg, kv: KV, leaseRenewMs: number, signal: AbortSignal, log: Logger): Promise<void> {
+  private async handle(msg: JsMsg, board: StudyBoard, leaseRenewMs: number, signal: AbortSignal, log: Logger): Promise<void> {
     let p: Proposal;
     try {
       p = proposalCodec.decode(msg.data, `proposal ${msg.subject}#${msg.seq}`);
@@ -535,23 +586,26 @@ export class Worker {
       return;
     }
     const plog = log.child({ study: p.study, trial: p.kind === 'TRIAL' ? p.trial : p.label, attempt: p.attempt });
-    const entry = await kv.get(p.study);
-    if (!entry || entry.length === 0) {
+    const known = await board.forProposal(p);
+    if (!known) {
       plog.warn('no announcement for this study yet; returning the proposal');
       msg.nak(2000);
       return;
     }
-    let ann: StudyAnnouncement;
-    try {
-      ann = this.decodeAnnouncement(p.study, entry);
-    } catch (e) {
-      plog.warn({ err: (e as Error).message }, 'the study announcement is malformed; returning the proposal');
+    const ann = known.ann;
+    if (!ann) {
+      plog.warn({ err: known.error?.message }, 'the study announcement is malformed; returning the proposal');
       msg.nak(5000);
       return;
     }
     if (p.generation !== ann.generation) {
       plog.info({ generation: p.generation, current: ann.generation }, 'dropping a proposal of an earlier run of the study');
       msg.term();
+      return;
+    }
+    if (this.refuses(ann, plog)) {
+      // pulled just before a revision (new requirements) reached this worker: another takes it now
+      msg.nak();
       return;
     }
     const provider = this.opts.provider ?? ((ann.provider || 'cpu') as ExecutionProvider);
@@ -621,7 +675,7 @@ export class Worker {
       msgID: `${p.study}.${msg.seq}.${this.id}`,
       signal: this.stopping.signal,
     });
-    msg.ack();
+    this.ackSoon(msg);
   }
 
   /** Fetches what the study needs (once), merges the proposal's weights, evaluates them. */
@@ -657,6 +711,28 @@ export class Worker {
     return scores.map((s) => ({ name: s.name, score: s.score, tokens: s.tokens }));
   }
 
+  /**
+   * Acks a worked proposal (its result is stored) with the next pull, in the same write to the
+   * socket, or at the end of this turn of the event loop when no pull comes first.
+   */
+  private ackSoon(msg: JsMsg): void {
+    this.flushAck();
+    this.pendingAck = msg;
+    setImmediate(() => this.flushAck());
+  }
+
+  private flushAck(): void {
+    const msg = this.pendingAck;
+    this.pendingAck = undefined;
+    try {
+      msg?.ack();
+    } catch (e) {
+      // the connection is closed (this runs from setImmediate too, where a throw would end the
+      // process): the proposal comes back after its lease, and its result is already stored
+      this.opts.log.debug({ worker: this.id, err: (e as Error).message }, 'cannot ack a worked proposal');
+    }
+  }
+
   private setStatus(s: WorkerStatus): void {
     this.status = s;
     this.say(s);
@@ -671,6 +747,11 @@ export class Worker {
       // closed or reconnecting: the next heartbeat says it again
     }
   }
+}
+
+/** How often in-progress acks keep a proposal's lease: a third of the consumer's ack wait (ns). */
+function leaseRenewMs(info: ConsumerInfo): number {
+  return Math.max(200, (info.config.ack_wait ?? 30e9) / 1e6 / 3);
 }
 
 /** For bench/control-plane only: a fixed wait and a made-up score, no merge and no evaluation. */
