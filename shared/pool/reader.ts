@@ -162,7 +162,7 @@ export class Pool {
   private handle(sha256: string): Promise<FileHandle> {
     let h = this.handles.get(sha256);
     if (!h) {
-      h = open(join(this.shardsDir, sha256), 'r').catch((e: unknown) => {
+      h = open(this.shardPath(sha256), 'r').catch((e: unknown) => {
         this.handles.delete(sha256);
         throw new OptimerError('BAD_POOL', `${this.label}: shard ${sha256} is missing`, { cause: e });
       });
