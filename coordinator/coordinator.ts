@@ -44,6 +44,7 @@ import { StatusService } from './status/status-service.js';
 import { mergeTransitions, type Progress, type Transition, TrialBook } from './trial-book.js';
 import { attemptToken, holdsAttempt } from './attempt-token.js';
 import { StudyTransport } from './transport.js';
+import { TurnPace } from './turn-pace.js';
 import { queueTarget, type TransferSummary, WorkerTracker } from './worker-tracker.js';
 
 export interface CoordinatorOptions {
@@ -93,6 +94,7 @@ export class Coordinator {
   private readonly baselines: ReturnType<typeof studyBaselines>;
   private readonly log: Logger;
   private readonly tracker = new WorkerTracker();
+  private readonly pace = new TurnPace();
   private chain: Promise<void> = Promise.resolve();
   /** running jobs whose proposal could not be published yet */
   private readonly unpublished = new Set<JobRecord>();
@@ -401,6 +403,7 @@ export class Coordinator {
         for (const m of handled) ackQuietly(m);
       },
     });
+    if (handled.length > 0) this.pace.turn(handled.length, now.getTime(), Date.now());
   }
 
   /** Time-outs, lost workers, proposals for workers the turns missed, the move to tests and completion; never throws. */
@@ -442,6 +445,7 @@ export class Coordinator {
     const target = queueTarget(this.tracker.serving(this.announcement), {
       minDepth: this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH,
       perWorker: DEFAULT_AHEAD_PER_WORKER,
+      perTurn: this.pace.aheadWanted,
       waiting,
     });
     return this.book.trialsToCreate(target, queued);

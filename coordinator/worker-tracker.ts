@@ -125,8 +125,14 @@ export class WorkerTracker {
  * How many proposals a study should have waiting in its queue: one per idle worker that may take
  * them (or per pull JetStream says is waiting, if more), plus a depth ahead that grows with the
  * live workers (`perWorker` each, rounded up, at least `minDepth`), so that a worker finishing a
- * trial finds the next one there. The trial book bounds it by the budget and the canary.
+ * trial finds the next one there; more when trials are so short that more workers than that
+ * finish during the coordinator's turns (`perTurn`, `TurnPace.aheadWanted`), up to one per live
+ * worker. The trial book bounds it by the budget and the canary.
  */
-export function queueTarget(w: { live: number; idle: number }, o: { minDepth: number; perWorker: number; waiting?: number }): number {
-  return Math.max(w.idle, o.waiting ?? 0) + Math.max(o.minDepth, Math.ceil(w.live * o.perWorker));
+export function queueTarget(
+  w: { live: number; idle: number },
+  o: { minDepth: number; perWorker: number; waiting?: number; perTurn?: number },
+): number {
+  const ahead = Math.max(o.minDepth, Math.ceil(w.live * o.perWorker), Math.min(w.live, o.perTurn ?? 0));
+  return Math.max(w.idle, o.waiting ?? 0) + ahead;
 }
