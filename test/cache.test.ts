@@ -147,6 +147,36 @@ describe('worker cache limit', () => {
     await worker.close();
   });
 
+  it('cache - two studies at once whose pools do not fit together: the worker runs one for a while, then the other, not a pool fetch per trial', async () => {
+    const a = await piecedPool(join(tmp, 'pool-d'), 8192, 1024);
+    const b = await piecedPool(join(tmp, 'pool-e'), 16384, 2048);
+    const sets = await setBytes();
+    const need = (p: typeof a) => p.manifestBytes + p.shards.reduce((n, s) => n + s.bytes, 0) + sets;
+    const limit = Math.max(need(a), need(b)) + 512;
+    const { worker, log } = await startWorker('switching', { cacheMaxBytes: limit });
+    const trials = 16;
+    const stores = [new MemoryStudyStore(), new MemoryStudyStore()] as const;
+    const studies = [
+      await startStudy('switch-a', join(tmp, 'pool-d'), trials, stores[0]),
+      await startStudy('switch-b', join(tmp, 'pool-e'), trials, stores[1]),
+    ];
+    await Promise.all(studies.map((s) => s.done()));
+    expect(studies.every((s) => s.complete)).toBe(true);
+    for (const [i, store] of stores.entries()) {
+      const jobs = await store.listJobs(studies[i]!.name, 'TRIAL');
+      expect(jobs.length).toBe(trials);
+      expect(jobs.every((t) => t.state === 'complete')).toBe(true);
+    }
+    // the pools were let go and fetched again a few times, not at every other trial (about 2 × 16)
+    const loads = log.filter((l) => l.includes('"msg":"study ready"')).length;
+    const letGo = log.filter((l) => l.includes('letting the kept study switch-')).length;
+    expect(loads).toBeGreaterThanOrEqual(2);
+    expect(loads, `${loads} loads, ${letGo} let go`).toBeLessThanOrEqual(8);
+    expect(letGo).toBe(loads - 1);
+    await worker.close();
+    await Promise.all(studies.map((s) => s.close()));
+  });
+
   it('cache - a study whose pool and sets exceed the limit is refused with the sizes, and another worker runs it', async () => {
     const p = await piecedPool(join(tmp, 'pool-c'), 8192, 1024);
     const need = p.manifestBytes + p.shards.reduce((n, s) => n + s.bytes, 0) + (await setBytes());

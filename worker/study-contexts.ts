@@ -42,6 +42,8 @@ export interface StudyContext {
  */
 export class StudyContexts {
   private readonly contexts: StudyContext[] = [];
+  /** the blobs of each study context loaded so far (by key): what taking it again would take */
+  private readonly needs = new Map<string, Map<string, number>>();
 
   constructor(
     private readonly cache: BlobCache,
@@ -49,9 +51,20 @@ export class StudyContexts {
     private readonly limit = DEFAULT_STUDY_CONTEXTS,
   ) {}
 
+  /**
+   * Whether taking the study now would let a kept study go (their blobs do not fit together in
+   * the cache limit). Known only for a study loaded before: a new one's size is in its manifest.
+   */
+  displaces(ann: StudyAnnouncement): boolean {
+    const key = contextKey(ann);
+    const blobs = this.needs.get(key);
+    if (!blobs || !Number.isFinite(this.cache.limitBytes) || this.contexts.some((c) => c.key === key)) return false;
+    return sum(blobs.values()) + this.keptBytes(new Set(blobs.keys())) > this.cache.limitBytes;
+  }
+
   /** The study's context, fetching (once) what it needs: manifest, pool shards, evaluation sets. */
   async get(ann: StudyAnnouncement, signal?: AbortSignal): Promise<StudyContext> {
-    const key = `${ann.study}:${ann.generation}:${ann.manifest.sha256}`;
+    const key = contextKey(ann);
     const at = this.contexts.findIndex((c) => c.key === key);
     if (at >= 0) {
       const [hit] = this.contexts.splice(at, 1);
@@ -84,6 +97,8 @@ export class StudyContexts {
     }
     const pool = new Pool(manifest, this.cache.dir, `pool ${ann.manifest.sha256.slice(0, 12)}`);
     const blobs = studyBlobs(ann, pool);
+    if (this.needs.size >= MAX_NEEDS_KEPT) this.needs.delete(this.needs.keys().next().value!);
+    this.needs.set(key, blobs);
     try {
       await this.makeRoomFor(ann, blobs);
       // every blob pinned before the first is fetched: fetching the last never evicts the first
@@ -137,12 +152,7 @@ export class StudyContexts {
           `but this worker's cache is limited to ${formatBytes(limit)} (--cache-max-gb); it does not serve this study`,
       );
     }
-    const keptBytes = () => {
-      const other = new Map<string, number>();
-      for (const c of this.contexts) for (const [sha, b] of c.blobs) if (!blobs.has(sha)) other.set(sha, b);
-      return sum(other.values());
-    };
-    while (this.contexts.length > 0 && need + keptBytes() > limit) {
+    while (this.contexts.length > 0 && need + this.keptBytes(new Set(blobs.keys())) > limit) {
       const gone = this.contexts.at(-1)!;
       this.log.info(
         { study: gone.announcement.study, keptBytes: sum(gone.blobs.values()), limitBytes: limit },
@@ -150,6 +160,13 @@ export class StudyContexts {
       );
       await this.evict((c) => c === gone);
     }
+  }
+
+  /** The kept studies' blobs, less those in `besides` (shared blobs count once). */
+  private keptBytes(besides: ReadonlySet<string>): number {
+    const other = new Map<string, number>();
+    for (const c of this.contexts) for (const [sha, b] of c.blobs) if (!besides.has(sha)) other.set(sha, b);
+    return sum(other.values());
   }
 
   private async evict(which: (c: StudyContext, index: number) => boolean): Promise<void> {
@@ -162,6 +179,13 @@ export class StudyContexts {
   async close(): Promise<void> {
     await this.evict(() => true);
   }
+}
+
+/** Studies whose size a worker remembers (a long-lived worker sees many generations). */
+const MAX_NEEDS_KEPT = 64;
+
+function contextKey(ann: StudyAnnouncement): string {
+  return `${ann.study}:${ann.generation}:${ann.manifest.sha256}`;
 }
 
 /** Every blob a study's context uses, with its size: the manifest, the pool's shards, the sets. */

@@ -369,8 +369,13 @@ export class Worker {
           await sleep(this.opts.idlePollMs ?? DEFAULT_IDLE_POLL_MS, this.stopping.signal);
           continue;
         }
-        // the study furthest below its fair share first; after a trial the order is taken again
-        for (const q of this.fairShare.order(queues)) {
+        // the study furthest below its fair share first (one whose pool would push a kept one out
+        // of the cache limit only when well behind); after a trial the order is taken again
+        const displaces = (q: StudyQueue) => {
+          const ann = board.announcement(q.study)?.ann;
+          return ann != null && this.contexts.displaces(ann);
+        };
+        for (const q of this.fairShare.order(queues, displaces)) {
           if (this.closing || !this.capabilities.gpuIdle) break;
           let msg: JsMsg | null;
           const asked = performance.now();

@@ -42,6 +42,40 @@ describe('fair share', () => {
     expect(got.lo).toBe(100);
   });
 
+  it('fair share - a study whose pool would push the kept one out of the cache is taken in runs, not every other trial, and still gets its share', () => {
+    const f = new FairShare();
+    const studies = [
+      { study: 'a', priority: 1 },
+      { study: 'b', priority: 1 },
+    ];
+    // one worker whose cache holds one of the two pools: the other displaces it
+    let kept = '';
+    let switches = 0;
+    const got: Record<string, number> = { a: 0, b: 0 };
+    for (let i = 0; i < 200; i++) {
+      const s = f.order(studies, (c) => kept !== '' && c.study !== kept, 8)[0]!.study;
+      if (s !== kept) switches++;
+      kept = s;
+      got[s]!++;
+      f.observe('w', s, `1|TRIAL|${i}|1`);
+    }
+    // runs of about 16 (8 behind, then 8 ahead): about 200 / 16 switches instead of 200
+    expect(switches).toBeLessThanOrEqual(14);
+    expect(switches).toBeGreaterThanOrEqual(10);
+    expect(Math.abs(got.a! - got.b!)).toBeLessThanOrEqual(17);
+    // nothing displaced: turn by turn, as before
+    const g = new FairShare();
+    let turns = 0;
+    let last = '';
+    for (let i = 0; i < 20; i++) {
+      const s = g.order(studies)[0]!.study;
+      if (s !== last) turns++;
+      last = s;
+      g.observe('w', s, `1|TRIAL|${i}|1`);
+    }
+    expect(turns).toBe(20);
+  });
+
   it('fair share - a repeated heartbeat counts once; a study seen late starts level, not at zero', () => {
     const f = new FairShare();
     for (let i = 0; i < 50; i++) f.observe('w', 'a', `1|TRIAL|${i}|1`);

@@ -25,8 +25,7 @@ describe('turn pace', () => {
     const p = new TurnPace();
     for (let i = 0; i < 50; i++) p.turn(5, 1000 + 16 * i, 1016 + 16 * i);
     // then one result a minute, in 20 ms turns: the burst is forgotten within seconds
-    let t = 2000;
-    for (let i = 0; i < 5; i++) p.turn(1, (t += 60_000), t + 20);
+    for (let i = 1; i <= 5; i++) p.turn(1, 2000 + 60_000 * i, 2020 + 60_000 * i);
     expect(p.resultsPerSecond).toBeLessThan(0.05);
     expect(p.aheadWanted).toBe(1);
   });

@@ -1,3 +1,5 @@
+import { DEFAULT_SWITCH_MARGIN_TRIALS } from '../../shared/index.js';
+
 /**
  * Which study's queue a worker pulls next when several share the pool: the one furthest below
  * its share. Every worker counts the trials started on the whole mesh per study (from the status
@@ -32,15 +34,21 @@ export class FairShare {
    * The studies in the order to try them: least served relative to priority first (ties: the
    * given order). A study heard of for the first time starts level with the least served of the
    * others, not at zero, or it would take every worker until it caught up with older studies.
+   * A study this worker could take only by letting another's pool go (`displaces`) counts as
+   * `switchMargin` trials more served: it goes first only once it is that far behind.
    */
-  order<T extends { study: string; priority: number }>(candidates: readonly T[]): T[] {
+  order<T extends { study: string; priority: number }>(
+    candidates: readonly T[],
+    displaces: (c: T) => boolean = () => false,
+    switchMargin = DEFAULT_SWITCH_MARGIN_TRIALS,
+  ): T[] {
     const known = candidates.filter((c) => this.started.has(c.study));
     if (known.length < candidates.length) {
       const level = known.length === 0 ? 0 : Math.min(...known.map((c) => this.started.get(c.study)! / weight(c.priority)));
       for (const c of candidates) if (!this.started.has(c.study)) this.started.set(c.study, level * weight(c.priority));
     }
     return candidates
-      .map((c, i) => ({ c, i, share: this.started.get(c.study)! / weight(c.priority) }))
+      .map((c, i) => ({ c, i, share: this.started.get(c.study)! / weight(c.priority) + (displaces(c) ? switchMargin : 0) }))
       .sort((a, b) => a.share - b.share || a.i - b.i)
       .map((x) => x.c);
   }
