@@ -118,10 +118,11 @@ describe('fleet', () => {
       async () => {
         const r = JSON.parse(new TextDecoder().decode((await nc.request(subjects.status('needs-cuda'), '{}', { timeout: 5000 })).data));
         last = r.workers?.map((w: { id: string; state: string; capabilities: unknown }) => [w.id, w.state, w.capabilities !== null]);
-        return r.workers?.length === 3 && r.workers.every((w: { capabilities: unknown }) => w.capabilities) ? r : undefined;
+        const caps = new Map<string, unknown>(r.workers?.map((w: { id: string; capabilities: unknown }) => [w.id, w.capabilities]));
+        return ['w-cuda', 'w-big', 'w-small'].every((id) => caps.get(id)) ? r : undefined;
       },
       20_000,
-      'three workers with capabilities in the status',
+      'the three workers with capabilities in the status',
     ).catch((e: Error) => {
       // what the status said last, so that a failure says which worker was missing or bare
       throw new Error(`${e.message}; last: ${JSON.stringify(last)}`);
