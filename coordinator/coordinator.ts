@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { JsMsg } from 'nats';
+import type { JsMsg, Subscription } from 'nats';
 import {
   DEFAULT_AHEAD_PER_WORKER,
   DEFAULT_QUEUE_CHECK_MS,
@@ -46,6 +46,9 @@ import { attemptToken, holdsAttempt } from './attempt-token.js';
 import { StudyTransport } from './transport.js';
 import { TurnPace } from './turn-pace.js';
 import { queueTarget, type TransferSummary, WorkerTracker } from './worker-tracker.js';
+
+/** A malformed worker status is logged at most this often (a bad worker sends one per heartbeat). */
+const MALFORMED_LOG_EVERY_MS = 60_000;
 
 export interface CoordinatorOptions {
   config: StudyConfig;
@@ -102,6 +105,16 @@ export class Coordinator {
   private readonly inbox: JsMsg[] = [];
   /** worker statuses received and not handled yet */
   private readonly statusInbox: Uint8Array[] = [];
+  /**
+   * The mesh's statuses, heard from the start of the loop until close, whatever the study's
+   * state: the status service answers until close, and a table frozen when the study stopped
+   * missed the workers not heard by then and kept the others' last state (never lost).
+   */
+  private statuses: Subscription | undefined;
+  /** once the study stopped (the tick with it): finds the workers that fell silent */
+  private meshTimer: NodeJS.Timeout | undefined;
+  /** malformed worker statuses dropped since one was last logged, and when that was (ms) */
+  private malformed = { dropped: 0, loggedMs: 0 };
   /** when the tick last asked JetStream about the queue (ms since the epoch) */
   private queueCheckedMs = 0;
   /** the next turn, once one is queued behind the current work (arrivals until it starts join it) */
@@ -288,8 +301,10 @@ export class Coordinator {
   close(): Promise<void> {
     this.closePromise ??= (async () => {
       this.abort.abort();
+      clearInterval(this.meshTimer);
       await runAll(
         [
+          () => this.statuses?.unsubscribe(),
           () => this.loop,
           () => this.statusService?.close(),
           () => this.seeder.close(),
@@ -327,7 +342,7 @@ export class Coordinator {
 
   private async run(): Promise<void> {
     const messages = await this.transport.results();
-    const statuses = this.transport.workerStatuses((data) => {
+    this.statuses = this.transport.workerStatuses((data) => {
       if (this.closing) return;
       this.statusInbox.push(data);
       this.kick();
@@ -350,11 +365,13 @@ export class Coordinator {
       }
     } finally {
       messages.stop();
-      statuses.unsubscribe();
       await results.catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'results consumer stopped'));
       // what waited for a write (who took which trial) goes in now, for the record's readers
       if (!this.failure) await this.serial(() => this.flush()).catch(() => undefined);
     }
+    // the study stopped; until close the statuses still come in (each turn takes them), and
+    // this finds the workers that fell silent
+    if (!this.closing) this.meshTimer = setInterval(() => this.checkWorkers(new Date()), this.opts.pollMs ?? DEFAULT_TICK_MS).unref();
   }
 
   private serial(fn: () => Promise<void>): Promise<void> {
@@ -380,10 +397,12 @@ export class Coordinator {
    */
   private async turn(): Promise<void> {
     this.nextTurn = undefined;
-    if (this.closing || this.stopped) return;
+    if (this.closing) return;
     const now = new Date();
     let seen = false;
+    // taken even once the study stopped: the worker table outlives the trials (see `statuses`)
     for (const data of this.statusInbox.splice(0)) seen = this.onWorkerStatus(data, now) || seen;
+    if (this.stopped) return;
     const batch: Transition[] = [];
     const handled: JsMsg[] = [];
     while (this.inbox.length > 0 && this.book.phase !== 'failed') {
@@ -411,9 +430,7 @@ export class Coordinator {
     if (this.closing || this.stopped) return;
     try {
       const now = new Date();
-      for (const ch of this.tracker.check(now.getTime())) {
-        if (ch.type === 'lost') this.emit({ type: 'worker.lost', study: this.name, worker: ch.worker.worker, silentMs: ch.silentMs });
-      }
+      this.checkWorkers(now);
       for (const job of [...this.unpublished]) {
         if (job.state === 'running') await this.publishOrQueue(job);
         else this.unpublished.delete(job);
@@ -434,6 +451,13 @@ export class Coordinator {
       await this.apply(mergeTransitions(batch), { flush: true });
     } catch (e) {
       if (!this.closing) this.log.warn({ err: (e as Error).message }, 'coordinator: will retry');
+    }
+  }
+
+  /** Workers silent for too long are lost, each said once. */
+  private checkWorkers(now: Date): void {
+    for (const ch of this.tracker.check(now.getTime())) {
+      if (ch.type === 'lost') this.emit({ type: 'worker.lost', study: this.name, worker: ch.worker.worker, silentMs: ch.silentMs });
     }
   }
 
@@ -521,7 +545,15 @@ export class Coordinator {
     try {
       s = workerStatusCodec.decode(data, 'worker status');
     } catch (e) {
-      this.log.debug({ err: (e as Error).message }, 'dropping a malformed worker status');
+      // its sender is missing from the worker table: said, with how many were dropped since
+      this.malformed.dropped++;
+      if (now.getTime() - this.malformed.loggedMs >= MALFORMED_LOG_EVERY_MS) {
+        this.log.warn(
+          { err: (e as Error).message, dropped: this.malformed.dropped },
+          'dropping malformed worker statuses: their senders are missing from the worker table',
+        );
+        this.malformed = { dropped: 0, loggedMs: now.getTime() };
+      }
       return false;
     }
     let seen = false;
@@ -531,7 +563,8 @@ export class Coordinator {
         this.emit({ type: 'worker.seen', study: this.name, worker: ch.worker.worker, provider: ch.worker.provider });
       } else this.emit({ type: 'worker.lost', study: this.name, worker: ch.worker.worker, silentMs: ch.silentMs });
     }
-    if (s.state === 'busy' && s.study === this.name && s.generation === this.study.generation) {
+    // a stopped study's record takes no more starts
+    if (!this.stopped && s.state === 'busy' && s.study === this.name && s.generation === this.study.generation) {
       this.defer(this.book.started(s.kind, s.trial, s.attempt, s.worker, now));
     }
     return seen;

@@ -569,6 +569,9 @@ export class Worker {
     job.handedBack = true;
     job.abort.abort();
     job.msg.nak();
+    // the trial is another's now: a heartbeat still saying busy on it (until the evaluation sees
+    // the abort) would tell the coordinator that this worker took it back from the next one
+    this.setStatus(this.idleStatus());
     this.opts.log.info(
       { worker: this.id, subject: job.msg.subject, seq: job.msg.seq },
       'handing the running trial back: the GPU owner needs it',
