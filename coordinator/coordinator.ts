@@ -469,7 +469,7 @@ export class Coordinator {
     const target = queueTarget(this.tracker.serving(this.announcement), {
       minDepth: this.opts.queueDepth ?? DEFAULT_QUEUE_DEPTH,
       perWorker: DEFAULT_AHEAD_PER_WORKER,
-      perTurn: this.pace.aheadWanted,
+      perTurn: this.pace.aheadWanted(Date.now()),
       waiting,
     });
     return this.book.trialsToCreate(target, queued);
@@ -550,7 +550,7 @@ export class Coordinator {
       if (now.getTime() - this.malformed.loggedMs >= MALFORMED_LOG_EVERY_MS) {
         this.log.warn(
           { err: (e as Error).message, dropped: this.malformed.dropped },
-          'dropping malformed worker statuses: their senders are missing from the worker table',
+          'dropping malformed worker statuses: a worker that sends only such is missing from the worker table',
         );
         this.malformed = { dropped: 0, loggedMs: now.getTime() };
       }

@@ -94,10 +94,11 @@ export const DEFAULT_LOST_AFTER_HEARTBEATS = 3;
 /** Studies whose pool, sets and merge buffer a worker keeps ready at once. */
 export const DEFAULT_STUDY_CONTEXTS = 2;
 /**
- * How far behind its fair share (in trials, weighted by priority) a study must fall before a
- * worker takes it when that means letting a kept study's pool go from its cache limit (the pools
- * do not fit together): each switch costs a pool fetch, so a worker serving two such studies runs
- * one for a while and then the other, instead of fetching a pool at every trial.
+ * How far behind its fair share (in its own trials) a study must fall, at least, before a worker
+ * takes it when that means letting a kept study's pool go from its cache limit (the pools do not
+ * fit together): each switch costs a pool fetch, so a worker serving two such studies runs one
+ * for a while and then the other, instead of fetching a pool at every trial. More with many
+ * workers, and spread among them (`FairShare.switchMargin`).
  */
 export const DEFAULT_SWITCH_MARGIN_TRIALS = 8;
 /** One blob transfer may take this long before it is abandoned, ms. */

@@ -42,7 +42,7 @@ export interface StudyContext {
  */
 export class StudyContexts {
   private readonly contexts: StudyContext[] = [];
-  /** the blobs of each study context loaded so far (by key): what taking it again would take */
+  /** the blobs of each study context loaded so far (by content: a rerun's are the same): what taking it again would take */
   private readonly needs = new Map<string, Map<string, number>>();
 
   constructor(
@@ -57,7 +57,7 @@ export class StudyContexts {
    */
   displaces(ann: StudyAnnouncement): boolean {
     const key = contextKey(ann);
-    const blobs = this.needs.get(key);
+    const blobs = this.needs.get(contentKey(ann));
     if (!blobs || !Number.isFinite(this.cache.limitBytes) || this.contexts.some((c) => c.key === key)) return false;
     return sum(blobs.values()) + this.keptBytes(new Set(blobs.keys())) > this.cache.limitBytes;
   }
@@ -98,7 +98,7 @@ export class StudyContexts {
     const pool = new Pool(manifest, this.cache.dir, `pool ${ann.manifest.sha256.slice(0, 12)}`);
     const blobs = studyBlobs(ann, pool);
     if (this.needs.size >= MAX_NEEDS_KEPT) this.needs.delete(this.needs.keys().next().value!);
-    this.needs.set(key, blobs);
+    this.needs.set(contentKey(ann), blobs);
     try {
       await this.makeRoomFor(ann, blobs);
       // every blob pinned before the first is fetched: fetching the last never evicts the first
@@ -186,6 +186,11 @@ const MAX_NEEDS_KEPT = 64;
 
 function contextKey(ann: StudyAnnouncement): string {
   return `${ann.study}:${ann.generation}:${ann.manifest.sha256}`;
+}
+
+/** What a study's blobs are made of: its manifest and its sets, whatever its name and run. */
+function contentKey(ann: StudyAnnouncement): string {
+  return [ann.manifest.sha256, ...ann.sets.flatMap((s) => [s.dev.sha256, s.test.sha256])].join(':');
 }
 
 /** Every blob a study's context uses, with its size: the manifest, the pool's shards, the sets. */

@@ -375,7 +375,7 @@ export class Worker {
           const ann = board.announcement(q.study)?.ann;
           return ann != null && this.contexts.displaces(ann);
         };
-        for (const q of this.fairShare.order(queues, displaces)) {
+        for (const q of this.fairShare.order(queues, displaces, this.fairShare.switchMargin(this.id))) {
           if (this.closing || !this.capabilities.gpuIdle) break;
           let msg: JsMsg | null;
           const asked = performance.now();
@@ -616,6 +616,8 @@ export class Worker {
       msg.nak();
       return;
     }
+    // handed back while the announcement was read (the GPU's owner came back): another's now
+    if (signal.aborted) return;
     const provider = this.opts.provider ?? ((ann.provider || 'cpu') as ExecutionProvider);
     this.setStatus({
       ...this.status,

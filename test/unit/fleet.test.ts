@@ -76,6 +76,53 @@ describe('fair share', () => {
     expect(turns).toBe(20);
   });
 
+  it('fair share - 16 workers finishing together, each cache holding one pool: spread margins switch a few workers, one margin switches them all at once and back', () => {
+    const studies = [
+      { study: 'a', priority: 1 },
+      { study: 'b', priority: 1 },
+    ];
+    const run = (margin: (f: FairShare, id: string) => number) => {
+      const workers = Array.from({ length: 16 }, (_, i) => ({ id: `w${i}`, share: new FairShare(), kept: '' }));
+      let loads = 0;
+      const got: Record<string, number> = { a: 0, b: 0 };
+      for (let round = 0; round < 25; round++) {
+        // every worker decides on the starts heard before this round (none of the others' in it)
+        const picks = workers.map((w) => {
+          const s = w.share.order(studies, (c) => w.kept !== '' && c.study !== w.kept, margin(w.share, w.id))[0]!.study;
+          if (s !== w.kept) loads++;
+          w.kept = s;
+          got[s]!++;
+          return s;
+        });
+        for (const w of workers) for (const [i, s] of picks.entries()) w.share.observe(`w${i}`, s, `1|TRIAL|${round}|${i}`);
+      }
+      return { loads, got };
+    };
+    const spread = run((f, id) => f.switchMargin(id));
+    const one = run(() => 8);
+    // 16 first loads, then a few switches; one margin: everyone at once, again and again
+    expect(spread.loads).toBeLessThanOrEqual(40);
+    expect(one.loads).toBeGreaterThan(150);
+    expect(Math.abs(spread.got.a! - spread.got.b!)).toBeLessThanOrEqual(80);
+  });
+
+  it("fair share - the switch margin counts the study's own trials: a priority-10 study is let in 8 of its trials behind, not 80", () => {
+    const f = new FairShare();
+    const studies = [
+      { study: 'kept', priority: 1 },
+      { study: 'big', priority: 10 },
+    ];
+    f.observe('w', 'kept', '1|TRIAL|0|1');
+    f.order(studies); // 'big' starts level with 'kept'
+    // 'big' is due 10 trials per trial of 'kept'; 'kept' now runs alone
+    let i = 1;
+    const next = () => f.order(studies, (c) => c.study === 'big', 8)[0]!.study;
+    while (next() === 'kept' && i < 100) f.observe('w', 'kept', `1|TRIAL|${i++}|1`);
+    // started: kept i, big 1 (level at the start, counted as kept's share times 10): big is
+    // behind by 10·i − 10 of its own trials and goes first once that passes 8
+    expect(i).toBe(2);
+  });
+
   it('fair share - a repeated heartbeat counts once; a study seen late starts level, not at zero', () => {
     const f = new FairShare();
     for (let i = 0; i < 50; i++) f.observe('w', 'a', `1|TRIAL|${i}|1`);

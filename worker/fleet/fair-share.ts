@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { DEFAULT_SWITCH_MARGIN_TRIALS } from '../../shared/index.js';
 
 /**
@@ -12,9 +13,12 @@ export class FairShare {
   private readonly started = new Map<string, number>();
   /** what each worker last said it works on, so a repeated heartbeat counts once */
   private readonly lastJob = new Map<string, string>();
+  /** the workers heard and not gone */
+  private readonly heard = new Set<string>();
 
   /** A worker says what it works on (`job` identifies the attempt; null: nothing). */
   observe(worker: string, study: string, job: string | null): void {
+    this.heard.add(worker);
     if (job === null) {
       this.lastJob.delete(worker);
       return;
@@ -28,6 +32,19 @@ export class FairShare {
   /** A worker is gone: forget what it said (bounded by the workers heard). */
   forget(worker: string): void {
     this.lastJob.delete(worker);
+    this.heard.delete(worker);
+  }
+
+  /**
+   * How many trials behind a study must be before `worker` lets a kept pool go for it: at least
+   * `DEFAULT_SWITCH_MARGIN_TRIALS`, two per worker heard, spread from half to one and a half
+   * times that by the worker's name. Workers finishing together read the same counts: with one
+   * margin they would all switch at once (and back), with margins spread wider than a round of
+   * starts only the first few do, and the counts they add hold the others back.
+   */
+  switchMargin(worker: string): number {
+    const spread = createHash('sha256').update(worker).digest().readUInt32BE(0) / 2 ** 32;
+    return Math.max(DEFAULT_SWITCH_MARGIN_TRIALS, 2 * this.heard.size) * (0.5 + spread);
   }
 
   /**
@@ -35,7 +52,7 @@ export class FairShare {
    * given order). A study heard of for the first time starts level with the least served of the
    * others, not at zero, or it would take every worker until it caught up with older studies.
    * A study this worker could take only by letting another's pool go (`displaces`) counts as
-   * `switchMargin` trials more served: it goes first only once it is that far behind.
+   * `switchMargin` of its own trials more served: it goes first only once it is that far behind.
    */
   order<T extends { study: string; priority: number }>(
     candidates: readonly T[],
@@ -48,7 +65,7 @@ export class FairShare {
       for (const c of candidates) if (!this.started.has(c.study)) this.started.set(c.study, level * weight(c.priority));
     }
     return candidates
-      .map((c, i) => ({ c, i, share: this.started.get(c.study)! / weight(c.priority) + (displaces(c) ? switchMargin : 0) }))
+      .map((c, i) => ({ c, i, share: (this.started.get(c.study)! + (displaces(c) ? switchMargin : 0)) / weight(c.priority) }))
       .sort((a, b) => a.share - b.share || a.i - b.i)
       .map((x) => x.c);
   }
