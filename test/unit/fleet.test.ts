@@ -106,6 +106,21 @@ describe('fair share', () => {
     expect(Math.abs(spread.got.a! - spread.got.b!)).toBeLessThanOrEqual(80);
   });
 
+  it('fair share - the switch margin grows with the workers heard lately, spread by name', () => {
+    const f = new FairShare();
+    f.observe('a', 's', null, 0);
+    const one = f.switchMargin('a', 0);
+    expect(one).toBeGreaterThanOrEqual(4);
+    expect(one).toBeLessThan(12);
+    for (let i = 0; i < 20; i++) f.observe(`w${i}`, 's', null, 1000);
+    // 21 workers: 42 trials, spread by the name the same way
+    expect(f.switchMargin('a', 1000) / one).toBeCloseTo(42 / 8, 6);
+    expect(f.switchMargin('b', 1000)).not.toBeCloseTo(f.switchMargin('a', 1000), 3);
+    // a minute later, those not heard again are gone (a crashed worker says no goodbye)
+    f.observe('a', 's', null, 70_000);
+    expect(f.switchMargin('a', 70_000)).toBeCloseTo(one, 6);
+  });
+
   it("fair share - the switch margin counts the study's own trials: a priority-10 study is let in 8 of its trials behind, not 80", () => {
     const f = new FairShare();
     const studies = [

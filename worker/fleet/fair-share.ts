@@ -13,12 +13,12 @@ export class FairShare {
   private readonly started = new Map<string, number>();
   /** what each worker last said it works on, so a repeated heartbeat counts once */
   private readonly lastJob = new Map<string, string>();
-  /** the workers heard and not gone */
-  private readonly heard = new Set<string>();
+  /** when each worker was last heard, ms (a worker that crashed says no goodbye: forgotten after `HEARD_FOR_MS`) */
+  private readonly heard = new Map<string, number>();
 
   /** A worker says what it works on (`job` identifies the attempt; null: nothing). */
-  observe(worker: string, study: string, job: string | null): void {
-    this.heard.add(worker);
+  observe(worker: string, study: string, job: string | null, nowMs = Date.now()): void {
+    this.heard.set(worker, nowMs);
     if (job === null) {
       this.lastJob.delete(worker);
       return;
@@ -42,7 +42,8 @@ export class FairShare {
    * margin they would all switch at once (and back), with margins spread wider than a round of
    * starts only the first few do, and the counts they add hold the others back.
    */
-  switchMargin(worker: string): number {
+  switchMargin(worker: string, nowMs = Date.now()): number {
+    for (const [w, ms] of this.heard) if (nowMs - ms > HEARD_FOR_MS) this.heard.delete(w);
     const spread = createHash('sha256').update(worker).digest().readUInt32BE(0) / 2 ** 32;
     return Math.max(DEFAULT_SWITCH_MARGIN_TRIALS, 2 * this.heard.size) * (0.5 + spread);
   }
@@ -70,6 +71,9 @@ export class FairShare {
       .map((x) => x.c);
   }
 }
+
+/** A worker not heard for this long no longer counts among those that may switch (heartbeats come every few seconds). */
+const HEARD_FOR_MS = 60_000;
 
 function weight(priority: number): number {
   return priority > 0 ? priority : 1;
