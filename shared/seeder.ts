@@ -87,6 +87,11 @@ export class Seeder {
     this.partials.delete(sha256);
   }
 
+  /** Range requests (pieces) being streamed now. */
+  get uploads(): number {
+    return this.uploading;
+  }
+
   /** What this seeder has served so far (a copy). */
   served(): ServedCounters {
     return { ...this.counters, ranges: new Map(this.counters.ranges) };

@@ -3,7 +3,8 @@
  * network namespace: `seed` serves the blob; `fetch` waits for the go message on NATS, fetches
  * the blob (from peers too with --p2p), reports the time on NATS, then serves until told to stop.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect } from 'nats';
 import { PEER_UPLOAD_SLOTS, SEEDER_UPLOAD_SLOTS } from '../../shared/defaults.js';
@@ -61,6 +62,7 @@ const stop = nc.subscribe('bench.transfer.stop', { max: 1 });
 const go = nc.subscribe('bench.transfer.go', { max: 1 });
 nc.publish('bench.transfer.ready', values.id || 'seed');
 let cpuAtGo = 0;
+const stopHooks: (() => Promise<void>)[] = [];
 for await (const _ of go) {
   cpuAtGo = cpuSeconds();
   if (process.env.BENCH_DEBUG) {
@@ -76,6 +78,26 @@ for await (const _ of go) {
       );
     }, 5000).unref();
   }
+  if (process.env.BENCH_TRACE) {
+    // every 250 ms, one JSON file per host in BENCH_TRACE at the end: [ms since go, link bytes
+    // sent, received (the kernel's count, this namespace's sysfs), uploads in progress, pieces
+    // fetched, busy answers given, got]: where a host's upload goes idle
+    const dev = `obp-${values.id || 'seed'}`;
+    const counter = (d: string) => readFile(`/sys/class/net/${dev}/statistics/${d}_bytes`, 'utf8').then(Number, () => -1);
+    const t0 = Date.now();
+    const trace: number[][] = [];
+    const sample = async () => {
+      const s = seeder.served();
+      trace.push([Date.now() - t0, await counter('tx'), await counter('rx'), seeder.uploads, cache.stats.pieces, s.busy, cache.stats.busy]);
+    };
+    const timer = setInterval(() => void sample(), 250);
+    timer.unref();
+    const name = values.role === 'seed' ? `seed-${process.pid}` : basename(values.cache!);
+    stopHooks.push(async () => {
+      clearInterval(timer);
+      await writeFile(join(process.env.BENCH_TRACE!, `${name}.json`), JSON.stringify(trace));
+    });
+  }
   if (values.role !== 'fetch') break;
   const t0 = performance.now();
   await cache.ensure(spec.sha256, spec.bytes, [values.seeder!], spec.pieces);
@@ -90,6 +112,7 @@ for await (const _ of go) {
   );
 }
 for await (const _ of stop) break;
+for (const h of stopHooks) await h();
 // what each host sent (the seeder more than the blob: pieces sent twice) and its CPU since go
 nc.publish(
   'bench.transfer.stats',

@@ -1,10 +1,17 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Bitfield, PieceHasher } from '../../shared/pieces.js';
 import type { PeerHolder, PeerTracker } from '../../worker/shards/holders.js';
-import { type FetchPiecesOptions, fetchPieces, HolderBusy, type PieceStats } from '../../worker/shards/pieces.js';
+import {
+  type FetchPiecesOptions,
+  fetchPieces,
+  HolderBusy,
+  MAX_STREAMS_PER_BLOB,
+  type PieceStats,
+  STREAMS_WHEN_AHEAD,
+} from '../../worker/shards/pieces.js';
 import { useTempDir } from '../helpers/temp.js';
 
 // The piece scheduler alone: holders are functions and a tracker in memory (the gRPC side is
@@ -155,6 +162,89 @@ describe('piece scheduler', () => {
     expect(stats.fromPeers).toBe(0);
     expect(peerAsked).toBeGreaterThanOrEqual(50);
     expect(peerAsked).toBeLessThan(60);
+  });
+});
+
+describe('piece scheduler, balance', () => {
+  /** The most requests in flight at once while fetching pieces 4..7 (0..3 already in the partial file) from a complete peer, beside w-a holding `aHolds`. */
+  async function mostAtOnce(aHolds: number[]): Promise<number> {
+    const path = join(tmp, `part-${file++}`);
+    const partial = Buffer.alloc(data.length);
+    data.copy(partial, 0, 0, 4 * PIECE);
+    await writeFile(path, partial);
+    const a = new Bitfield(N);
+    for (const i of aHolds) a.set(i);
+    const tracker = new FakeTracker();
+    tracker.peers = [
+      { address: 'w-full', have: Bitfield.full(N) },
+      { address: 'w-a', have: a },
+    ];
+    let now = 0;
+    let most = 0;
+    await fetchPieces({
+      sha256,
+      bytes: data.length,
+      pieces: list,
+      path,
+      seeders: ['seed'],
+      self: 'w-b',
+      tracker,
+      stats: newStats(),
+      signal: new AbortController().signal,
+      onStart() {},
+      onPiece() {},
+      onSeeding() {},
+      fetchRange: (_address, offset, length) =>
+        (async function* () {
+          most = Math.max(most, ++now);
+          try {
+            await new Promise((r) => setTimeout(r, 30));
+            yield* serve(offset, length);
+          } finally {
+            now--;
+          }
+        })(),
+    });
+    expect(await readFile(path)).toEqual(data);
+    return most;
+  }
+
+  it('fetch pieces - a worker ahead of the peers still fetching keeps fewer streams, one level with them all of its streams', async () => {
+    // w-b holds 4 pieces: w-a, fetching too, holds none (w-b is ahead), or 4 (level)
+    expect(await mostAtOnce([])).toBe(STREAMS_WHEN_AHEAD);
+    expect(await mostAtOnce([4, 5, 6, 7])).toBe(MAX_STREAMS_PER_BLOB);
+  });
+});
+
+describe('piece scheduler, holders', () => {
+  it('fetch pieces - streams go to every holder with a piece wanted, not all to the holder of the rarest pieces', async () => {
+    // w-a alone holds 0..3 (the rarest), w-b and w-c both hold 4..7
+    const low = new Bitfield(N);
+    const high = new Bitfield(N);
+    for (let i = 0; i < N; i++) (i < 4 ? low : high).set(i);
+    const tracker = new FakeTracker();
+    tracker.peers = [
+      { address: 'w-a', have: low },
+      { address: 'w-b', have: high },
+      { address: 'w-c', have: high },
+    ];
+    const asked: string[] = [];
+    const { stats } = await fetchAll({
+      self: 'w-d',
+      tracker,
+      fetchRange: (address, offset, length) => {
+        asked.push(address);
+        return (async function* () {
+          await new Promise((r) => setTimeout(r, 30));
+          yield* serve(offset, length);
+        })();
+      },
+    });
+    expect(stats.fromPeers).toBe(data.length);
+    // the first four streams (all at once) over three holders: two at most at any one (once only
+    // w-a holds what is left, every stream goes to it, as it should)
+    const first = asked.slice(0, 4);
+    expect(Math.max(...['w-a', 'w-b', 'w-c'].map((a) => first.filter((x) => x === a).length))).toBeLessThanOrEqual(2);
   });
 });
 
