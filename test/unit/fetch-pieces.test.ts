@@ -59,7 +59,7 @@ const pieceAt = (offset: number) => offset / PIECE;
 
 /** Fetches the test blob into a new file with these holders and settings (the file must hold the blob); the stats. */
 async function fetchAll(o: Partial<FetchPiecesOptions> & Pick<FetchPiecesOptions, 'fetchRange'>): Promise<{ stats: PieceStats }> {
-  const path = join(tmp, `part-${file++}`);
+  const path = o.path ?? join(tmp, `part-${file++}`);
   const stats = newStats();
   await fetchPieces({
     sha256,
@@ -181,19 +181,10 @@ describe('piece scheduler, balance', () => {
     ];
     let now = 0;
     let most = 0;
-    await fetchPieces({
-      sha256,
-      bytes: data.length,
-      pieces: list,
+    await fetchAll({
       path,
-      seeders: ['seed'],
       self: 'w-b',
       tracker,
-      stats: newStats(),
-      signal: new AbortController().signal,
-      onStart() {},
-      onPiece() {},
-      onSeeding() {},
       fetchRange: (_address, offset, length) =>
         (async function* () {
           most = Math.max(most, ++now);
@@ -205,7 +196,6 @@ describe('piece scheduler, balance', () => {
           }
         })(),
     });
-    expect(await readFile(path)).toEqual(data);
     return most;
   }
 
