@@ -375,7 +375,8 @@ export class Worker {
           const ann = board.announcement(q.study)?.ann;
           return ann != null && this.contexts.displaces(ann);
         };
-        for (const q of this.fairShare.order(queues, displaces, this.fairShare.switchMargin(this.id))) {
+        const order = queues.length > 1 ? this.fairShare.order(queues, displaces, this.fairShare.switchMargin(this.id)) : queues;
+        for (const q of order) {
           if (this.closing || !this.capabilities.gpuIdle) break;
           let msg: JsMsg | null;
           const asked = performance.now();
